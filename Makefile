@@ -1,0 +1,42 @@
+# Entry points. `make install` is idempotent: it rebuilds .venv only when the pins change.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install test test-all repro repro-snakemake smoke ui check-fid update-baseline bench clean-smoke
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+test: install            ## the default test suite (what CI runs)
+	$(BIN)/pytest
+
+test-all: install        ## including slow tests
+	$(BIN)/pytest -m ""
+
+repro: install           ## the paper's pipeline through DVC (needs a GPU and CelebA)
+	PATH=$(BIN):$$PATH $(BIN)/dvc repro
+
+repro-snakemake: install ## the same pipeline through Snakemake
+	PATH=$(BIN):$$PATH $(BIN)/snakemake --cores all
+
+smoke: install           ## the smoke profile through both orchestrators in a scratch copy
+	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh
+
+check-fid: install       ## FID regression check of the smoke run against tests/baselines/smoke.json
+	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh --check
+
+update-baseline: install ## rerun the smoke pipeline and write its FID as the new baseline
+	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh --update-baseline
+
+ui: install              ## the MLflow UI on 127.0.0.1 against the project's store
+	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+bench: install
+	$(PY) benchmarks/prepare.py && $(PY) benchmarks/train.py && $(PY) benchmarks/fid.py && $(PY) benchmarks/orchestration.py

@@ -1,0 +1,239 @@
+"""params.yaml parsed into typed, validated sections.
+
+Every stage reads only the sections it declares (see ../shared/design.md). Validation stops at
+the first problem with one line naming the dotted key and what is expected, so that a typo in
+params.yaml never silently falls back to a default.
+
+To add a param: add a field to its section's dataclass (the default is the paper's value), with
+`spec(...)` for choices or a range, and add it to params.yaml and configs/*.yaml.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from sagan.errors import SaganError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def spec(default, *, choices: tuple | None = None, check: Callable[[Any], bool] | None = None,
+         expect: str = "", **kw):
+    """A dataclass field with validation metadata: `choices`, or `check` plus an `expect` text."""
+    meta = {"choices": choices, "check": check, "expect": expect}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+positive = dict(check=lambda v: v > 0, expect="a number > 0")
+non_negative = dict(check=lambda v: v >= 0, expect="a number >= 0")
+fraction = dict(check=lambda v: 0 <= v < 1, expect="a number in [0, 1)")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    # gdrive: the official CelebA Drive files; url: mirrors in `urls`; local: files in `local`;
+    # synthetic: procedural faces in CelebA's layout (offline demos and CI; labelled everywhere).
+    source: str = spec("gdrive", choices=("gdrive", "url", "local", "synthetic"))
+    urls: dict = spec({"zip": "", "partition": ""})
+    local: dict = spec({"zip": "", "partition": ""})
+    verify_md5: bool = True
+    retries: int = spec(5, **non_negative)
+    timeout_s: float = spec(60.0, **positive)
+    synthetic_images: int = spec(4000, check=lambda v: v >= 10, expect="an integer >= 10")
+    synthetic_seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    crop: int = spec(160, **positive)
+    size: int = spec(64, check=lambda v: v in (32, 64, 128), expect="one of 32, 64, 128")
+    shard_size: int = spec(10000, **positive)
+    workers: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = all cores)")
+    max_bad_fraction: float = spec(0.001, **fraction)
+
+
+@dataclass(frozen=True)
+class SplitParams:
+    val_fraction: float = spec(0.2, check=lambda v: 0 < v < 1, expect="a number in (0, 1)")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FidParams:
+    # auto: the official torch-fidelity weights from the torch hub cache (downloaded if online);
+    # standin: seeded random weights for the same architecture (offline; not comparable with
+    # published FID); anything else: a path to the official weights file.
+    weights: str = "auto"
+    reference_split: str = spec("val", choices=("train", "val", "all"))
+    reference_max_images: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = all)")
+    num_samples: int = spec(50000, **positive)
+    batch_size: int = spec(200, **positive)
+    seed: int = 0
+    kid: bool = True
+    kid_subset_size: int = spec(1000, **positive)
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    z_dim: int = spec(128, **positive)
+    g_channels: int = spec(64, **positive)
+    d_channels: int = spec(64, **positive)
+    g_batchnorm: bool = True
+    d_batchnorm: bool = True
+    spectral_norm: bool = True
+    leaky_slope: float = spec(0.2, **non_negative)
+    attention: bool = True
+    attention_style: str = spec("sagan", choices=("sagan", "biggan"))
+    # Attention sits after this many layers: 3 = between the 3rd and 4th (the paper).
+    attention_after: int = spec(3, check=lambda v: 1 <= v <= 4, expect="an integer in [1, 4]")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    loss: str = spec("bce", choices=("bce", "hinge"))
+    gp_lambda: float = spec(10.0, **non_negative)
+    lr_g: float = spec(1e-4, **positive)
+    lr_d: float = spec(4e-4, **positive)
+    beta1: float = spec(0.5, **fraction)
+    beta2: float = spec(0.999, **fraction)
+    n_critic: int = spec(1, **positive)
+    batch_size: int = spec(64, **positive)
+    epochs: int = spec(10, **positive)
+    max_steps: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = no cap)")
+    ema_decay: float = spec(0.0, check=lambda v: 0 <= v < 1, expect="a number in [0, 1) (0 = off)")
+    precision: str = spec("fp32", choices=("fp32", "bf16", "fp16"))
+    channels_last: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+    device: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    log_every: int = spec(50, **positive)
+    checkpoint_every: int = spec(1000, **positive)
+    keep_checkpoints: int = spec(3, check=lambda v: v >= 2, expect="an integer >= 2")
+    sample_grid: int = spec(64, **positive)
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "sagan-celeba"
+    profile: str = "paper"
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    title: str = "SAGAN on CelebA: reproduction of Bury (IVUS 2024), Table 1"
+    history_max_runs: int = spec(50, **positive)
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    prepare: PrepareParams = field(default_factory=PrepareParams)
+    split: SplitParams = field(default_factory=SplitParams)
+    fid: FidParams = field(default_factory=FidParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    mlflow: MlflowParams = field(default_factory=MlflowParams)
+    report: ReportParams = field(default_factory=ReportParams)
+
+
+def _type_ok(value: Any, typ: type) -> bool:
+    if typ is bool:
+        return isinstance(value, bool)
+    if typ is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if typ is float:  # YAML reads 1e-4 as a string in some dialects; accept ints for floats
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, typ)
+
+
+def _unknown(key: str, allowed, where: str) -> SaganError:
+    close = difflib.get_close_matches(key, list(allowed), n=1)
+    hint = f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(allowed)}"
+    return SaganError(f"{where}: unknown param '{key}'", hint=hint)
+
+
+def _parse_section(cls, raw: Any, prefix: str, where: str):
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SaganError(f"{where}: '{prefix}' must be a mapping of keys, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise _unknown(f"{prefix}.{key}", [f"{prefix}.{k}" for k in fields], where)
+        f, typ, dotted = fields[key], hints[key], f"{prefix}.{key}"
+        if typ is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if not _type_ok(value, typ):
+            raise SaganError(f"{where}: '{dotted}' must be {typ.__name__}, got {value!r}")
+        if typ is float:
+            value = float(value)
+        if typ is dict:
+            default = f.default_factory()
+            extra = set(value) - set(default)
+            if extra:
+                raise _unknown(f"{dotted}.{sorted(extra)[0]}", [f"{dotted}.{k}" for k in default], where)
+            value = {**default, **value}
+        choices, check = f.metadata.get("choices"), f.metadata.get("check")
+        if choices and value not in choices:
+            raise SaganError(f"{where}: '{dotted}' must be one of {', '.join(map(str, choices))}; got {value!r}")
+        if check and not check(value):
+            raise SaganError(f"{where}: '{dotted}' must be {f.metadata['expect']}; got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_params(raw: Any, where: str = "params") -> Params:
+    """Validate a params mapping (as read from YAML) into `Params`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SaganError(f"{where}: expected a mapping of sections, got {type(raw).__name__}")
+    hints = typing.get_type_hints(Params)
+    sections = {}
+    for name, section in raw.items():
+        if name not in hints:
+            raise _unknown(name, list(hints), where)
+        sections[name] = _parse_section(hints[name], section, name, where)
+    return Params(**sections)
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise SaganError(f"{path}: params file not found", hint="run from the project root or pass --params")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SaganError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+    return parse_params(raw, where=str(path))
+
+
+def flatten(params: Params) -> dict[str, Any]:
+    """Dotted keys (`train.lr_d`) to values, for MLflow and params diffs."""
+    out: dict[str, Any] = {}
+    for section, values in dataclasses.asdict(params).items():
+        for key, value in values.items():
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    out[f"{section}.{key}.{sub}"] = v
+            else:
+                out[f"{section}.{key}"] = value
+    return out
