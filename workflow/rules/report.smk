@@ -1,0 +1,17 @@
+rule report:
+    input:
+        "reports/metrics.json",
+        "reports/train/losses.csv",
+        "reports/train/samples",
+        "reports/train/run.json",
+        sources("src/sagan/report"),
+    output:
+        "reports/report.md",
+        "reports/report.html",
+        directory("reports/figures"),
+    params:
+        **param_keys("report"),
+    log:
+        "logs/report.log",
+    shell:
+        "sagan report --params params.yaml 2>&1 | tee {log}"
