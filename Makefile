@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all repro repro-snakemake smoke ui check-fid update-baseline bench clean-smoke
+.PHONY: install test test-all repro repro-snakemake smoke ui check-fid update-baseline bench
 
 install: $(VENV)/.installed
 
@@ -26,14 +26,14 @@ repro: install           ## the paper's pipeline through DVC (needs a GPU and Ce
 repro-snakemake: install ## the same pipeline through Snakemake
 	PATH=$(BIN):$$PATH $(BIN)/snakemake --cores all
 
-smoke: install           ## the smoke profile through both orchestrators in a scratch copy
-	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh
+smoke: install           ## the smoke profile through DVC and Snakemake, each in a scratch copy
+	$(PY) -m sagan.smoke --orchestrator both
 
-check-fid: install       ## FID regression check of the smoke run against tests/baselines/smoke.json
-	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh --check
+check-fid: install       ## smoke run through DVC + FID regression check against tests/baselines/smoke.json
+	$(PY) -m sagan.smoke --orchestrator dvc --check
 
-update-baseline: install ## rerun the smoke pipeline and write its FID as the new baseline
-	PATH=$(BIN):$$PATH bash workflow/scripts/smoke.sh --update-baseline
+update-baseline: install ## smoke run through DVC, then write its FID into tests/baselines/smoke.json
+	$(PY) -m sagan.smoke --orchestrator dvc --update-baseline
 
 ui: install              ## the MLflow UI on 127.0.0.1 against the project's store
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
