@@ -1,0 +1,1 @@
+"""Data stages: fetch CelebA (or write synthetic CelebA), prepare shards, split, and load them."""
