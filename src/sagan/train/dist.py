@@ -1,0 +1,78 @@
+"""The torchrun/DDP context: which rank we are, which device we train on.
+
+`torchrun --nproc_per_node N -m sagan train` sets RANK/WORLD_SIZE/LOCAL_RANK; without them the
+stage runs as a single process (world size 1). Backend: NCCL on GPUs, gloo on CPU.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from sagan.errors import SaganError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Only rank 0 writes files, draws the progress bar and logs to MLflow."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` picks CUDA (this process's local GPU) when available, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SaganError(f"train.device: '{name}' requested but CUDA is not available",
+                             hint="set train.device: auto or cpu")
+        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise SaganError(f"train.device: unknown device '{name}'", hint="use auto, cpu or cuda") from exc
+
+
+def init(device_name: str) -> DistContext:
+    """Join the process group when launched by torchrun; otherwise a world of one."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not torch_dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, device=device)
+
+
+def shutdown(ctx: DistContext) -> None:
+    if ctx.distributed and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def all_reduce_mean(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    """Mean of `tensor` over ranks (in place); the identity in a world of one."""
+    if ctx.distributed:
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        tensor /= ctx.world_size
+    return tensor
+
+
+def all_reduce_max(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
+    """Element-wise max of `tensor` over ranks (in place); the identity in a world of one."""
+    if ctx.distributed:
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+    return tensor

@@ -1,0 +1,184 @@
+"""One GAN training step: `n_critic` discriminator updates, then one generator update.
+
+The step never synchronises with the host: it returns its metrics as a device tensor that the
+loop accumulates and reads only at log points.
+
+Loss (train.loss): `bce` is the paper's (D: 1/2 (BCE real + BCE fake) + gp_lambda * gradient
+penalty in one D step; G: non-saturating BCE); `hinge` is the alternative.
+
+Precision (train.precision): `fp32`; `bf16` under autocast; `fp16` under autocast with one
+GradScaler per optimiser. The gradient penalty runs under autocast for bf16 (fp32's range, so the
+input gradient cannot underflow) and in fp32 for fp16 (whose range would underflow it).
+
+DDP: G and D are wrapped for their own updates. The gradient penalty and the G step's pass
+through D call the bare discriminator (never the DDP wrapper): DDP cannot take the penalty's
+double backward, and the G step must not all-reduce D gradients that are thrown away. The
+penalty's parameter gradients still reach DDP's all-reduce, because they accumulate into the same
+leaves during the D step's single backward.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from torch import nn
+
+from sagan.params import ModelParams, TrainParams
+from sagan.train.dist import DistContext
+
+# Order of the metrics vector a step returns (and the loop accumulates).
+METRICS = ("d_loss", "g_loss", "d_real", "d_fake", "gp")
+
+
+def to_model_input(batch_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """uint8 NHWC on the device -> float NCHW in [-1, 1], normalised where the data lives.
+
+    NHWC permuted to NCHW already has channels_last strides; contiguous() makes it NCHW-dense.
+    """
+    x = batch_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    return x if channels_last else x.contiguous()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model for parameters; buffers (BN stats, SN vectors) copied."""
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+    for ema_buffer, buffer in zip(ema.buffers(), model.buffers()):
+        ema_buffer.copy_(buffer)
+
+
+class GanTrainer:
+    """G, D, their EMA, optimisers and scalers, and the step that updates them."""
+
+    def __init__(self, model_cfg: ModelParams, cfg: TrainParams, image_size: int, ctx: DistContext):
+        from sagan.model import losses
+        from sagan.model.networks import Discriminator, Generator
+
+        self.cfg, self.model_cfg, self.ctx, self.image_size = cfg, model_cfg, ctx, image_size
+        self._losses = losses
+        device = ctx.device
+        torch.manual_seed(cfg.seed)  # weight init and spectral-norm start vectors
+        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.G = Generator(model_cfg, image_size).to(device, memory_format=memory_format)
+        self.D = Discriminator(model_cfg, image_size).to(device, memory_format=memory_format)
+        if cfg.sync_bn and ctx.distributed:
+            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        self.ema = None
+        if cfg.ema_decay > 0:
+            self.ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+
+        fused = True if device.type == "cuda" else None
+        betas = (cfg.beta1, cfg.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=fused)
+        scaling = cfg.precision == "fp16"
+        self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaling)
+        self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
+
+        # Callables for the forward passes: compiled (optional), DDP-wrapped for own updates.
+        g_core = torch.compile(self.G) if cfg.compile else self.G
+        self.d_core = torch.compile(self.D) if cfg.compile else self.D
+        self.g_core, self.g_train, self.d_train = g_core, g_core, self.d_core
+        if ctx.distributed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [device.index] if device.type == "cuda" else None
+            self.g_train = DDP(g_core, device_ids=ids)
+            self.d_train = DDP(self.d_core, device_ids=ids)
+
+    def _autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        return torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _penalty_precision(self):
+        return torch.autocast(self.ctx.device.type, enabled=False) if self.cfg.precision == "fp16" \
+            else contextlib.nullcontext()
+
+    def d_step(self, real: torch.Tensor, z: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        """One D update; returns [d_loss, d_real, d_fake, gp] on the device."""
+        cfg = self.cfg
+        with torch.no_grad(), self._autocast():
+            fake = self.g_core(z)
+        fake = fake.float()
+        with self._autocast():
+            real_logits = self.d_train(real).float()
+            fake_logits = self.d_train(fake).float()
+            loss = self._losses.d_loss(cfg.loss, real_logits, fake_logits)
+        if cfg.gp_lambda > 0:
+            with self._penalty_precision():
+                gp = self._losses.gradient_penalty(self.D, real, fake, generator=noise).float()
+            loss = loss + cfg.gp_lambda * gp
+        else:
+            gp = torch.zeros((), device=real.device)
+        self.opt_d.zero_grad(set_to_none=True)
+        self.scaler_d.scale(loss).backward()
+        self.scaler_d.step(self.opt_d)
+        self.scaler_d.update()
+        return torch.stack([loss.detach(), torch.sigmoid(real_logits.detach()).mean(),
+                            torch.sigmoid(fake_logits.detach()).mean(), gp.detach()])
+
+    def g_step(self, z: torch.Tensor) -> torch.Tensor:
+        """One G update (and the EMA); returns the G loss on the device."""
+        with self._autocast():
+            fake_logits = self.d_core(self.g_train(z)).float()
+            loss = self._losses.g_loss(self.cfg.loss, fake_logits)
+        self.opt_g.zero_grad(set_to_none=True)
+        self.scaler_g.scale(loss).backward()
+        self.scaler_g.step(self.opt_g)
+        self.scaler_g.update()
+        if self.ema is not None:
+            update_ema(self.ema, self.G, self.cfg.ema_decay)
+        return loss.detach()
+
+    def step(self, real_batches: list[torch.Tensor], draw_z, noise: torch.Generator) -> torch.Tensor:
+        """n_critic D updates on `real_batches` (uint8 NHWC), then one G update.
+
+        `draw_z()` returns this rank's latent batch. Returns METRICS as one float32 device tensor
+        (the D metrics averaged over the D updates).
+        """
+        d_metrics = torch.zeros(4, device=self.ctx.device)
+        for batch in real_batches:
+            d_metrics += self.d_step(to_model_input(batch, self.cfg.channels_last), draw_z(), noise)
+        d_metrics /= len(real_batches)
+        g = self.g_step(draw_z())
+        return torch.stack([d_metrics[0], g.float(), d_metrics[1], d_metrics[2], d_metrics[3]])
+
+    def gammas(self) -> tuple[float, float]:
+        """Attention gammas of G and D (NaN without attention); reading them syncs."""
+        def gamma(net):
+            attention = getattr(net, "attention", None)
+            return float(attention.gamma.detach().float().reshape(-1)[0]) if attention is not None else float("nan")
+        return gamma(self.G), gamma(self.D)
+
+    def sampling_model(self) -> nn.Module:
+        """The generator whose weights are published: the EMA when it is on."""
+        return self.ema if self.ema is not None else self.G
+
+    @torch.no_grad()
+    def sample_u8(self, z: torch.Tensor) -> torch.Tensor:
+        """Images from fixed `z` as uint8 NCHW on the CPU, in eval mode (no state changes)."""
+        model = self.sampling_model()
+        was_training = model.training
+        model.eval()
+        images = model(z).float()
+        model.train(was_training)
+        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+    def state_dict(self) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(),
+                "EMA": self.ema.state_dict() if self.ema is not None else None,
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.G.load_state_dict(state["G"])
+        self.D.load_state_dict(state["D"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["EMA"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        if state["scaler_g"]:
+            self.scaler_g.load_state_dict(state["scaler_g"])
+            self.scaler_d.load_state_dict(state["scaler_d"])
