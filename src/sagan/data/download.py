@@ -1,0 +1,263 @@
+"""`sagan download`: put CelebA's `img_align_celeba.zip` and `list_eval_partition.txt` in data/raw/.
+
+Sources (`data.source`): `gdrive` (the official Google Drive files), `url` (any mirror),
+`local` (files the user already has, e.g. when Drive's quota blocks downloads) and `synthetic`
+(procedural faces in CelebA's layout, see sagan.data.synthetic).
+
+Downloads go to `<output>.part`, resume from it with an HTTP Range request after a dropped
+connection, and are renamed into place only after the md5 check, so an interrupted or corrupt
+download never passes as complete. HTTP uses only the standard library.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import http.client
+import os
+import re
+import shutil
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from sagan import paths
+from sagan.atomic import atomic_path
+from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
+from sagan.errors import SaganError
+from sagan.params import DataParams, Params
+
+ZIP_NAME, PARTITION_NAME = paths.RAW_ZIP.name, paths.RAW_PARTITION.name
+# The official CelebA files (the md5s and Drive ids torchvision.datasets.CelebA uses).
+OFFICIAL_MD5 = {ZIP_NAME: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION_NAME: "d32c9cbf5e040fd4025c592c306e6668"}
+GDRIVE_IDS = {ZIP_NAME: "0B7EVK8r0v71pZjFTYXZWM3FlRnM", PARTITION_NAME: "0B7EVK8r0v71pY0NSMzRuSXJEVkk"}
+GDRIVE_URL = "https://drive.usercontent.google.com/download?id={id}&export=download&confirm=t"
+
+USER_AGENT = "sagan-celeba (python urllib)"
+CHUNK = 1 << 20
+BACKOFF_BASE_S = 2.0  # retry k waits BACKOFF_BASE_S * 2**k seconds, at most BACKOFF_MAX_S
+BACKOFF_MAX_S = 60.0
+MAX_HTML_HOPS = 2  # Drive's confirm form is followed at most this often per file
+HTML_HINT = ("Google Drive's CelebA quota is often exhausted ('too many users'); fetch the two files "
+             "by hand (browser or a mirror) and set data.source: local with data.local.zip/partition, "
+             "or data.source: url with data.urls.zip/partition")
+
+
+def md5sum(path: str | os.PathLike) -> str:
+    """Hex md5 of a file, read in chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _html_title(head: bytes) -> str | None:
+    """The page title if `head` (a file's first bytes) is an HTML page, else None."""
+    text = head.lstrip().lower()
+    if not (text.startswith(b"<!doctype html") or text.startswith(b"<html")):
+        return None
+    match = re.search(rb"<title>(.*?)</title>", head, re.IGNORECASE | re.DOTALL)
+    return html.unescape(match.group(1).decode("utf-8", "replace")).strip() if match else "untitled page"
+
+
+def _check_not_html(path: Path, what: str) -> None:
+    with open(path, "rb") as f:
+        title = _html_title(f.read(4096))
+    if title is not None:
+        raise SaganError(f"{what}: is an HTML page ('{title}'), not CelebA's file", hint=HTML_HINT)
+
+
+def _verify(path: Path, name: str, p: DataParams, what: str) -> None:
+    """Check `path` (the candidate for CelebA's `name`) against the official md5."""
+    actual, expected = md5sum(path), OFFICIAL_MD5[name]
+    if actual == expected:
+        return
+    _check_not_html(path, what)
+    if not p.verify_md5:
+        print(f"sagan download: warning: {what}: md5 {actual} is not CelebA's {expected}; accepted because "
+              f"data.verify_md5 is false", file=sys.stderr)
+        return
+    raise SaganError(f"{what}: md5 {actual} does not match CelebA's {name} md5 {expected} "
+                     f"(a truncated or corrupted download, or a mirror's repackaged file)",
+                     hint="download it again, or set data.verify_md5: false to accept another packaging")
+
+
+def _is_complete(path: Path, name: str, p: DataParams) -> bool:
+    """An existing output counts as complete if it has the official md5 (or, unverified, is not a stand-in)."""
+    if not path.is_file():
+        return False
+    if p.verify_md5:
+        return md5sum(path) == OFFICIAL_MD5[name]
+    with open(path, "rb") as f:
+        if _html_title(f.read(4096)) is not None:
+            return False
+    return name != ZIP_NAME or (zipfile.is_zipfile(path) and not is_synthetic_zip(path))
+
+
+class _Interrupted(Exception):
+    """The connection failed or ended early; worth retrying (the .part file keeps what arrived)."""
+
+
+def _gdrive_confirm_url(page: str, base_url: str) -> str | None:
+    """The download URL in Drive's "can't scan this file for viruses" form, if the page is that form."""
+    form = re.search(r'<form[^>]*id="download-form"[^>]*action="([^"]+)"[^>]*>(.*?)</form>', page, re.DOTALL)
+    if not form:
+        return None
+    fields = dict(re.findall(r'<input[^>]*type="hidden"[^>]*name="([^"]+)"[^>]*value="([^"]*)"', form.group(2)))
+    action = urllib.parse.urljoin(base_url, html.unescape(form.group(1)))
+    return f"{action}?{urllib.parse.urlencode({k: html.unescape(v) for k, v in fields.items()})}"
+
+
+def _content_range(header: str) -> tuple[int, int]:
+    """(first byte, total size or -1) from a `Content-Range: bytes 100-199/200` header."""
+    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", header.strip())
+    if not match:
+        return -1, -1
+    return int(match.group(1)), -1 if match.group(2) == "*" else int(match.group(2))
+
+
+def _attempt(url: str, part: Path, timeout_s: float, desc: str) -> str | None:
+    """One HTTP request that appends to (or restarts) `part`.
+
+    Returns None when the file is complete, or the text of an HTML page the server sent instead.
+    Raises _Interrupted for failures worth retrying and SaganError for the rest.
+    """
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left to fetch: the .part already holds the whole file
+            return None
+        if exc.code in (408, 429) or exc.code >= 500:
+            raise _Interrupted(f"HTTP {exc.code}") from exc
+        raise SaganError(f"{url}: HTTP {exc.code} {exc.reason}", hint="check the URL in params (data.urls)") from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise _Interrupted(str(exc)) from exc
+
+    with response:
+        if response.status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset:  # a resume at the wrong place would corrupt the file: start over
+                part.unlink()
+                raise _Interrupted(f"server resumed at byte {start} instead of {offset}")
+        else:  # 200: the server sent the whole file (it ignored Range, or none was asked); restart
+            offset = 0
+            length = response.headers.get("Content-Length")
+            total = int(length) if length is not None else -1
+        mode = "ab" if offset else "wb"
+        try:
+            first = response.read(CHUNK)
+            if _html_title(first) is not None:
+                return (first + response.read(1 << 20)).decode("utf-8", "replace")
+            with open(part, mode) as f, tqdm(total=total if total >= 0 else None, initial=offset, unit="B",
+                                              unit_scale=True, unit_divisor=1024, desc=desc) as bar:
+                chunk = first
+                while chunk:
+                    f.write(chunk)
+                    bar.update(len(chunk))
+                    chunk = response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as exc:
+            raise _Interrupted(str(exc)) from exc
+    received = part.stat().st_size
+    if total >= 0 and received < total:  # http.client returns b"" when a connection drops early
+        raise _Interrupted(f"connection closed after {received} of {total} bytes")
+    return None
+
+
+def fetch(url: str, dest: Path, name: str, p: DataParams,
+          follow_html: Callable[[str, str], str | None] | None = None) -> None:
+    """Download `url` to `dest` (CelebA's file `name`): resumable, retried, md5-checked, atomic.
+
+    `follow_html(page, url)` may turn an HTML page into the URL to follow (Drive's confirm form).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    failures = hops = 0
+    while True:
+        size_before = part.stat().st_size if part.exists() else 0
+        try:
+            page = _attempt(url, part, p.timeout_s, desc=name)
+        except _Interrupted as exc:
+            if part.exists() and part.stat().st_size > size_before:
+                failures = 0  # progress was made: only consecutive failures count against data.retries
+            failures += 1
+            if failures > p.retries:
+                raise SaganError(f"{url}: download of {name} failed after {p.retries} retries ({exc})",
+                                 hint=f"rerun to resume from {part}, or raise data.retries / data.timeout_s") from exc
+            delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+            print(f"sagan download: {name}: {exc}; retry {failures}/{p.retries} in {delay:.0f} s", file=sys.stderr)
+            time.sleep(delay)
+            continue
+        if page is None:
+            break
+        next_url = follow_html(page, url) if follow_html and hops < MAX_HTML_HOPS else None
+        if next_url is None:
+            title = _html_title(page.encode()) or "untitled page"
+            raise SaganError(f"{url}: the server sent an HTML page ('{title}') instead of {name}", hint=HTML_HINT)
+        url, hops = next_url, hops + 1
+    try:
+        _verify(part, name, p, what=f"{url} ({name})")
+    except SaganError:
+        part.unlink()  # resuming from corrupt bytes can never succeed
+        raise
+    os.replace(part, dest)  # the .part file is the temporary name; rename only once verified
+
+
+def _place_local(src: Path, dest: Path) -> None:
+    """Hard-link `src` to `dest` (copy across file systems), atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+
+def _from_local(p: DataParams) -> None:
+    for key, name, dest in (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION)):
+        if not p.local[key]:
+            raise SaganError(f"data.local.{key}: empty", hint=f"set it to the path of your {name}")
+        src = Path(p.local[key]).expanduser()
+        if not src.is_file():
+            raise SaganError(f"{src}: file not found (data.local.{key})", hint=f"set data.local.{key} to your {name}")
+        _verify(src, name, p, what=str(src))
+        _place_local(src, dest)
+        print(f"sagan download: {dest} <- {src}")
+
+
+def _from_urls(p: DataParams, urls: dict[str, str], follow_html=None) -> None:
+    for key, name, dest in (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION)):
+        if not urls[key]:
+            raise SaganError(f"data.urls.{key}: empty", hint=f"set it to a mirror URL of {name}")
+        if _is_complete(dest, name, p):
+            print(f"sagan download: {dest} already present and verified; not downloading again")
+            continue
+        fetch(urls[key], dest, name, p, follow_html)
+        print(f"sagan download: {dest} downloaded and verified")
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    p = params.data
+    if p.source == "synthetic":
+        print(f"sagan download: writing {p.synthetic_images} SYNTHETIC faces (seed {p.synthetic_seed}): "
+              f"a procedural stand-in, not CelebA")
+        write_synthetic_celeba(paths.RAW_ZIP, paths.RAW_PARTITION, p.synthetic_images, p.synthetic_seed)
+        print(f"sagan download: wrote {paths.RAW_ZIP} and {paths.RAW_PARTITION} (synthetic data)")
+    elif p.source == "local":
+        _from_local(p)
+    elif p.source == "url":
+        _from_urls(p, p.urls)
+    else:
+        urls = {key: GDRIVE_URL.format(id=GDRIVE_IDS[name]) for key, name in (("zip", ZIP_NAME), ("partition", PARTITION_NAME))}
+        _from_urls(p, urls, follow_html=_gdrive_confirm_url)
