@@ -119,7 +119,7 @@ def test_url_source_downloads_and_verifies(server, workdir, capsys):
 
     download.run(_url_params(server), ARGS)  # second run: verified outputs are not fetched again
     assert len(server.requests) == 2
-    assert capsys.readouterr().out.count("already present and verified; not downloading again") == 2
+    assert capsys.readouterr().out.count("already present (verified); not downloading again") == 2
 
 
 def test_dropped_connection_resumes_with_range(server, workdir):
@@ -180,6 +180,13 @@ def test_wrong_file_accepted_with_warning_when_md5_check_is_off(server, workdir,
     download.run(_url_params(server, verify_md5=False), ARGS)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[::-1]
     assert "accepted because data.verify_md5 is false" in capsys.readouterr().err
+
+
+def test_synthetic_stand_in_never_counts_as_downloaded_data(server, workdir):
+    download.run(_params(source="synthetic", synthetic_images=10), ARGS)
+    download.run(_url_params(server, verify_md5=False), ARGS)  # even without md5s to compare
+    assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
+    assert [path for path, _ in server.requests] == ["/zip", "/partition"]
 
 
 def test_http_404_is_a_one_line_error(server, workdir):

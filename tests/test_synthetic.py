@@ -78,10 +78,10 @@ def test_partition_counts_follow_celeba_proportions(tmp_path):
 def test_faces_vary_and_sit_in_the_centre(celeba):
     arrays = np.stack([np.asarray(Image.open(io.BytesIO(data)), dtype=float) for data in _images(celeba[0]).values()])
     mean_colours = arrays.mean(axis=(1, 2))  # (N, 3)
-    assert mean_colours.std(axis=0).min() > 8, mean_colours.std(axis=0)
+    assert mean_colours.std(axis=0).min() > 12, mean_colours.std(axis=0)
     # The face region (centre of the 160x160 crop) varies across images as well: skin, eyes, mouth.
     face = arrays[:, 90:150, 60:118]
-    assert face.mean(axis=(1, 2)).std(axis=0).min() > 8
+    assert face.mean(axis=(1, 2)).std(axis=0).min() > 20
     # Images are not flat colour: structure inside each image.
     assert arrays.std(axis=(1, 2)).mean() > 25
     # No two images are the same.

@@ -35,6 +35,7 @@ from sagan.errors import SaganError
 from sagan.params import DataParams, Params
 
 ZIP_NAME, PARTITION_NAME = paths.RAW_ZIP.name, paths.RAW_PARTITION.name
+OUTPUTS = (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION))  # (param key, name, path)
 # The official CelebA files (the md5s and Drive ids torchvision.datasets.CelebA uses).
 OFFICIAL_MD5 = {ZIP_NAME: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION_NAME: "d32c9cbf5e040fd4025c592c306e6668"}
 GDRIVE_IDS = {ZIP_NAME: "0B7EVK8r0v71pZjFTYXZWM3FlRnM", PARTITION_NAME: "0B7EVK8r0v71pY0NSMzRuSXJEVkk"}
@@ -90,16 +91,22 @@ def _verify(path: Path, name: str, p: DataParams, what: str) -> None:
                      hint="download it again, or set data.verify_md5: false to accept another packaging")
 
 
-def _is_complete(path: Path, name: str, p: DataParams) -> bool:
-    """An existing output counts as complete if it has the official md5 (or, unverified, is not a stand-in)."""
-    if not path.is_file():
-        return False
-    if p.verify_md5:
-        return md5sum(path) == OFFICIAL_MD5[name]
-    with open(path, "rb") as f:
-        if _html_title(f.read(4096)) is not None:
+def _reusable_outputs(p: DataParams) -> set[str]:
+    """Names of the outputs already in data/raw that need not be fetched again."""
+    if p.verify_md5:  # the md5 decides each file exactly
+        return {name for _, name, dest in OUTPUTS if dest.is_file() and md5sum(dest) == OFFICIAL_MD5[name]}
+
+    # Without md5s only a plausible pair counts: no HTML page, a real zip, and never the synthetic stand-in.
+    def plausible(name: str, dest: Path) -> bool:
+        if not dest.is_file():
             return False
-    return name != ZIP_NAME or (zipfile.is_zipfile(path) and not is_synthetic_zip(path))
+        with open(dest, "rb") as f:
+            if _html_title(f.read(4096)) is not None:
+                return False
+        return name != ZIP_NAME or (zipfile.is_zipfile(dest) and not is_synthetic_zip(dest))
+
+    names = {name for _, name, _ in OUTPUTS}
+    return names if all(plausible(name, dest) for _, name, dest in OUTPUTS) else set()
 
 
 class _Interrupted(Exception):
@@ -193,8 +200,10 @@ def fetch(url: str, dest: Path, name: str, p: DataParams,
                 failures = 0  # progress was made: only consecutive failures count against data.retries
             failures += 1
             if failures > p.retries:
+                resume = f"rerun to resume from {part}" if part.exists() else "check the network"
                 raise SaganError(f"{url}: download of {name} failed after {p.retries} retries ({exc})",
-                                 hint=f"rerun to resume from {part}, or raise data.retries / data.timeout_s") from exc
+                                 hint=f"{resume}, raise data.retries / data.timeout_s, or use data.source: "
+                                      "local (files you have) or synthetic (offline stand-in)") from exc
             delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
             print(f"sagan download: {name}: {exc}; retry {failures}/{p.retries} in {delay:.0f} s", file=sys.stderr)
             time.sleep(delay)
@@ -225,7 +234,7 @@ def _place_local(src: Path, dest: Path) -> None:
 
 
 def _from_local(p: DataParams) -> None:
-    for key, name, dest in (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION)):
+    for key, name, dest in OUTPUTS:
         if not p.local[key]:
             raise SaganError(f"data.local.{key}: empty", hint=f"set it to the path of your {name}")
         src = Path(p.local[key]).expanduser()
@@ -236,15 +245,19 @@ def _from_local(p: DataParams) -> None:
         print(f"sagan download: {dest} <- {src}")
 
 
-def _from_urls(p: DataParams, urls: dict[str, str], follow_html=None) -> None:
-    for key, name, dest in (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION)):
+def _from_urls(p: DataParams, urls: dict[str, str],
+               follow_html: Callable[[str, str], str | None] | None = None) -> None:
+    checked = "verified" if p.verify_md5 else "md5 not checked"
+    for key, name, _ in OUTPUTS:
         if not urls[key]:
             raise SaganError(f"data.urls.{key}: empty", hint=f"set it to a mirror URL of {name}")
-        if _is_complete(dest, name, p):
-            print(f"sagan download: {dest} already present and verified; not downloading again")
+    reusable = _reusable_outputs(p)
+    for key, name, dest in OUTPUTS:
+        if name in reusable:
+            print(f"sagan download: {dest} already present ({checked}); not downloading again")
             continue
         fetch(urls[key], dest, name, p, follow_html)
-        print(f"sagan download: {dest} downloaded and verified")
+        print(f"sagan download: {dest} downloaded ({checked})")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
@@ -259,5 +272,5 @@ def run(params: Params, args: argparse.Namespace) -> None:
     elif p.source == "url":
         _from_urls(p, p.urls)
     else:
-        urls = {key: GDRIVE_URL.format(id=GDRIVE_IDS[name]) for key, name in (("zip", ZIP_NAME), ("partition", PARTITION_NAME))}
+        urls = {key: GDRIVE_URL.format(id=GDRIVE_IDS[name]) for key, name, _ in OUTPUTS}
         _from_urls(p, urls, follow_html=_gdrive_confirm_url)
