@@ -1,0 +1,139 @@
+"""`sagan report`: Table 1, Figs. 4-6, run history and run metadata as report.md + report.html.
+
+Reads reports/metrics.json (evaluate), reports/train/{losses.csv,samples/,run.json} (train) and
+the MLflow experiment; writes reports/report.md, reports/report.html and reports/figures/, and
+logs them to the training run's MLflow run.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from sagan import paths, tracking
+from sagan.atomic import atomic_dir, atomic_path
+from sagan.params import Params, flatten
+from sagan.report import figures, history as run_history
+from sagan.report.document import Document, Figure, Section, Table, to_html, to_markdown
+from sagan.report.inputs import ReportInputs, read_inputs
+from sagan.report.paper import PAPER_PROTOCOL, TABLE1
+
+STANDIN_WARNING = "stand-in extractor: not comparable with published FID"
+SYNTHETIC_WARNING = "synthetic data: not CelebA"
+THIS_RUN = "This run"
+NOT_AVAILABLE = "–"
+
+
+def fmt(value: float | int | None, spec: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return NOT_AVAILABLE
+    return format(value, spec)
+
+
+def comparability_warnings(metrics: dict, run_record: dict) -> list[str]:
+    """Why this run's numbers cannot be set beside the paper's; empty when they can."""
+    warnings = []
+    if metrics.get("weights_kind") == "standin":
+        warnings.append(STANDIN_WARNING)
+    if metrics.get("synthetic_data") or run_record.get("synthetic_data"):
+        warnings.append(SYNTHETIC_WARNING)
+    return warnings
+
+
+def protocol(metrics: dict) -> str:
+    pre = metrics["preprocessing"]
+    return (f"{metrics['n_gen']} generated vs {metrics['n_ref']} reference images "
+            f"({metrics['reference_split']} split); centre crop {pre.get('crop', '?')} px, "
+            f"resized to {pre.get('size', '?')} px; extractor {metrics['extractor']}; "
+            f"weights {metrics['weights_kind']}")
+
+
+def table1_section(metrics: dict) -> Section:
+    rows = [[r.model, fmt(r.fid), r.source, PAPER_PROTOCOL] for r in TABLE1]
+    rows.append([THIS_RUN, fmt(metrics["fid"]), "measured by `sagan evaluate`", protocol(metrics)])
+    blocks = [Table(["Model", "FID (CelebA)", "Source", "Protocol"], rows),
+              "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number."]
+    if metrics.get("kid_mean") is not None:
+        blocks.append(f"KID of this run: {fmt(metrics['kid_mean'], '.5f')} ± {fmt(metrics.get('kid_std'), '.5f')}.")
+    return Section("Table 1: FID on CelebA", blocks)
+
+
+def figures_section(written: dict[str, Path]) -> Section:
+    def figure(name: str, caption: str) -> Figure:
+        return Figure(file=written[name], href=f"{paths.FIGURES_DIR.name}/{name}", caption=caption)
+
+    return Section("Figures", [
+        figure(figures.FIG4, "Fig. 4: mean generator and discriminator loss per epoch"),
+        figure(figures.FIG5, "Fig. 5: samples after the first epoch"),
+        figure(figures.FIG6, "Fig. 6: samples after the last epoch"),
+    ])
+
+
+def history_section(hist: run_history.History, this_run_id: str) -> Section:
+    header = ["Run", *hist.differing_params, "FID", "KID", "steps", "wall time (s)", "img/s"]
+    rows = []
+    for row in hist.rows:
+        m = row.metrics
+        name = f"{row.run_name} ({THIS_RUN.lower()})" if row.run_id == this_run_id else row.run_name
+        rows.append([name, *(row.params.get(k, NOT_AVAILABLE) for k in hist.differing_params),
+                     fmt(row.fid), fmt(m.get(run_history.METRIC_KID), ".5f"),
+                     fmt(m.get(run_history.METRIC_STEPS), ".0f"), fmt(m.get(run_history.METRIC_WALL_TIME), ".1f"),
+                     fmt(m.get(run_history.METRIC_IMG_PER_S), ".1f")])
+    params_note = ("Param columns: the logged params that differ between these runs."
+                   if hist.differing_params else "All these runs logged the same params.")
+    return Section("Run history", [
+        f"{len(hist.rows)} of {hist.total_runs} runs in MLflow experiment '{hist.experiment}', sorted by FID "
+        f"(lower is better; runs without FID last). {params_note}",
+        Table(header, rows),
+    ])
+
+
+def metadata_section(inputs: ReportInputs, params: Params) -> Section:
+    record, metrics = inputs.run_record, inputs.metrics
+    facts = [
+        ["Git commit", str(record["git_commit"])],
+        ["Data fingerprint (sha256 of the manifest)", str(record["data_fingerprint"])],
+        ["MLflow run id", str(record["mlflow_run_id"])],
+        ["MLflow experiment", params.mlflow.experiment],
+        ["Synthetic data", str(bool(metrics.get("synthetic_data") or record["synthetic_data"])).lower()],
+        ["FID weights", f"{metrics['weights_kind']} (sha256 {metrics.get('weights_sha256', NOT_AVAILABLE)})"],
+        ["Training", f"{record.get('steps', NOT_AVAILABLE)} steps, {fmt(record.get('wall_time_s'), '.1f')} s, "
+                     f"{fmt(record.get('img_per_s'), '.1f')} img/s on {record.get('device', NOT_AVAILABLE)}"],
+    ]
+    ours, paper = flatten(params), flatten(Params())
+    diff = [[key, str(paper.get(key, NOT_AVAILABLE)), str(ours[key])]
+            for key in sorted(ours) if ours[key] != paper.get(key)]
+    blocks = [Table(["Field", "Value"], facts)]
+    if diff:
+        blocks += ["Params that differ from the paper's configuration (params.yaml defaults):",
+                   Table(["Param", "Paper", "This run"], diff)]
+    else:
+        blocks.append("Params: identical to the paper's configuration.")
+    return Section("Metadata", blocks)
+
+
+def build_document(params: Params, inputs: ReportInputs, hist: run_history.History,
+                   written: dict[str, Path]) -> Document:
+    return Document(
+        title=params.report.title,
+        warnings=comparability_warnings(inputs.metrics, inputs.run_record),
+        sections=[table1_section(inputs.metrics), figures_section(written),
+                  history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs, params)],
+    )
+
+
+def run(params: Params, args: argparse.Namespace | None = None) -> None:
+    inputs = read_inputs()
+    hist = run_history.build_history(params.mlflow, params.report.history_max_runs)
+    with atomic_dir(paths.FIGURES_DIR) as tmp:
+        names = figures.write_figures(inputs.losses, inputs.first_sample, inputs.last_sample, tmp)
+    written = {name: paths.FIGURES_DIR / name for name in names}
+    doc = build_document(params, inputs, hist, written)
+    for path, text in ((paths.REPORT_MD, to_markdown(doc)), (paths.REPORT_HTML, to_html(doc))):
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    with tracking.logging_into_training_run(params.mlflow) as mlflow:
+        mlflow.log_artifact(str(paths.REPORT_MD), "report")
+        mlflow.log_artifact(str(paths.REPORT_HTML), "report")
+        mlflow.log_artifacts(str(paths.FIGURES_DIR), "report/figures")
+    print(f"sagan report: wrote {paths.REPORT_MD}, {paths.REPORT_HTML} and {paths.FIGURES_DIR}/")

@@ -1,0 +1,46 @@
+"""Figs. 4-6 of the paper, regenerated from the training stage's losses and sample grids."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+FIG4 = "fig4_losses.png"
+FIG5 = "fig5_first_epoch.png"
+FIG6 = "fig6_last_epoch.png"
+
+
+def mean_losses_per_epoch(losses: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 4 plots the mean loss of each epoch, not the noisy per-step values."""
+    return losses.groupby("epoch", sort=True)[["g_loss", "d_loss"]].mean()
+
+
+def plot_losses(losses: pd.DataFrame, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: no display on CI or cluster nodes
+    import matplotlib.pyplot as plt
+
+    per_epoch = mean_losses_per_epoch(losses)
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    ax.plot(per_epoch.index, per_epoch["g_loss"], marker="o", label="generator")
+    ax.plot(per_epoch.index, per_epoch["d_loss"], marker="o", label="discriminator")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mean loss")
+    ax.set_title("Fig. 4: mean generator and discriminator loss per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    # No Software/date metadata, so that the same losses give the same bytes.
+    fig.savefig(out, format="png", metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_figures(losses: pd.DataFrame, first_sample: Path, last_sample: Path, directory: Path) -> dict[str, Path]:
+    """Write Figs. 4-6 into `directory`; returns figure name -> path."""
+    figures = {FIG4: directory / FIG4, FIG5: directory / FIG5, FIG6: directory / FIG6}
+    plot_losses(losses, figures[FIG4])
+    shutil.copyfile(first_sample, figures[FIG5])
+    shutil.copyfile(last_sample, figures[FIG6])
+    return figures

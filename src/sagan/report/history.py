@@ -1,0 +1,75 @@
+"""Run history: every run of the MLflow experiment as the comparison table of the MLflow UI."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sagan import tracking
+from sagan.errors import SaganError
+from sagan.params import MlflowParams
+
+# Names of the run-level metrics the table reads, in one place so that they can be aligned with
+# what `sagan evaluate` and `sagan train` log.
+METRIC_FID = "fid"
+METRIC_KID = "kid_mean"
+METRIC_STEPS = "steps"
+METRIC_WALL_TIME = "train_wall_time_s"
+METRIC_IMG_PER_S = "img_per_s"
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    run_id: str
+    run_name: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+
+    @property
+    def fid(self) -> float | None:
+        value = self.metrics.get(METRIC_FID)
+        return None if value is None or math.isnan(value) else value
+
+
+@dataclass(frozen=True)
+class History:
+    experiment: str
+    rows: list[HistoryRow]  # sorted by FID, runs without FID last
+    differing_params: list[str]  # the logged params whose values are not the same in every row
+    total_runs: int  # in the experiment, before `max_runs` cut the table
+
+
+def sort_by_fid(rows: list[HistoryRow]) -> list[HistoryRow]:
+    """Lowest FID first (lower is better); runs without FID last; ties in a stable, named order."""
+    return sorted(rows, key=lambda r: (r.fid is None, r.fid or 0.0, r.run_name, r.run_id))
+
+
+def differing_params(rows: list[HistoryRow]) -> list[str]:
+    """Param keys whose value differs between rows; a param a run did not log counts as a value."""
+    keys = sorted({key for row in rows for key in row.params})
+    return [key for key in keys if len({row.params.get(key) for row in rows}) > 1]
+
+
+def fetch_rows(p: MlflowParams) -> list[HistoryRow]:
+    mlflow = tracking.setup(p)
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(p.experiment)
+    if experiment is None:
+        raise SaganError(f"MLflow experiment '{p.experiment}' (mlflow.experiment) not found in "
+                         f"{tracking.tracking_uri(p)}", hint="run `sagan train` against this tracking store")
+    rows, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], max_results=_PAGE, page_token=token)
+        rows += [HistoryRow(run_id=run.info.run_id, run_name=run.info.run_name or run.info.run_id,
+                            params=dict(run.data.params), metrics=dict(run.data.metrics)) for run in page]
+        token = page.token
+        if not token:
+            return rows
+
+
+def build_history(p: MlflowParams, max_runs: int) -> History:
+    rows = fetch_rows(p)
+    shown = sort_by_fid(rows)[:max_runs]
+    return History(experiment=p.experiment, rows=shown, differing_params=differing_params(shown),
+                   total_runs=len(rows))

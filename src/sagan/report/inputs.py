@@ -1,0 +1,85 @@
+"""Read the upstream stage outputs the report is built from; a missing or bad one is one line.
+
+Every error names the file and the stage that writes it, so the fix is obvious.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sagan import paths, tracking
+from sagan.errors import SaganError
+
+# Keys of reports/metrics.json the report shows (docs/contracts.md, evaluate).
+METRICS_KEYS = ("fid", "n_gen", "n_ref", "reference_split", "extractor", "weights_kind", "preprocessing")
+LOSS_KEYS = ("epoch", "d_loss", "g_loss")
+RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data")
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    metrics: dict
+    losses: pd.DataFrame
+    first_sample: Path
+    last_sample: Path
+    run_record: dict
+
+
+def _missing(path: Path, stage: str, what: str = "not found") -> SaganError:
+    return SaganError(f"{path}: {what}; it is written by `sagan {stage}`",
+                      hint=f"run `sagan {stage}` (or the whole pipeline: `dvc repro`)")
+
+
+def _require_keys(obj: dict, keys: tuple[str, ...], path: Path, stage: str) -> None:
+    absent = [k for k in keys if k not in obj]
+    if absent:
+        raise _missing(path, stage, f"lacks {', '.join(absent)}")
+
+
+def read_metrics(path: Path = paths.METRICS) -> dict:
+    if not path.is_file():
+        raise _missing(path, "evaluate")
+    try:
+        metrics = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise _missing(path, "evaluate", f"not valid JSON ({exc})") from exc
+    _require_keys(metrics, METRICS_KEYS, path, "evaluate")
+    return metrics
+
+
+def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
+    if not path.is_file():
+        raise _missing(path, "train")
+    try:
+        losses = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise _missing(path, "train", f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    absent = [c for c in LOSS_KEYS if c not in losses.columns]
+    if absent:
+        raise _missing(path, "train", f"lacks columns {', '.join(absent)}")
+    if losses.empty:
+        raise _missing(path, "train", "has no rows")
+    return losses
+
+
+def sample_grids(directory: Path = paths.SAMPLES_DIR) -> tuple[Path, Path]:
+    """The first and the last epoch's sample grid (epoch_001.png sorts before epoch_010.png)."""
+    grids = sorted(directory.glob("epoch_*.png"))
+    if not grids:
+        raise _missing(directory / "epoch_*.png", "train", "no sample grids found")
+    return grids[0], grids[-1]
+
+
+def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
+    record = tracking.read_run_record(path)
+    _require_keys(record, RUN_KEYS, path, "train")
+    return record
+
+
+def read_inputs() -> ReportInputs:
+    first, last = sample_grids()
+    return ReportInputs(metrics=read_metrics(), losses=read_losses(), first_sample=first,
+                        last_sample=last, run_record=read_run_record())

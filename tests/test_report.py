@@ -1,0 +1,342 @@
+"""`sagan report`: Table 1 as published beside our FID, figures, MLflow run history, banner, errors.
+
+The fixture writes the upstream outputs by hand (metrics.json, losses.csv, sample PNGs, run.json)
+and a real MLflow sqlite store with runs created through the MLflow API.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sagan import paths
+from sagan.errors import SaganError
+from sagan.params import MlflowParams, Params, ReportParams, TrainParams
+from sagan.report import build, figures, history
+
+# Table 1 of the paper, spelled out here independently of sagan.report.paper.
+PAPER_ROWS = [
+    ("BEGAN-CS", "34.13", "Park et al., Electronics 9 (2020) [paper ref 29]"),
+    ("PR-BigGAN", "22.45", "no citation given in the paper; as reported by Bury 2024"),
+    ("DualGAN", "13.95", 'Wei et al., ECCV 2022 [paper ref 30, "DuelGAN"]'),
+    ("Proposed architecture (paper)", "21.88", "Bury, IVUS 2024"),
+]
+EXPERIMENT = "sagan-report-test"
+# (run name, logged params that vary, metrics); "beta" is the training run the report is about.
+RUNS = [
+    ("alpha", {"train.lr_d": "0.0004", "train.loss": "bce"},
+     {"fid": 30.5, "kid_mean": 0.021, "steps": 100, "train_wall_time_s": 12.5, "img_per_s": 512.0}),
+    ("beta", {"train.lr_d": "0.0002", "train.loss": "bce"},
+     {"fid": 12.25, "kid_mean": 0.011, "steps": 200, "train_wall_time_s": 25.0, "img_per_s": 480.0}),
+    ("gamma", {"train.lr_d": "0.0004", "train.loss": "hinge"}, {"steps": 50}),
+    ("delta", {"train.lr_d": "0.0004", "train.loss": "bce"}, {"fid": 50.0}),
+]
+SHARED_PARAMS = {"model.attention": "True", "prepare.size": "32"}  # identical in every run: no column
+LOSSES = [  # step, epoch, d_loss, g_loss
+    (10, 1, 1.5, 0.5), (20, 1, 1.3, 0.9), (30, 2, 1.2, 0.8), (40, 2, 1.0, 1.0), (50, 10, 1.1, 0.85),
+]
+SAMPLE_COLOURS = {"epoch_001.png": (255, 0, 0), "epoch_002.png": (0, 255, 0), "epoch_010.png": (0, 0, 255)}
+
+
+@dataclass
+class Store:
+    uri: str
+    run_ids: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    import mlflow
+
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=str(root / "artifacts"))
+    run_ids = {}
+    for name, varying, metrics in RUNS:
+        run = client.create_run(experiment_id, run_name=name)
+        for key, value in {**SHARED_PARAMS, **varying}.items():
+            client.log_param(run.info.run_id, key, value)
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+        run_ids[name] = run.info.run_id
+    return Store(uri, run_ids)
+
+
+def report_params(store: Store, **report) -> Params:
+    return Params(mlflow=MlflowParams(tracking_uri=store.uri, experiment=EXPERIMENT),
+                  train=TrainParams(lr_d=2e-4), report=ReportParams(**report))
+
+
+def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
+                 synthetic_metrics: bool = True, synthetic_run: bool = True) -> None:
+    """The upstream stages' outputs in their contract formats (docs/contracts.md)."""
+    metrics = {"fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
+               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": "ab12",
+               "weights_kind": weights_kind,
+               "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
+               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0}
+    (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / paths.METRICS).write_text(json.dumps(metrics))
+    lines = ["step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
+    lines += [f"{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
+    (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
+    (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    for name, colour in SAMPLE_COLOURS.items():
+        Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
+    run_record = {"mlflow_run_id": store.run_ids["beta"], "mlflow_experiment": EXPERIMENT,
+                  "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
+                  "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
+                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "cli"}
+    (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
+
+
+@contextlib.contextmanager
+def project_dir(root: Path):
+    """Run a stage with `root` as the project root, against the test's own tracking store."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
+    write_inputs(root, store, **inputs)
+    with project_dir(root):
+        build.run(params or report_params(store), None)
+    return root
+
+
+def md_table(md: str, section: str) -> list[list[str]]:
+    """The first Markdown table after the `## section` heading, as rows of cells (header first)."""
+    return md_table_after(md.split(f"## {section}\n", 1)[1])
+
+
+def md_table_after(text: str) -> list[list[str]]:
+    """The first Markdown table in `text`, as rows of cells (header first)."""
+    lines = list(itertools.takewhile(lambda line: line.startswith("|"),
+                                     itertools.dropwhile(lambda line: not line.startswith("|"), text.splitlines())))
+    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    return [rows[0]] + rows[2:]  # drop the |---| rule
+
+
+@pytest.fixture(scope="module")
+def standin_report(tmp_path_factory, store) -> Path:
+    """A smoke-like run: stand-in Inception weights and synthetic data."""
+    return make_report(tmp_path_factory.mktemp("standin"), store)
+
+
+@pytest.fixture(scope="module")
+def paper_report(tmp_path_factory, store) -> Path:
+    """A run comparable with the paper: official weights, real CelebA."""
+    return make_report(tmp_path_factory.mktemp("paper"), store, fid=21.004, weights_kind="official",
+                       synthetic_metrics=False, synthetic_run=False)
+
+
+def read(root: Path) -> tuple[str, str]:
+    return (root / paths.REPORT_MD).read_text(), (root / paths.REPORT_HTML).read_text()
+
+
+# -- Table 1 ------------------------------------------------------------------------------------
+def test_paper_rows_appear_exactly_in_md_and_html(standin_report):
+    md, html_text = read(standin_report)
+    table = md_table(md, "Table 1: FID on CelebA")
+    assert table[0] == ["Model", "FID (CelebA)", "Source", "Protocol"]
+    assert [row[:3] for row in table[1:5]] == [list(r) for r in PAPER_ROWS]
+    for model, fid, source in PAPER_ROWS:
+        escaped_source = source.replace('"', "&quot;")
+        assert f"<tr><td>{model}</td><td>{fid}</td><td>{escaped_source}</td>" in html_text
+
+
+def test_this_runs_fid_is_the_one_in_metrics_json(standin_report):
+    md, html_text = read(standin_report)
+    ours = md_table(md, "Table 1: FID on CelebA")[5]
+    fid_in_metrics = json.loads((standin_report / paths.METRICS).read_text())["fid"]
+    assert ours[0] == "This run"
+    assert float(ours[1]) == round(fid_in_metrics, 2) == 123.46
+    assert ours[3] == ("256 generated vs 400 reference images (val split); centre crop 160 px, resized to "
+                       "32 px; extractor inception-v3-compat; weights standin")
+    assert "<tr><td>This run</td><td>123.46</td>" in html_text
+
+
+# -- banner -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("weights_kind,synthetic_metrics,synthetic_run,expected", [
+    ("official", False, False, []),
+    ("standin", False, False, [build.STANDIN_WARNING]),
+    ("official", True, False, [build.SYNTHETIC_WARNING]),
+    ("official", False, True, [build.SYNTHETIC_WARNING]),
+    ("standin", True, True, [build.STANDIN_WARNING, build.SYNTHETIC_WARNING]),
+])
+def test_comparability_warnings(weights_kind, synthetic_metrics, synthetic_run, expected):
+    metrics = {"weights_kind": weights_kind, "synthetic_data": synthetic_metrics}
+    assert build.comparability_warnings(metrics, {"synthetic_data": synthetic_run}) == expected
+
+
+def test_banner_tops_the_report_when_a_stand_in_was_used(standin_report):
+    md, html_text = read(standin_report)
+    assert build.STANDIN_WARNING == "stand-in extractor: not comparable with published FID"
+    assert build.SYNTHETIC_WARNING == "synthetic data: not CelebA"
+    head = md.split("## ", 1)[0]  # before the first section
+    assert f"> - {build.STANDIN_WARNING}" in head and f"> - {build.SYNTHETIC_WARNING}" in head
+    banner = html_text.split("<h2>", 1)[0]
+    assert 'class="banner"' in banner
+    assert f"<li>{build.STANDIN_WARNING}</li><li>{build.SYNTHETIC_WARNING}</li>" in banner
+
+
+def test_no_banner_when_comparable_with_the_paper(paper_report):
+    md, html_text = read(paper_report)
+    for text in (md, html_text):
+        assert "cannot be compared" not in text
+        assert build.STANDIN_WARNING not in text and build.SYNTHETIC_WARNING not in text
+    assert 'class="banner"' not in html_text
+    assert md_table(md, "Table 1: FID on CelebA")[5][:2] == ["This run", "21.00"]
+
+
+# -- run history --------------------------------------------------------------------------------
+def test_history_is_sorted_by_fid_with_differing_params_as_columns(standin_report):
+    md, _ = read(standin_report)
+    table = md_table(md, "Run history")
+    assert table[0] == ["Run", "train.loss", "train.lr_d", "FID", "KID", "steps", "wall time (s)", "img/s"]
+    assert table[1:] == [
+        ["beta (this run)", "bce", "0.0002", "12.25", "0.01100", "200", "25.0", "480.0"],
+        ["alpha", "bce", "0.0004", "30.50", "0.02100", "100", "12.5", "512.0"],
+        ["delta", "bce", "0.0004", "50.00", "–", "–", "–", "–"],
+        ["gamma", "hinge", "0.0004", "–", "–", "50", "–", "–"],
+    ]
+
+
+def test_history_keeps_the_best_history_max_runs(tmp_path, store):
+    md, _ = read(make_report(tmp_path, store, report_params(store, history_max_runs=2)))
+    assert "2 of 4 runs" in md
+    table = md_table(md, "Run history")
+    assert [row[0] for row in table[1:]] == ["beta (this run)", "alpha"]
+    assert table[0][1:3] == ["train.lr_d", "FID"]  # train.loss is bce in both: not a column
+
+
+def _row(name: str, fid: float | None, **params: str) -> history.HistoryRow:
+    return history.HistoryRow(run_id=name, run_name=name, params=params,
+                              metrics={} if fid is None else {history.METRIC_FID: fid})
+
+
+def test_sort_by_fid_puts_runs_without_fid_last():
+    rows = [_row("a", None), _row("b", 3.0), _row("c", float("nan")), _row("d", 1.5)]
+    assert [r.run_name for r in history.sort_by_fid(rows)] == ["d", "b", "a", "c"]
+
+
+def test_differing_params_counts_an_unlogged_param_as_different():
+    rows = [_row("a", 1.0, x="1", y="2", z="5"), _row("b", 2.0, x="1", y="3"), _row("c", 3.0, x="1", y="2", z="5")]
+    assert history.differing_params(rows) == ["y", "z"]
+    assert history.differing_params(rows[:1]) == []
+
+
+# -- figures and metadata -----------------------------------------------------------------------
+def test_fig4_plots_mean_losses_per_epoch(standin_report):
+    import pandas as pd
+
+    per_epoch = figures.mean_losses_per_epoch(pd.read_csv(standin_report / paths.LOSSES_CSV))
+    assert list(per_epoch.index) == [1, 2, 10]
+    np.testing.assert_allclose(per_epoch["g_loss"], [0.7, 0.9, 0.85])
+    np.testing.assert_allclose(per_epoch["d_loss"], [1.4, 1.1, 1.1])
+    with Image.open(standin_report / paths.FIGURES_DIR / figures.FIG4) as fig4:
+        assert fig4.format == "PNG" and fig4.size == (640, 400)
+
+
+def test_fig5_and_fig6_are_the_first_and_last_epochs_samples(standin_report):
+    out = standin_report / paths.FIGURES_DIR
+    assert sorted(p.name for p in out.iterdir()) == [figures.FIG4, figures.FIG5, figures.FIG6]
+    for name, colour in ((figures.FIG5, (255, 0, 0)), (figures.FIG6, (0, 0, 255))):
+        with Image.open(out / name) as img:
+            assert img.convert("RGB").getpixel((5, 5)) == colour
+
+
+def test_md_links_the_figures_and_html_embeds_them(standin_report):
+    md, html_text = read(standin_report)
+    for name in (figures.FIG4, figures.FIG5, figures.FIG6):
+        assert f"](figures/{name})" in md
+    assert html_text.count('<img src="data:image/png;base64,') == 3
+    assert "figures/" not in html_text  # self-contained: no links to files beside it
+
+
+def test_metadata_and_params_diff_against_the_paper(standin_report, store):
+    md, _ = read(standin_report)
+    facts = dict(md_table(md, "Metadata")[1:])
+    assert facts["Git commit"] == "0123abc"
+    assert facts["Data fingerprint (sha256 of the manifest)"] == "f" * 64
+    assert facts["MLflow run id"] == store.run_ids["beta"]
+    diff_table = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
+    assert diff_table[0] == ["Param", "Paper", "This run"]
+    diff = {key: (paper, ours) for key, paper, ours in diff_table[1:]}
+    assert diff["train.lr_d"] == ("0.0004", "0.0002")
+    assert diff["mlflow.experiment"] == ("sagan-celeba", EXPERIMENT)
+    assert "train.lr_g" not in diff
+
+
+def test_report_files_are_logged_to_the_training_run(standin_report, store):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=store.uri)
+    run_id = store.run_ids["beta"]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "report")) == [
+        "report/figures", "report/report.html", "report/report.md"]
+    assert sorted(a.path for a in client.list_artifacts(run_id, "report/figures")) == [
+        f"report/figures/{n}" for n in (figures.FIG4, figures.FIG5, figures.FIG6)]
+
+
+def test_outputs_leave_no_temporary_files(standin_report):
+    leftovers = [p.name for p in (standin_report / paths.REPORTS_DIR).rglob(".*")]
+    assert leftovers == []
+
+
+def test_html_escapes_all_text(tmp_path, store):
+    params = report_params(store, title='<script>alert("x")</script> & co')
+    md, html_text = read(make_report(tmp_path, store, params))
+    assert "<script>" not in html_text
+    assert "<title>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co</title>" in html_text
+    assert md.startswith('# <script>alert("x")</script> & co\n')
+
+
+# -- missing or bad inputs ----------------------------------------------------------------------
+@pytest.mark.parametrize("remove,message", [
+    (paths.METRICS, "reports/metrics.json: not found; it is written by `sagan evaluate` "
+                    "(hint: run `sagan evaluate` (or the whole pipeline: `dvc repro`))"),
+    (paths.LOSSES_CSV, "reports/train/losses.csv: not found; it is written by `sagan train` "
+                       "(hint: run `sagan train` (or the whole pipeline: `dvc repro`))"),
+    (paths.RUN_RECORD, "reports/train/run.json: training run record not found (hint: run `sagan train` first)"),
+])
+def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, store, remove, message):
+    write_inputs(tmp_path, store)
+    (tmp_path / remove).unlink()
+    with project_dir(tmp_path), pytest.raises(SaganError) as exc:
+        build.run(report_params(store), None)
+    assert str(exc.value) == message
+    assert not (tmp_path / paths.REPORT_MD).exists() and not (tmp_path / paths.REPORT_HTML).exists()
+
+
+def test_missing_samples_and_bad_columns_are_named(tmp_path, store):
+    write_inputs(tmp_path, store)
+    for png in (tmp_path / paths.SAMPLES_DIR).iterdir():
+        png.unlink()
+    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
+                                                                 r"no sample grids found; it is written by `sagan train`"):
+        build.run(report_params(store), None)
+    write_inputs(tmp_path, store)
+    (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
+    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns g_loss;"):
+        build.run(report_params(store), None)
+
+
+def test_an_unknown_experiment_is_named(tmp_path, store):
+    params = replace(report_params(store), mlflow=MlflowParams(tracking_uri=store.uri, experiment="nope"))
+    write_inputs(tmp_path, store)
+    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
+                                                                 r"not found in sqlite:///"):
+        build.run(params, None)
