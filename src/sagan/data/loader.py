@@ -1,0 +1,116 @@
+"""The one way later stages read the prepared data: a split as a single uint8 NHWC tensor.
+
+Shards are memory-mapped and only the selected rows are copied, so loading the training set is
+one sequential read of the shards (docs/benchmarks.md), not a per-image decode each epoch.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sagan import paths
+from sagan.data.prepare import shard_name
+from sagan.data.split import PREPARE_HINT, read_manifest_column
+from sagan.errors import SaganError
+
+SPLITS = ("train", "val", "all")
+SPLIT_HINT = "run `sagan split` first"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    size: int  # image side in pixels
+    crop: int  # centre crop taken before resizing
+    synthetic: bool  # prepared from synthetic CelebA (label outputs accordingly)
+    fingerprint: str  # sha256 of manifest.parquet: identifies the exact images
+    n_train: int
+    n_val: int
+
+
+def _split_column() -> np.ndarray:
+    if not paths.SPLIT_FILE.is_file():
+        raise SaganError(f"{paths.SPLIT_FILE}: not found", hint=SPLIT_HINT)
+    try:
+        column = pq.read_table(paths.SPLIT_FILE, columns=["split"]).column("split")
+    except (pa.ArrowException, OSError) as exc:
+        raise SaganError(f"{paths.SPLIT_FILE}: unreadable ({exc})", hint=SPLIT_HINT) from exc
+    return column.to_numpy(zero_copy_only=False).astype(str)
+
+
+def _selected_rows(split: str) -> np.ndarray:
+    """Manifest row numbers of `split`, in manifest order."""
+    if split not in SPLITS:
+        raise SaganError(f"split {split!r}: unknown, expected one of {', '.join(SPLITS)}")
+    n = len(read_manifest_column(paths.MANIFEST, "file"))
+    if split == "all":
+        return np.arange(n)
+    labels = _split_column()
+    if len(labels) != n:
+        raise SaganError(f"{paths.SPLIT_FILE}: {len(labels)} rows but the manifest has {n}",
+                         hint="the split is stale; run `sagan split` again")
+    return np.flatnonzero(labels == split)
+
+
+def _open_shard(index: int) -> np.ndarray:
+    path = paths.PREPARED_DIR / shard_name(index)
+    if not path.is_file():
+        raise SaganError(f"{path}: not found (listed in {paths.MANIFEST})", hint="run `sagan prepare` again")
+    try:
+        shard = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise SaganError(f"{path}: unreadable ({exc})", hint="run `sagan prepare` again") from exc
+    if shard.dtype != np.uint8 or shard.ndim != 4 or shard.shape[3] != 3:
+        raise SaganError(f"{path}: {shard.dtype} {shard.shape}, expected uint8 (n, size, size, 3)",
+                         hint="run `sagan prepare` again")
+    return shard
+
+
+def load_split(split: str = "train", device: torch.device | str | None = None, max_images: int = 0) -> torch.Tensor:
+    """The images of `split` (`train`, `val` or `all`) as one uint8 (n, size, size, 3) tensor.
+
+    Rows are in manifest order; `max_images > 0` keeps the first N; `device` moves the tensor there.
+    """
+    selected = _selected_rows(split)
+    if max_images > 0:
+        selected = selected[:max_images]
+    table = pq.read_table(paths.MANIFEST, columns=["shard", "row"])
+    shard_of = table.column("shard").to_numpy()[selected]
+    row_of = table.column("row").to_numpy()[selected]
+
+    first = _open_shard(0)
+    out = np.empty((len(selected), *first.shape[1:]), dtype=np.uint8)
+    # Rows are in manifest order, which is shard order: each shard's rows form one contiguous run.
+    bounds = np.flatnonzero(np.diff(shard_of, prepend=-1, append=-1))
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        shard = _open_shard(int(shard_of[start]))
+        rows = row_of[start:stop]
+        if rows[-1] >= len(shard) or shard.shape[1:] != out.shape[1:]:
+            raise SaganError(f"{paths.PREPARED_DIR / shard_name(int(shard_of[start]))}: does not match "
+                             f"{paths.MANIFEST} (row {rows[-1]} of {len(shard)}, image shape {shard.shape[1:]})",
+                             hint="run `sagan prepare` again")
+        out[start:stop] = shard[rows]
+    images = torch.from_numpy(out)
+    return images.to(device) if device is not None else images
+
+
+def dataset_info() -> DatasetInfo:
+    """What the prepared data is (from the manifest's metadata) and how it is split."""
+    if not paths.MANIFEST.is_file():
+        raise SaganError(f"{paths.MANIFEST}: not found", hint=PREPARE_HINT)
+    try:
+        meta = pq.read_schema(paths.MANIFEST).metadata or {}
+        size, crop, synthetic = int(meta[b"size"]), int(meta[b"crop"]), meta[b"synthetic"] == b"true"
+    except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
+        raise SaganError(f"{paths.MANIFEST}: no valid crop/size/synthetic metadata ({exc!r})",
+                         hint="run `sagan prepare` again") from exc
+    labels = _split_column()
+    n_val = int((labels == "val").sum())
+    return DatasetInfo(size=size, crop=crop, synthetic=synthetic,
+                       fingerprint=hashlib.sha256(paths.MANIFEST.read_bytes()).hexdigest(),
+                       n_train=len(labels) - n_val, n_val=n_val)

@@ -1,0 +1,58 @@
+"""`sagan split`: a seeded random train/val split of the manifest -> data/split/split.parquet.
+
+Exactly `round(n * split.val_fraction)` images go to validation, chosen by a permutation from
+`numpy.random.default_rng(split.seed)`; rows stay in manifest order (docs/contracts.md).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sagan import paths
+from sagan.atomic import atomic_path
+from sagan.errors import SaganError
+from sagan.params import Params, SplitParams
+
+PREPARE_HINT = "run `sagan prepare` first"
+
+
+def read_manifest_column(manifest: Path, column: str) -> pa.Array:
+    """One column of manifest.parquet, or a one-line error when the file is missing or unreadable."""
+    if not manifest.is_file():
+        raise SaganError(f"{manifest}: not found", hint=PREPARE_HINT)
+    try:
+        return pq.read_table(manifest, columns=[column]).column(column).combine_chunks()
+    except (pa.ArrowException, OSError) as exc:
+        raise SaganError(f"{manifest}: unreadable ({exc})", hint=PREPARE_HINT) from exc
+
+
+def val_mask(n: int, p: SplitParams) -> np.ndarray:
+    """Boolean mask, True for the `round(n * val_fraction)` validation rows."""
+    n_val = round(n * p.val_fraction)
+    mask = np.zeros(n, dtype=bool)
+    mask[np.random.default_rng(p.seed).permutation(n)[:n_val]] = True
+    return mask
+
+
+def split(manifest: Path, out: Path, p: SplitParams) -> tuple[int, int]:
+    """Write the split of `manifest` to `out`; return (n_train, n_val)."""
+    files = read_manifest_column(manifest, "file")
+    is_val = val_mask(len(files), p)
+    table = pa.table({
+        "index": pa.array(np.arange(len(files), dtype=np.int64)),
+        "file": files,
+        "split": pa.array(np.where(is_val, "val", "train").tolist(), pa.string()),
+    })
+    with atomic_path(out) as tmp:
+        pq.write_table(table, tmp)
+    n_val = int(is_val.sum())
+    return len(files) - n_val, n_val
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    n_train, n_val = split(paths.MANIFEST, paths.SPLIT_FILE, params.split)
+    print(f"split {n_train + n_val} images: {n_train} train, {n_val} val (seed {params.split.seed}) -> {paths.SPLIT_FILE}")
