@@ -36,11 +36,7 @@ from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import Params, PrepareParams
 
-# torchvision 0.29 deprecates its image codecs in favour of TorchCodec, which is not in this
-# environment; decode_jpeg is still the fastest decoder here (docs/benchmarks.md).
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                        category=DeprecationWarning)
-from torchvision.io import ImageReadMode, decode_jpeg  # noqa: E402
+from torchvision.io import ImageReadMode, decode_jpeg
 
 JPEG_ENTRY = re.compile(r"^img_align_celeba/([^/]+\.jpg)$")
 PARTITION_LINE = re.compile(r"^(\S+\.jpg)\s+([012])$")
@@ -64,8 +60,12 @@ def crop_resize(jpeg: bytes, crop: int, size: int) -> np.ndarray:
     Raises ValueError for an image that cannot be decoded or is smaller than the crop.
     """
     try:
-        # bytearray: a writable buffer, so torch does not warn about sharing read-only memory
-        chw = decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its codecs for TorchCodec, which this environment lacks;
+            # decode_jpeg is still the fastest decoder here (docs/benchmarks.md).
+            warnings.simplefilter("ignore", DeprecationWarning)
+            # bytearray: a writable buffer, so torch does not warn about sharing read-only memory
+            chw = decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8), mode=ImageReadMode.RGB)
     except RuntimeError as exc:
         raise ValueError(f"undecodable JPEG ({str(exc).splitlines()[-1].strip()})") from exc
     _, height, width = chw.shape
