@@ -340,3 +340,14 @@ def test_an_unknown_experiment_is_named(tmp_path, store):
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
                                                                  r"not found in sqlite:///"):
         build.run(params, None)
+
+
+def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
+    from sagan.cli import main
+
+    (tmp_path / "params.yaml").write_text("report:\n  history_max_runs: 5\n")
+    with project_dir(tmp_path):
+        assert main(["report"]) == 1
+    assert capsys.readouterr().err == ("sagan report: error: reports/train/samples/epoch_*.png: no sample grids "
+                                       "found; it is written by `sagan train` (hint: run `sagan train` (or the "
+                                       "whole pipeline: `dvc repro`))\n")

@@ -50,7 +50,7 @@ def protocol(metrics: dict) -> str:
 
 def table1_section(metrics: dict) -> Section:
     rows = [[r.model, fmt(r.fid), r.source, PAPER_PROTOCOL] for r in TABLE1]
-    rows.append([THIS_RUN, fmt(metrics["fid"]), "measured by `sagan evaluate`", protocol(metrics)])
+    rows.append([THIS_RUN, fmt(metrics["fid"]), "measured here (sagan evaluate)", protocol(metrics)])
     blocks = [Table(["Model", "FID (CelebA)", "Source", "Protocol"], rows),
               "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number."]
     if metrics.get("kid_mean") is not None:
