@@ -1,0 +1,146 @@
+"""`sagan split` and the loader: exact proportions, determinism, split selection, devices, errors."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from sagan.data.loader import DatasetInfo, dataset_info, load_split
+from sagan.data.split import split, val_mask
+from sagan.errors import SaganError
+from sagan.params import SplitParams
+
+N = 200  # images in the prepared smoke project (tests/conftest.py)
+
+
+def _all_images(root: Path) -> np.ndarray:
+    """Every prepared image in manifest order, read independently of the loader."""
+    manifest = pq.read_table(root / "data/prepared/manifest.parquet").to_pydict()
+    shards = {s: np.load(root / f"data/prepared/shard_{s:05d}.npy") for s in set(manifest["shard"])}
+    return np.stack([shards[s][r] for s, r in zip(manifest["shard"], manifest["row"])])
+
+
+def _split_labels(root: Path) -> np.ndarray:
+    return np.array(pq.read_table(root / "data/split/split.parquet").column("split").to_pylist())
+
+
+@pytest.mark.parametrize("n, fraction, n_val", [(200, 0.2, 40), (7, 0.2, 1), (1001, 0.25, 250), (3, 0.5, 2)])
+def test_val_count_is_exactly_rounded(n, fraction, n_val):
+    assert val_mask(n, SplitParams(val_fraction=fraction, seed=0)).sum() == n_val
+
+
+def test_split_is_deterministic_per_seed():
+    same = [val_mask(1000, SplitParams(seed=3)) for _ in range(2)]
+    other = val_mask(1000, SplitParams(seed=4))
+    assert np.array_equal(*same)
+    assert not np.array_equal(same[0], other)
+    assert 50 < same[0][:500].sum() < 150  # random rows from both halves, not a contiguous block
+
+
+def test_split_file_follows_the_contract(prepared_project):
+    table = pq.read_table(prepared_project / "data/split/split.parquet")
+    assert table.column_names == ["index", "file", "split"]
+    assert [str(t) for t in table.schema.types] == ["int64", "string", "string"]
+    rows = table.to_pydict()
+    manifest = pq.read_table(prepared_project / "data/prepared/manifest.parquet").to_pydict()
+    assert rows["index"] == list(range(N))
+    assert rows["file"] == manifest["file"]
+    assert rows["split"].count("val") == 40 and rows["split"].count("train") == 160
+    expected = val_mask(N, SplitParams())  # the smoke params: val_fraction 0.2, seed 0
+    assert [s == "val" for s in rows["split"]] == expected.tolist()
+
+
+def test_split_run_writes_the_same_file_again_and_prints_counts(project_dir, capsys):
+    from sagan.data import split as split_stage
+    from sagan.params import load_params
+
+    before = Path("data/split/split.parquet").read_bytes()
+    split_stage.run(load_params("params.yaml"), None)
+    assert Path("data/split/split.parquet").read_bytes() == before
+    assert "split 200 images: 160 train, 40 val (seed 0)" in capsys.readouterr().out
+
+
+def test_split_without_manifest_names_the_stage_to_run(tmp_path):
+    with pytest.raises(SaganError, match=r"manifest\.parquet: not found \(hint: run `sagan prepare` first\)"):
+        split(tmp_path / "manifest.parquet", tmp_path / "split.parquet", SplitParams())
+
+
+@pytest.mark.parametrize("name, expected_n", [("train", 160), ("val", 40), ("all", 200)])
+def test_load_split_selects_the_split_in_manifest_order(project_dir, name, expected_n):
+    images = load_split(name)
+    assert images.dtype == torch.uint8 and images.shape == (expected_n, 32, 32, 3)
+    everything = _all_images(project_dir)
+    labels = _split_labels(project_dir)
+    keep = np.ones(N, bool) if name == "all" else labels == name
+    assert np.array_equal(images.numpy(), everything[keep])
+
+
+def test_load_split_max_images_takes_the_first(project_dir):
+    full = load_split("val")
+    assert torch.equal(load_split("val", max_images=7), full[:7])
+    assert load_split("val", max_images=10_000).shape[0] == 40
+
+
+def test_load_split_across_several_shards(project_dir, tmp_path):
+    # Re-prepare with small shards so the training split spans and skips rows of 4 shards.
+    from sagan.data.prepare import prepare
+    from sagan.params import PrepareParams
+
+    prepare(Path("data/raw/img_align_celeba.zip"), Path("data/raw/list_eval_partition.txt"),
+            Path("data/prepared"), PrepareParams(size=32, shard_size=60, workers=1))
+    assert len(list(Path("data/prepared").glob("shard_*.npy"))) == 4
+    everything = _all_images(project_dir)
+    assert np.array_equal(load_split("train").numpy(), everything[_split_labels(project_dir) == "train"])
+
+
+def test_load_split_moves_to_the_device(project_dir):
+    assert load_split("val", device="cpu").device.type == "cpu"
+    on_meta = load_split("val", device=torch.device("meta"))  # any device: meta needs no hardware
+    assert on_meta.device.type == "meta" and on_meta.shape == (40, 32, 32, 3)
+    if torch.cuda.is_available():
+        assert torch.equal(load_split("val", device="cuda").cpu(), load_split("val"))
+
+
+def test_dataset_info(project_dir):
+    info = dataset_info()
+    fingerprint = hashlib.sha256(Path("data/prepared/manifest.parquet").read_bytes()).hexdigest()
+    assert info == DatasetInfo(size=32, crop=160, synthetic=True, fingerprint=fingerprint, n_train=160, n_val=40)
+
+
+@pytest.mark.parametrize("remove, call, message", [
+    ("data/prepared/manifest.parquet", lambda: load_split("train"),
+     r"^data/prepared/manifest\.parquet: not found \(hint: run `sagan prepare` first\)$"),
+    ("data/prepared/manifest.parquet", dataset_info,
+     r"^data/prepared/manifest\.parquet: not found \(hint: run `sagan prepare` first\)$"),
+    ("data/split/split.parquet", lambda: load_split("val"),
+     r"^data/split/split\.parquet: not found \(hint: run `sagan split` first\)$"),
+    ("data/split/split.parquet", dataset_info,
+     r"^data/split/split\.parquet: not found \(hint: run `sagan split` first\)$"),
+    ("data/prepared/shard_00000.npy", lambda: load_split("all"),
+     r"^data/prepared/shard_00000\.npy: not found \(listed in data/prepared/manifest\.parquet\) "
+     r"\(hint: run `sagan prepare` again\)$"),
+])
+def test_missing_files_name_the_file_and_the_stage(project_dir, remove, call, message):
+    Path(remove).unlink()
+    with pytest.raises(SaganError, match=message):
+        call()
+
+
+def test_all_needs_no_split_file(project_dir):
+    Path("data/split/split.parquet").unlink()
+    assert load_split("all").shape[0] == N
+
+
+def test_unknown_split_name(project_dir):
+    with pytest.raises(SaganError, match=r"split 'test': unknown, expected one of train, val, all"):
+        load_split("test")
+
+
+def test_stale_split_is_detected(project_dir):
+    pq.write_table(pq.read_table("data/split/split.parquet").slice(0, 150), "data/split/split.parquet")
+    with pytest.raises(SaganError, match=r"split\.parquet: 150 rows but the manifest has 200"):
+        load_split("train")
