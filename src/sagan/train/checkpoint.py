@@ -5,7 +5,9 @@ A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts so th
 """
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,12 +15,12 @@ import torch
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.errors import SaganError
 from sagan.params import Params, flatten
 
 FORMAT = 1
 _NAME = re.compile(r"^step_(\d{7,})\.pt$")
 REQUIRED_KEYS = ("format", "identity", "step", "trainer", "rng", "loop")
+SUPERSEDED = "superseded"
 
 # Params that may change between a run and its resume without changing what is trained so far.
 RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
@@ -73,12 +75,25 @@ def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR) -> tuple[Path, di
     return None
 
 
-def check_identity(path: Path, saved: dict, current: dict) -> None:
-    """Refuse to resume a checkpoint trained with other params or data."""
+def identity_change(saved: dict, current: dict) -> str | None:
+    """The first param (or data) difference between a checkpoint and this run, or None."""
     for key in sorted(set(saved) | set(current)):
         if saved.get(key) != current.get(key):
-            raise SaganError(f"{path}: was trained with {key}={saved.get(key)!r}, params now say {current.get(key)!r}",
-                             hint=f"restore the old value, or delete {path.parent}/ to train from scratch")
+            return f"{key} {saved.get(key)!r} -> {current.get(key)!r}"
+    return None
+
+
+def supersede(directory: Path = paths.CHECKPOINTS_DIR) -> Path:
+    """Move a run's checkpoints into `superseded/` (replacing an older set) so a new run starts.
+
+    Kept rather than deleted: a mistaken --params must not destroy a long run's checkpoints.
+    """
+    target = Path(directory) / SUPERSEDED
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in list_checkpoints(directory):
+        os.replace(path, target / path.name)
+    return target
 
 
 def capture_rng(device: torch.device, generators: dict[str, torch.Generator]) -> dict:

@@ -76,3 +76,8 @@ def all_reduce_max(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
     if ctx.distributed:
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
     return tensor
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.distributed:
+        torch_dist.barrier()

@@ -102,17 +102,24 @@ class Training:
         self.log_rows: list[dict] = []
         self.grids: dict[int, torch.Tensor] = {}
         self.mlflow_run_id = ""
-        self.wall_before = 0.0
+        self.wall_time_s = 0.0  # training seconds up to the newest checkpoint, over all resumptions
         self.last_checkpoint: str | None = None
         self.mlflow: records.MlflowRun | None = None
 
     # -- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
         found = checkpoint.load_newest_valid()
+        dist.barrier(self.ctx)  # every rank has read the checkpoints before rank 0 may move them
         if found is None:
             return
         path, state = found
-        checkpoint.check_identity(path, state["identity"], self.identity)
+        change = checkpoint.identity_change(state["identity"], self.identity)
+        if change:
+            if self.ctx.is_main:
+                moved = checkpoint.supersede()
+                print(f"sagan train: {path} was trained with other params ({change}); "
+                      f"moved its checkpoints to {moved}/ and training from scratch")
+            return
         self.trainer.load_state_dict(state["trainer"])
         checkpoint.restore_rng(state["rng"], self.ctx.device, {"perm": self.perm_gen, "noise": self.noise_gen})
         loop = state["loop"]
@@ -124,13 +131,14 @@ class Training:
         self.log_rows = loop["log_rows"]
         self.grids = loop["grids"]
         self.mlflow_run_id = loop["mlflow_run_id"]
-        self.wall_before = loop["wall_time_s"]
+        self.wall_time_s = loop["wall_time_s"]
         self.last_checkpoint = str(path)
         if self.ctx.is_main:
             print(f"sagan train: resuming from {path} (step {self.step} of {self.total_steps})")
 
     def save_checkpoint(self, wall_time_s: float) -> None:
         self.check_finite()
+        self.wall_time_s = wall_time_s
         if not self.ctx.is_main:
             return
         mid_epoch = self.step % self.steps_per_epoch != 0
@@ -152,12 +160,12 @@ class Training:
     def check_finite(self) -> None:
         """Stop at the first non-finite loss (one host sync; called at log points and checkpoints)."""
         first_bad = dist.all_reduce_max(self.ctx, self.first_bad.clone()).tolist()
-        for name, step in zip(("d_loss", "g_loss"), first_bad):
-            if step >= 0:
-                kept = self.last_checkpoint or "none yet"
-                raise SaganError(f"train: {name} became NaN/Inf at step {step}; training stopped "
-                                 f"(last good checkpoint: {kept})",
-                                 hint="lower train.lr_d / train.lr_g or use train.precision: fp32")
+        bad = [(step, name) for name, step in zip(("d_loss", "g_loss"), first_bad) if step >= 0]
+        if bad:
+            step, name = min(bad)  # the loss that went first (D's, on a tie: it runs first)
+            raise SaganError(f"train: {name} became NaN/Inf at step {step}; training stopped "
+                             f"(last good checkpoint: {self.last_checkpoint or 'none yet'})",
+                             hint="lower train.lr_d / train.lr_g or use train.precision: fp32")
 
     # -- the loop ----------------------------------------------------------------------------
     def train(self) -> None:
@@ -173,7 +181,7 @@ class Training:
 
         bar = tqdm(total=self.total_steps, initial=self.step, unit="step", desc="train",
                    disable=not ctx.is_main, dynamic_ncols=True)
-        started = time.perf_counter()
+        started, wall_before = time.perf_counter(), self.wall_time_s
         window_start = started
         permutation = None
         while self.step < self.total_steps:
@@ -200,9 +208,8 @@ class Training:
             if epoch_end or last:
                 self.epoch_grid(epoch + 1)
             if self.step % cfg.checkpoint_every == 0 or epoch_end or last:
-                self.save_checkpoint(self.wall_before + time.perf_counter() - started)
+                self.save_checkpoint(wall_before + time.perf_counter() - started)
         bar.close()
-        self.wall_before += time.perf_counter() - started
 
     def log_point(self, epoch: int, seconds: float, bar: tqdm) -> None:
         self.check_finite()
@@ -245,9 +252,8 @@ class Training:
         """generator.pt, losses.csv, samples/, run.json, all from the final state."""
         from sagan.model.io import save_generator
 
-        with atomic_path(paths.GENERATOR) as tmp:
-            save_generator(tmp, self.trainer.sampling_model(), self.params.model, self.info.size,
-                           ema=self.trainer.ema is not None)
+        save_generator(paths.GENERATOR, self.trainer.sampling_model(), self.params.model, self.info.size,
+                       ema=self.trainer.ema is not None)
         records.write_losses(self.log_rows)
         with atomic_dir(paths.SAMPLES_DIR) as tmp:
             for epoch, images in sorted(self.grids.items()):
@@ -258,8 +264,8 @@ class Training:
         records.write_run_record({
             "mlflow_run_id": self.mlflow_run_id, "mlflow_experiment": p.experiment,
             "tracking_uri": tracking.tracking_uri(p), "steps": self.step,
-            "epochs": math.ceil(self.step / self.steps_per_epoch), "wall_time_s": self.wall_before,
-            "img_per_s": images_seen / self.wall_before if self.wall_before > 0 else 0.0,
+            "epochs": math.ceil(self.step / self.steps_per_epoch), "wall_time_s": self.wall_time_s,
+            "img_per_s": images_seen / self.wall_time_s if self.wall_time_s > 0 else 0.0,
             "device": device, "profile": p.profile, "git_commit": tracking.git_commit(),
             "data_fingerprint": self.info.fingerprint, "synthetic_data": bool(self.info.synthetic),
             "orchestrator": tracking.orchestrator(),
