@@ -250,6 +250,14 @@ def test_fig4_plots_mean_losses_per_epoch(standin_report):
         assert fig4.format == "PNG" and fig4.size == (640, 400)
 
 
+def test_fig4_is_byte_identical_for_the_same_losses(standin_report, tmp_path):
+    import pandas as pd
+
+    losses = pd.read_csv(standin_report / paths.LOSSES_CSV)
+    figures.plot_losses(losses, tmp_path / "again.png")
+    assert (tmp_path / "again.png").read_bytes() == (standin_report / paths.FIGURES_DIR / figures.FIG4).read_bytes()
+
+
 def test_fig5_and_fig6_are_the_first_and_last_epochs_samples(standin_report):
     out = standin_report / paths.FIGURES_DIR
     assert sorted(p.name for p in out.iterdir()) == [figures.FIG4, figures.FIG5, figures.FIG6]
