@@ -265,6 +265,12 @@ def test_generator_file_round_trips_exactly(tmp_path, style):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
 
 
+def test_a_compiled_generator_is_saved_under_its_plain_names(tmp_path):
+    G = trained_generator(SMALL, 32)
+    save_generator(tmp_path / "g.pt", torch.compile(G), SMALL, 32, ema=False)  # compiles lazily: cheap
+    assert list(torch.load(tmp_path / "g.pt", weights_only=True)["state_dict"]) == list(G.state_dict())
+
+
 def test_generator_file_errors_name_the_file(tmp_path):
     hint = " (hint: run `sagan train` (or `dvc repro train`) to write it, or pass another --generator)"
     missing = tmp_path / "nope.pt"

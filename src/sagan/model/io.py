@@ -32,11 +32,11 @@ def _one_line(exc: Exception, limit: int = 200) -> str:
 
 def _unwrapped(module: nn.Module) -> nn.Module:
     """The plain module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return module
-        module = inner
+    for attribute in ("module", "_orig_mod"):
+        inner = getattr(module, attribute, None)
+        if isinstance(inner, nn.Module):
+            return _unwrapped(inner)
+    return module
 
 
 def save_generator(path: str | os.PathLike, generator: nn.Module, model_cfg: ModelParams,
