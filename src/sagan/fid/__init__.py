@@ -1,0 +1,1 @@
+"""FID: Inception weights, feature statistics, `sagan fid-ref` and `sagan evaluate`."""

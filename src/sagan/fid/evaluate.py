@@ -1,0 +1,111 @@
+"""`sagan evaluate`: FID (and KID) of models/generator.pt against data/fid/reference.npz.
+
+`fid.num_samples` images are drawn in batches of `fid.batch_size` from latents of a numpy
+Generator seeded with `fid.seed` (drawn on the CPU in sequence, so the images are the same for
+any batch size or device), converted to uint8 exactly as the training data is stored, and
+streamed through the extractor: memory stays flat as `num_samples` grows. KID uses the first
+KID_MAX_FEATURES generated features against the reference's stored `kid_features`, with subsets
+of min(fid.kid_subset_size, both pool sizes).
+
+The numbers go to reports/metrics.json and into the training run's MLflow run (when
+reports/train/run.json exists; else a warning: evaluating a foreign generator still works).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from sagan import paths, tracking
+from sagan.atomic import write_json
+from sagan.errors import SaganError
+from sagan.fid.extractor import (EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_device,
+                                 resolve_weights, summarise)
+from sagan.fid.reference import read_reference
+from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
+from sagan.model.io import load_generator
+from sagan.params import Params
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [-1, 1] to uint8 the way pixels are stored: (x + 1) * 127.5, rounded, clamped."""
+    return ((images.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+
+
+@torch.no_grad()
+def generated_batches(generator: torch.nn.Module, z_dim: int, n: int, batch_size: int,
+                      seed: int) -> Iterator[torch.Tensor]:
+    """uint8 NCHW batches of n generated images; latents depend on (seed, n) only, not on batch_size."""
+    rng = np.random.default_rng(seed)
+    device = next(generator.parameters()).device
+    for start in range(0, n, batch_size):
+        z = torch.from_numpy(rng.standard_normal((min(batch_size, n - start), z_dim), dtype=np.float32))
+        yield to_uint8(generator(z.to(device)))
+
+
+def evaluate(params: Params) -> dict:
+    """The metrics.json content for the generator and reference in the working directory."""
+    started = time.perf_counter()
+    p = params.fid
+    reference = read_reference(paths.FID_REFERENCE)
+    device = resolve_device(p.device)
+    generator, config = load_generator(paths.GENERATOR, device)
+    if int(config["image_size"]) != int(reference["size"]):
+        raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but "
+                         f"{paths.GENERATOR} makes {config['image_size']} px", hint="rerun `sagan fid-ref` "
+                         "on data prepared at the generator's size, or retrain")
+    weights = resolve_weights(p.weights)
+    if weights.sha256 != reference["weights_sha256"]:
+        raise SaganError(f"{paths.FID_REFERENCE}: computed with Inception weights {reference['weights_kind']} "
+                         f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "
+                         f"{weights.sha256}", hint="rerun `sagan fid-ref`")
+    extractor = load_extractor(weights, device)
+    summary = summarise(generated_batches(generator, int(config["z_dim"]), p.num_samples, p.batch_size, p.seed),
+                        extractor, p.num_samples, keep=KID_MAX_FEATURES if p.kid else 0, desc="evaluate")
+    kid_mean = kid_std = None
+    if p.kid:
+        kid_mean, kid_std = kernel_inception_distance(summary.kept, reference["kid_features"],
+                                                      p.kid_subset_size, p.seed)
+    return {
+        "fid": frechet_distance(summary.stats.mean, summary.stats.cov, reference["mu"], reference["sigma"]),
+        "kid_mean": kid_mean, "kid_std": kid_std,
+        "n_gen": summary.stats.n, "n_ref": int(reference["n"]),
+        "reference_split": str(reference["reference_split"]),
+        "extractor": EXTRACTOR_LABEL, "weights_sha256": weights.sha256, "weights_kind": weights.kind,
+        "preprocessing": {"crop": int(reference["crop"]), "size": int(reference["size"]),
+                          "resize_to_inception": RESIZE_LABEL},
+        "synthetic_data": bool(reference["synthetic_data"]),
+        "wall_time_s": round(time.perf_counter() - started, 3),
+    }
+
+
+def log_to_training_run(params: Params, metrics: dict) -> None:
+    """Add the metrics and the protocol tags to the training stage's MLflow run; warn, never fail."""
+    if not paths.RUN_RECORD.is_file():
+        print(f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow",
+              file=sys.stderr)
+        return
+    values = {key: metrics[key] for key in ("fid", "kid_mean", "kid_std") if metrics[key] is not None}
+    tags = {"sagan.fid_weights_kind": metrics["weights_kind"], "sagan.fid_weights_sha256": metrics["weights_sha256"],
+            "sagan.fid_extractor": metrics["extractor"], "sagan.fid_reference_split": metrics["reference_split"],
+            "sagan.fid_n_gen": str(metrics["n_gen"]), "sagan.fid_n_ref": str(metrics["n_ref"]),
+            "sagan.synthetic_data": str(metrics["synthetic_data"]).lower()}
+    try:
+        with tracking.logging_into_training_run(params.mlflow) as mlflow:
+            mlflow.log_metrics(values)
+            mlflow.set_tags(tags)
+    except SaganError as exc:
+        print(f"sagan evaluate: warning: metrics not logged to MLflow: {exc}", file=sys.stderr)
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    metrics = evaluate(params)
+    write_json(paths.METRICS, metrics)
+    log_to_training_run(params, metrics)
+    kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
+    print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
+          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights) -> {paths.METRICS}")
