@@ -10,7 +10,7 @@ rule report:
         "reports/report.html",
         directory("reports/figures"),
     params:
-        **param_keys("report"),
+        **param_keys("report", "mlflow"),
     log:
         "logs/report.log",
     shell:
