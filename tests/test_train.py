@@ -50,12 +50,16 @@ def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: in
 
 
 def tiny_params(**train) -> Params:
+    return parse_params(tiny_raw_params(**train))
+
+
+def tiny_raw_params(**train) -> dict:
     """The smoke profile with a tiny model: 128 train images / batch 16 = 8 steps per epoch."""
     raw = yaml.safe_load((REPO / "configs/smoke.yaml").read_text())
     raw["model"].update(z_dim=16, g_channels=8, d_channels=8, attention_after=2)  # 8x8 attention maps: fast
     raw["train"].update({"batch_size": 16, "max_steps": 12, "log_every": 4, "checkpoint_every": 5,
                          "sample_grid": 16, "device": "cpu", "deterministic": True, **train})
-    return parse_params(raw)
+    return raw
 
 
 @pytest.fixture(scope="session")
@@ -234,8 +238,9 @@ def initial_mean_rgb(params: Params) -> np.ndarray:
 
 
 def test_training_moves_the_mean_colour_towards_the_data(project):
-    params = tiny_params(max_steps=30, lr_g=1e-3, lr_d=1e-3, log_every=10, checkpoint_every=100)
+    # Without the penalty and at a higher lr, 30 steps move the colour measurably (62 -> 11 here).
+    params = tiny_params(max_steps=30, gp_lambda=0.0, lr_g=1e-3, lr_d=1e-3, log_every=10, checkpoint_every=100)
     before = np.abs(initial_mean_rgb(params) - DATA_MEAN_RGB).mean()
     train(params)
     after = np.abs(generated_mean_rgb(params) - DATA_MEAN_RGB).mean()
-    assert after < 0.7 * before, (before, after)
+    assert after < 0.5 * before, (before, after)

@@ -1,0 +1,118 @@
+"""Resume exactness: an interrupted run, resumed, ends exactly where an uninterrupted one does
+(CPU, deterministic): same generator tensors, same losses.csv (but img_per_s), same sample grids,
+same MLflow run. In-process (interrupted right after a checkpoint) and with a real SIGKILL."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from sagan.train import checkpoint
+from test_train import (assert_same_tensors, generator_tensors, make_project, read_losses, tiny_params,
+                        tiny_raw_params, train, without_speed)
+from test_train import mlflow_uri, project  # noqa: F401  (fixtures)
+
+RESUME_TRAIN = dict(max_steps=12, ema_decay=0.9)  # checkpoints at 5, 8 (epoch end), 10, 12
+
+
+def outputs() -> dict:
+    return {"G": generator_tensors(), "losses": without_speed(read_losses()),
+            "grids": {p.name: p.read_bytes() for p in sorted(Path("reports/train/samples").iterdir())},
+            "run": yaml.safe_load(Path("reports/train/run.json").read_text())}
+
+
+def assert_same_outputs(a: dict, b: dict) -> None:
+    assert_same_tensors(a["G"], b["G"])
+    assert a["losses"] == b["losses"]
+    assert a["grids"] == b["grids"] and list(a["grids"]) == ["epoch_001.png", "epoch_002.png"]
+    assert a["run"]["steps"] == b["run"]["steps"] == 12
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, mlflow_uri) -> dict:
+    root = make_project(tmp_path_factory.mktemp("uninterrupted") / "project")
+    cwd, env = os.getcwd(), os.environ.get("MLFLOW_TRACKING_URI")
+    os.chdir(root)
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri
+    try:
+        train(tiny_params(**RESUME_TRAIN))
+        return outputs()
+    finally:
+        os.chdir(cwd)
+        os.environ.pop("MLFLOW_TRACKING_URI") if env is None else os.environ.update(MLFLOW_TRACKING_URI=env)
+
+
+@pytest.mark.parametrize("corrupt_newest", [False, True], ids=["newest", "corrupt-newest-falls-back"])
+def test_resume_after_interruption_equals_uninterrupted_run(project, monkeypatch, capsys, uninterrupted,
+                                                            corrupt_newest):
+    real_save, saved = checkpoint.save, []
+
+    def save_then_die(state, step, keep, *args):
+        saved.append(real_save(state, step, keep, *args))
+        if len(saved) == 2:  # steps 5 and 8: dies mid-log-window, at an epoch end
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_params(**RESUME_TRAIN))
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    run_id = torch.load(saved[0], weights_only=True)["loop"]["mlflow_run_id"]
+    if corrupt_newest:
+        saved[1].write_bytes(saved[1].read_bytes()[:1000])  # a truncated file
+    capsys.readouterr()
+
+    train(tiny_params(**RESUME_TRAIN))
+    captured = capsys.readouterr()
+    resumed_from = saved[0] if corrupt_newest else saved[1]
+    assert f"resuming from {resumed_from} (step {5 if corrupt_newest else 8} of 12)" in captured.out
+    assert (f"{saved[1]}: corrupt checkpoint" in captured.err) == corrupt_newest
+    result = outputs()
+    assert_same_outputs(result, uninterrupted)
+    assert result["run"]["mlflow_run_id"] == run_id  # the same MLflow run, reopened
+
+
+def newest_step(project: Path) -> int:
+    return max((int(p.stem.split("_")[1]) for p in (project / "models/checkpoints").glob("step_*.pt")), default=0)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, mlflow_uri):
+    """`sagan train` subprocesses: one killed by SIGKILL after its first checkpoint, then resumed."""
+    raw = tiny_raw_params(max_steps=40, checkpoint_every=10, ema_decay=0.9)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_uri}
+    sagan = [sys.executable, "-m", "sagan", "train"]
+    projects = {}
+    for name in ("never_killed", "killed"):
+        projects[name] = make_project(tmp_path / name)
+        (projects[name] / "params.yaml").write_text(yaml.safe_dump(raw))
+    subprocess.run(sagan, cwd=projects["never_killed"], env=env, check=True, capture_output=True)
+
+    killed = projects["killed"]
+    proc = subprocess.Popen(sagan, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while newest_step(killed) == 0:
+        assert proc.poll() is None, "training ended before its first checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert proc.poll() is None, "training ended before the kill"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = newest_step(killed)
+    assert 0 < killed_at < 40 and not (killed / "models/generator.pt").exists()
+
+    resumed = subprocess.run(sagan, cwd=killed, env=env, check=True, capture_output=True, text=True)
+    assert f"resuming from models/checkpoints/step_{killed_at:07d}.pt" in resumed.stdout
+    results = {}
+    for name, root in projects.items():
+        monkeypatch.chdir(root)
+        results[name] = outputs()
+    assert_same_tensors(results["killed"]["G"], results["never_killed"]["G"])
+    assert results["killed"]["losses"] == results["never_killed"]["losses"]
+    assert results["killed"]["grids"] == results["never_killed"]["grids"]
