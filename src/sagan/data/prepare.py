@@ -174,10 +174,11 @@ def decode_all(zip_path: Path, names: list[str], crop: int, size: int,
         # 2-core machine); use one, and give the caller its setting back.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        decoder = ChunkDecoder(zip_path, names, crop, size)
         try:
-            decoder = ChunkDecoder(zip_path, names, crop, size)
             yield from (decoder.decode(*bounds) for bounds in chunks)
         finally:
+            decoder.zf.close()
             torch.set_num_threads(threads)
         return
     with Pool(workers, initializer=_init_worker, initargs=(zip_path, names, crop, size)) as pool:
