@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from sagan import paths, tracking
-from sagan.atomic import atomic_dir, atomic_path
+from sagan.atomic import atomic_dir
 from sagan.errors import SaganError
 from sagan.params import Params, flatten
 from sagan.train import checkpoint, dist, records
@@ -57,11 +57,9 @@ def grid_name(epoch: int) -> str:
 
 
 def save_grid_png(images_u8: torch.Tensor, path) -> None:
-    """A square-ish grid of uint8 NCHW images, written atomically."""
     from sagan.model.sample import save_grid
 
-    with atomic_path(path) as tmp:
-        save_grid(images_u8.float().div(127.5).sub(1.0), tmp, nrow=math.ceil(math.sqrt(len(images_u8))))
+    save_grid(images_u8.float().div(127.5).sub(1.0), path)
 
 
 class Training:
