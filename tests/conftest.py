@@ -1,7 +1,7 @@
 """Shared fixtures: synthetic CelebA and a prepared smoke project that later stages start from.
 
 `prepared_project` is session-scoped and shared: treat it as read-only. A test that writes into
-the project (train, fid_ref, evaluate, report) uses `project_dir`, its own copy with the working
+the project (train, fid_ref, evaluate, report) uses `project_copy`, its own copy with the working
 directory set to it.
 """
 from __future__ import annotations
@@ -57,7 +57,7 @@ def prepared_project(tmp_path_factory, synthetic_raw) -> Path:
 
 
 @pytest.fixture
-def project_dir(prepared_project, tmp_path, monkeypatch) -> Path:
+def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
     """A private, writable copy of `prepared_project`; the working directory is set to it."""
     root = tmp_path / "project"
     shutil.copytree(prepared_project, root)

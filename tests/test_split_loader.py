@@ -54,7 +54,7 @@ def test_split_file_follows_the_contract(prepared_project):
     assert [s == "val" for s in rows["split"]] == expected.tolist()
 
 
-def test_split_run_writes_the_same_file_again_and_prints_counts(project_dir, capsys):
+def test_split_run_writes_the_same_file_again_and_prints_counts(project_copy, capsys):
     from sagan.data import split as split_stage
     from sagan.params import load_params
 
@@ -70,22 +70,22 @@ def test_split_without_manifest_names_the_stage_to_run(tmp_path):
 
 
 @pytest.mark.parametrize("name, expected_n", [("train", 160), ("val", 40), ("all", 200)])
-def test_load_split_selects_the_split_in_manifest_order(project_dir, name, expected_n):
+def test_load_split_selects_the_split_in_manifest_order(project_copy, name, expected_n):
     images = load_split(name)
     assert images.dtype == torch.uint8 and images.shape == (expected_n, 32, 32, 3)
-    everything = _all_images(project_dir)
-    labels = _split_labels(project_dir)
+    everything = _all_images(project_copy)
+    labels = _split_labels(project_copy)
     keep = np.ones(N, bool) if name == "all" else labels == name
     assert np.array_equal(images.numpy(), everything[keep])
 
 
-def test_load_split_max_images_takes_the_first(project_dir):
+def test_load_split_max_images_takes_the_first(project_copy):
     full = load_split("val")
     assert torch.equal(load_split("val", max_images=7), full[:7])
     assert load_split("val", max_images=10_000).shape[0] == 40
 
 
-def test_load_split_across_several_shards(project_dir, tmp_path):
+def test_load_split_across_several_shards(project_copy, tmp_path):
     # Re-prepare with small shards so the training split spans and skips rows of 4 shards.
     from sagan.data.prepare import prepare
     from sagan.params import PrepareParams
@@ -93,11 +93,11 @@ def test_load_split_across_several_shards(project_dir, tmp_path):
     prepare(Path("data/raw/img_align_celeba.zip"), Path("data/raw/list_eval_partition.txt"),
             Path("data/prepared"), PrepareParams(size=32, shard_size=60, workers=1))
     assert len(list(Path("data/prepared").glob("shard_*.npy"))) == 4
-    everything = _all_images(project_dir)
-    assert np.array_equal(load_split("train").numpy(), everything[_split_labels(project_dir) == "train"])
+    everything = _all_images(project_copy)
+    assert np.array_equal(load_split("train").numpy(), everything[_split_labels(project_copy) == "train"])
 
 
-def test_load_split_moves_to_the_device(project_dir):
+def test_load_split_moves_to_the_device(project_copy):
     assert load_split("val", device="cpu").device.type == "cpu"
     on_meta = load_split("val", device=torch.device("meta"))  # any device: meta needs no hardware
     assert on_meta.device.type == "meta" and on_meta.shape == (40, 32, 32, 3)
@@ -105,7 +105,7 @@ def test_load_split_moves_to_the_device(project_dir):
         assert torch.equal(load_split("val", device="cuda").cpu(), load_split("val"))
 
 
-def test_dataset_info(project_dir):
+def test_dataset_info(project_copy):
     info = dataset_info()
     fingerprint = hashlib.sha256(Path("data/prepared/manifest.parquet").read_bytes()).hexdigest()
     assert info == DatasetInfo(size=32, crop=160, synthetic=True, fingerprint=fingerprint, n_train=160, n_val=40)
@@ -124,23 +124,23 @@ def test_dataset_info(project_dir):
      r"^data/prepared/shard_00000\.npy: not found \(listed in data/prepared/manifest\.parquet\) "
      r"\(hint: run `sagan prepare` again\)$"),
 ])
-def test_missing_files_name_the_file_and_the_stage(project_dir, remove, call, message):
+def test_missing_files_name_the_file_and_the_stage(project_copy, remove, call, message):
     Path(remove).unlink()
     with pytest.raises(SaganError, match=message):
         call()
 
 
-def test_all_needs_no_split_file(project_dir):
+def test_all_needs_no_split_file(project_copy):
     Path("data/split/split.parquet").unlink()
     assert load_split("all").shape[0] == N
 
 
-def test_unknown_split_name(project_dir):
+def test_unknown_split_name(project_copy):
     with pytest.raises(SaganError, match=r"split 'test': unknown, expected one of train, val, all"):
         load_split("test")
 
 
-def test_stale_split_is_detected(project_dir):
+def test_stale_split_is_detected(project_copy):
     pq.write_table(pq.read_table("data/split/split.parquet").slice(0, 150), "data/split/split.parquet")
     with pytest.raises(SaganError, match=r"split\.parquet: 150 rows but the manifest has 200"):
         load_split("train")

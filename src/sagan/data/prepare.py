@@ -136,14 +136,15 @@ class ChunkDecoder:
 
     def decode(self, start: int, stop: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
         """Images [start, stop) that decode, stacked, and (index, reason) for those that do not."""
-        good, bad = [], []
+        images = np.empty((stop - start, self.size, self.size, 3), np.uint8)
+        n_good, bad = 0, []
         for index in range(start, stop):
             try:
-                good.append(crop_resize(self.zf.read(self.names[index]), self.crop, self.size))
+                images[n_good] = crop_resize(self.zf.read(self.names[index]), self.crop, self.size)
+                n_good += 1
             except (ValueError, zipfile.BadZipFile, OSError, EOFError) as exc:  # bad CRC, bad entry header, bad image
                 bad.append((index, str(exc)))
-        images = np.stack(good) if good else np.empty((0, self.size, self.size, 3), np.uint8)
-        return images, bad
+        return images[:n_good], bad
 
 
 _worker: ChunkDecoder | None = None  # in a pool worker: its decoder, with the zip opened once
