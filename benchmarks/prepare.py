@@ -30,7 +30,6 @@ from typing import Callable
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
