@@ -51,7 +51,7 @@ def evaluate(params: Params) -> dict:
     """The metrics.json content for the generator and reference in the working directory."""
     started = time.perf_counter()
     p = params.fid
-    reference = read_reference(paths.FID_REFERENCE)
+    reference = read_reference()
     device = resolve_device(p.device)
     generator, config = load_generator(paths.GENERATOR, device)
     if int(config["image_size"]) != int(reference["size"]):
@@ -95,7 +95,7 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
             "sagan.fid_n_gen": str(metrics["n_gen"]), "sagan.fid_n_ref": str(metrics["n_ref"]),
             "sagan.synthetic_data": str(metrics["synthetic_data"]).lower()}
     try:
-        with tracking.logging_into_training_run(params.mlflow) as mlflow:
+        with tracking.logging_into_training_run(params.mlflow, paths.RUN_RECORD) as mlflow:
             mlflow.log_metrics(values)
             mlflow.set_tags(tags)
     except SaganError as exc:

@@ -47,8 +47,9 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
 
 
-def read_reference(path: Path = paths.FID_REFERENCE) -> dict:
-    """The reference statistics as plain values (0-d arrays become Python scalars)."""
+def read_reference(path: Path | None = None) -> dict:
+    """The reference statistics (default: paths.FID_REFERENCE) as plain values (0-d arrays become scalars)."""
+    path = paths.FID_REFERENCE if path is None else path
     hint = "run `sagan fid-ref`"
     if not Path(path).is_file():
         raise SaganError(f"{path}: FID reference statistics not found", hint=hint)

@@ -1,0 +1,203 @@
+"""`sagan fid-ref` and `sagan evaluate` on the prepared smoke project (synthetic, 32 px, stand-in weights)."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sagan import cli, paths
+from sagan.errors import SaganError
+from sagan.fid import evaluate, extractor, reference
+from sagan.model.io import save_generator
+from sagan.model.networks import Generator
+from sagan.params import Params, load_params
+
+ARGS = argparse.Namespace(params="params.yaml")
+N_REF = 4
+N_GEN = 6
+
+
+def _with_fid(params: Params, **changes) -> Params:
+    return dataclasses.replace(params, fid=dataclasses.replace(params.fid, **changes))
+
+
+@pytest.fixture(scope="module")
+def project(prepared_project, tmp_path_factory) -> Path:
+    """A private copy of the prepared project (cwd for this module) with the stand-in weights
+    generated once, an untrained generator, and data/fid/reference.npz from 4 val images."""
+    root = tmp_path_factory.mktemp("fid_stages") / "project"
+    shutil.copytree(prepared_project, root)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        params = base_params()
+        extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR)
+        torch.manual_seed(0)
+        save_generator(paths.GENERATOR, Generator(params.model, 32), params.model, 32, ema=False)
+        reference.run(params, ARGS)
+        yield root
+
+
+def base_params() -> Params:
+    return _with_fid(load_params("params.yaml"), reference_max_images=N_REF, batch_size=3, num_samples=N_GEN,
+                     kid_subset_size=3, device="cpu")
+
+
+def test_reference_file_follows_the_contract(project):
+    with np.load(paths.FID_REFERENCE, allow_pickle=False) as data:
+        ref = {key: data[key] for key in data.files}
+    weights = extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR)
+    assert ref["mu"].dtype == np.float64 and ref["mu"].shape == (2048,)
+    assert ref["sigma"].dtype == np.float64 and ref["sigma"].shape == (2048, 2048)
+    assert ref["kid_features"].dtype == np.float32 and ref["kid_features"].shape == (N_REF, 2048)
+    assert all(ref[k].ndim == 0 for k in ref if k not in ("mu", "sigma", "kid_features"))
+    assert int(ref["n"]) == N_REF
+    assert (str(ref["weights_kind"]), str(ref["weights_sha256"])) == ("standin", weights.sha256)
+    assert str(ref["extractor"]) == extractor.EXTRACTOR_LABEL and str(ref["reference_split"]) == "val"
+    assert (int(ref["crop"]), int(ref["size"]), bool(ref["synthetic_data"])) == (160, 32, True)
+    # all features were kept for KID, so the streamed moments must equal numpy's on them
+    features = ref["kid_features"].astype(np.float64)
+    np.testing.assert_allclose(ref["mu"], features.mean(axis=0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(ref["sigma"], np.cov(features, rowvar=False), rtol=1e-8, atol=1e-12)
+    assert features.std(axis=0).mean() > 0.01
+
+
+class _PixelFeatures(torch.nn.Module):
+    """A cheap extractor with Inception's interface (uint8 NCHW -> (n x 2048 float32,)), for tests
+    of what the stages read and write rather than of Inception itself."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 8 * 8, 2048)
+        torch.nn.init.normal_(self.proj.weight, generator=torch.Generator().manual_seed(0))
+        torch.nn.init.zeros_(self.proj.bias)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        pooled = torch.nn.functional.adaptive_avg_pool2d(images.float() / 255, 8).flatten(1)
+        return (torch.relu(self.proj(pooled)),)
+
+
+def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, monkeypatch):
+    monkeypatch.setattr(reference, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
+    reference.run(base_params(), ARGS)
+    before = paths.FID_REFERENCE.read_bytes()
+    assert int(reference.read_reference()["n"]) == N_REF
+    # the sampling keys (evaluate's) leave the file byte-identical
+    reference.run(_with_fid(base_params(), num_samples=3, seed=7, kid=False, kid_subset_size=2), ARGS)
+    assert paths.FID_REFERENCE.read_bytes() == before
+    # a reference key changes it
+    reference.run(_with_fid(base_params(), reference_max_images=N_REF - 1), ARGS)
+    assert int(reference.read_reference()["n"]) == N_REF - 1
+    reference.run(base_params(), ARGS)
+    assert paths.FID_REFERENCE.read_bytes() == before
+    # evaluating a (new) generator reads the reference but never rewrites it
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False, num_samples=2))
+    assert paths.FID_REFERENCE.read_bytes() == before
+    assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, 2)
+
+
+@pytest.mark.slow
+def test_reference_batch_size_changes_only_rounding(project):
+    """Why fid.batch_size is not a reference key: with the real stand-in Inception, per-image features
+    do not depend on the batch they were computed in, up to float rounding."""
+    base = reference.read_reference()
+    rebatched = reference.compute_reference(_with_fid(base_params(), batch_size=N_REF).fid)
+    np.testing.assert_allclose(rebatched["mu"], base["mu"], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(rebatched["sigma"], base["sigma"], rtol=1e-4, atol=1e-7)
+
+
+def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
+    evaluate.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
+    metrics = json.loads(paths.METRICS.read_text())
+    types = {"fid": float, "kid_mean": float, "kid_std": float, "n_gen": int, "n_ref": int, "reference_split": str,
+             "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
+             "synthetic_data": bool, "wall_time_s": float}
+    assert set(metrics) == set(types)
+    assert {k: type(v) for k, v in metrics.items()} == types
+    assert metrics["fid"] > 0 and metrics["kid_std"] >= 0
+    assert (metrics["n_gen"], metrics["n_ref"], metrics["weights_kind"], metrics["synthetic_data"]) == \
+        (N_GEN, N_REF, "standin", True)
+    assert metrics["weights_sha256"] == extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR).sha256
+    assert metrics["preprocessing"] == {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}
+    out, err = capsys.readouterr()
+    assert f"sagan evaluate: FID {metrics['fid']:.3f}, KID " in out
+    assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
+
+
+def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
+    import mlflow
+
+    params = base_params()
+    mlflow.set_tracking_uri(params.mlflow.tracking_uri)
+    mlflow.set_experiment(params.mlflow.experiment)
+    with mlflow.start_run() as training_run:
+        pass
+    record = Path("run.json")
+    record.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
+    monkeypatch.setattr(paths, "RUN_RECORD", record)
+    metrics = {"fid": 12.5, "kid_mean": 0.25, "kid_std": None, "n_gen": 6, "n_ref": 4, "reference_split": "val",
+               "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
+               "synthetic_data": True}
+    evaluate.log_to_training_run(params, metrics)
+    logged = mlflow.get_run(training_run.info.run_id).data
+    assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25}  # kid_std None: not logged
+    assert logged.tags["sagan.fid_weights_kind"] == "standin"
+    assert logged.tags["sagan.fid_weights_sha256"] == "ab" * 32
+    assert logged.tags["sagan.synthetic_data"] == "true"
+
+
+def test_generated_images_do_not_depend_on_batch_size():
+    torch.manual_seed(0)
+    generator = Generator(load_params(Path(__file__).parents[1] / "configs/smoke.yaml").model, 32).eval()
+    one = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 10, seed=3)))
+    three = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 3, seed=3)))
+    assert one.shape == (10, 3, 32, 32) and one.dtype == torch.uint8
+    assert torch.equal(one, three)
+
+
+def test_to_uint8_matches_how_pixels_are_stored():
+    x = torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
+    assert evaluate.to_uint8(x).tolist() == [0, 0, 64, 128, 191, 255, 255]  # 63.75, 127.5 (even), 191.25
+
+
+def _error(capsys, *argv) -> str:
+    assert cli.main([*argv, "--params", "params.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1  # one line
+    return err.strip()
+
+
+def test_missing_reference_and_generator_are_one_line(project, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(project / "params.yaml", "params.yaml")
+    assert _error(capsys, "evaluate") == ("sagan evaluate: error: data/fid/reference.npz: FID reference statistics "
+                                          "not found (hint: run `sagan fid-ref`)")
+    shutil.copytree(project / "data", "data")
+    assert _error(capsys, "evaluate").startswith("sagan evaluate: error: models/generator.pt: generator file not found")
+
+
+def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
+    ref = reference.read_reference()
+    arrays = {k: np.asarray(v) for k, v in ref.items()}
+    monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
+    reference.write_npz(paths.FID_REFERENCE, {**arrays, "size": np.array(64)})
+    with pytest.raises(SaganError, match=r"reference.npz: reference images are 64 px but models/generator.pt "
+                                         r"makes 32 px \(hint: rerun `sagan fid-ref`"):
+        evaluate.evaluate(base_params())
+    reference.write_npz(paths.FID_REFERENCE, {**arrays, "weights_kind": np.array("official"),
+                                              "weights_sha256": np.array("6726825d" + "0" * 56)})
+    with pytest.raises(SaganError, match=rf"reference.npz: computed with Inception weights official sha256 "
+                                         rf"6726825d0+, but fid.weights gives standin sha256 {ref['weights_sha256']} "
+                                         rf"\(hint: rerun `sagan fid-ref`\)"):
+        evaluate.evaluate(base_params())
+    del arrays["sigma"]
+    reference.write_npz(paths.FID_REFERENCE, arrays)
+    with pytest.raises(SaganError, match=r"reference.npz: missing sigma \(hint: run `sagan fid-ref`\)"):
+        evaluate.evaluate(base_params())
