@@ -122,7 +122,6 @@ class Training:
         checkpoint.restore_rng(state["rng"], self.ctx.device, {"perm": self.perm_gen, "noise": self.noise_gen})
         loop = state["loop"]
         self.step = loop["step"]
-        self.epoch_perm_state = self.perm_gen.get_state()
         self.metric_sum = loop["metric_sum"].to(self.ctx.device)
         self.window_steps = loop["window_steps"]
         self.first_bad = loop["first_bad"].to(self.ctx.device)

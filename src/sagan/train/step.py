@@ -24,6 +24,7 @@ import copy
 import torch
 from torch import nn
 
+from sagan.errors import SaganError
 from sagan.params import ModelParams, TrainParams
 from sagan.train.dist import DistContext
 
@@ -63,6 +64,9 @@ class GanTrainer:
         self.G = Generator(model_cfg, image_size).to(device, memory_format=memory_format)
         self.D = Discriminator(model_cfg, image_size).to(device, memory_format=memory_format)
         if cfg.sync_bn and ctx.distributed:
+            if device.type != "cuda":
+                raise SaganError("train.sync_bn: SyncBatchNorm runs on CUDA devices only",
+                                 hint="set train.sync_bn: false for CPU (gloo) runs")
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         self.ema = None
