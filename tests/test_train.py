@@ -146,7 +146,7 @@ def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):
         root = make_project(tmp_path / name)
         monkeypatch.chdir(root)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-        train(tiny_params(max_steps=6, ema_decay=0.9))
+        train(tiny_params(max_steps=3, log_every=1, ema_decay=0.9))
         results.append((generator_tensors(), without_speed(read_losses())))
     assert_same_tensors(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
@@ -237,10 +237,14 @@ def initial_mean_rgb(params: Params) -> np.ndarray:
     return mean_rgb(((images + 1) * 127.5).clamp(0, 255))
 
 
-def test_training_moves_the_mean_colour_towards_the_data(project):
-    # Without the penalty and at a higher lr, 30 steps move the colour measurably (62 -> 11 here).
-    params = tiny_params(max_steps=30, gp_lambda=0.0, lr_g=1e-3, lr_d=1e-3, log_every=10, checkpoint_every=100)
+@pytest.mark.parametrize("steps, lr, bound", [
+    (15, 2e-3, 0.65),  # measured: 62 -> 33
+    pytest.param(30, 1e-3, 0.5, marks=pytest.mark.slow),  # measured: 62 -> 11
+])
+def test_training_moves_the_mean_colour_towards_the_data(project, steps, lr, bound):
+    # Without the penalty and at a higher lr, a few steps move the colour measurably.
+    params = tiny_params(max_steps=steps, gp_lambda=0.0, lr_g=lr, lr_d=lr, log_every=10, checkpoint_every=100)
     before = np.abs(initial_mean_rgb(params) - DATA_MEAN_RGB).mean()
     train(params)
     after = np.abs(generated_mean_rgb(params) - DATA_MEAN_RGB).mean()
-    assert after < 0.5 * before, (before, after)
+    assert after < bound * before, (before, after)
