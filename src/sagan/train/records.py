@@ -33,20 +33,17 @@ class MlflowRun:
     """One MLflow run per training run; a resumed training run reopens the same run id."""
 
     def __init__(self, p: MlflowParams, run_id: str | None, tags: dict[str, str], params: dict):
-        from mlflow.entities import Param, RunStatus
+        from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
         mlflow = tracking.setup(p)
         self.client = mlflow.MlflowClient()
-        self._status = RunStatus
-        self.experiment = p.experiment
-        self.tracking_uri = tracking.tracking_uri(p)
         if run_id:
             try:
                 self.client.get_run(run_id)
                 self.client.update_run(run_id, status="RUNNING")
             except MlflowException:
-                print(f"sagan train: MLflow run {run_id} from the checkpoint is not in {self.tracking_uri}; "
+                print(f"sagan train: MLflow run {run_id} from the checkpoint is not in {tracking.tracking_uri(p)}; "
                       "starting a new MLflow run")
                 run_id = None
         if not run_id:
