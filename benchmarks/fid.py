@@ -136,7 +136,7 @@ def main() -> None:
         for impl in ("torch-fidelity", "ours"):
             small, large = (next(r for r in results if r["impl"] == impl and r["n"] == n) for n in (lo, hi))
             print(f"{impl}: marginal {(hi - lo) / (large['wall_s'] - small['wall_s']):.2f} img/s, "
-                  f"peak RSS {large["peak_rss_mb"] - small["peak_rss_mb"]:+.1f} MB from N={lo} to N={hi}")
+                  f"peak RSS {large['peak_rss_mb'] - small['peak_rss_mb']:+.1f} MB from N={lo} to N={hi}")
 
 
 if __name__ == "__main__":
