@@ -103,7 +103,6 @@ def download_official(dest: Path, url: str | None = None) -> None:
                 out.write(chunk)
                 hasher.update(chunk)
                 bar.update(len(chunk))
-            out.close()
             digest = hasher.hexdigest()
             if not digest.startswith(OFFICIAL_SHA256_PREFIX):
                 raise SaganError(f"{url}: downloaded sha256 {digest} does not match the official Inception "
