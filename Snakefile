@@ -31,7 +31,7 @@ shell.prefix("export SAGAN_ORCHESTRATOR=snakemake; ")
 
 onstart:
     # Create the MLflow store once, before any parallel job could race to create it.
-    shell("python -m sagan.tracking --init --params params.yaml")
+    shell("python -m sagan.tracking --params params.yaml")
 
 
 include: "workflow/rules/data.smk"

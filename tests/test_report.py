@@ -32,9 +32,9 @@ EXPERIMENT = "sagan-report-test"
 # (run name, logged params that vary, metrics); "beta" is the training run the report is about.
 RUNS = [
     ("alpha", {"train.lr_d": "0.0004", "train.loss": "bce"},
-     {"fid": 30.5, "kid_mean": 0.021, "steps": 100, "train_wall_time_s": 12.5, "img_per_s": 512.0}),
+     {"fid": 30.5, "kid_mean": 0.021, "steps": 100, "train_wall_time_s": 12.5, "mean_img_per_s": 512.0}),
     ("beta", {"train.lr_d": "0.0002", "train.loss": "bce"},
-     {"fid": 12.25, "kid_mean": 0.011, "steps": 200, "train_wall_time_s": 25.0, "img_per_s": 480.0}),
+     {"fid": 12.25, "kid_mean": 0.011, "steps": 200, "train_wall_time_s": 25.0, "mean_img_per_s": 480.0}),
     ("gamma", {"train.lr_d": "0.0004", "train.loss": "hinge"}, {"steps": 50}),
     ("delta", {"train.lr_d": "0.0004", "train.loss": "bce"}, {"fid": 50.0}),
 ]

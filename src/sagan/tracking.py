@@ -69,3 +69,18 @@ def logging_into_training_run(p: MlflowParams, record_path: Path = paths.RUN_REC
     except mlflow.exceptions.MlflowException as exc:
         raise SaganError(f"MLflow run {run_id} from {record_path} is not in {tracking_uri(p)}: "
                          f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
+
+
+def ensure_store(p: MlflowParams) -> None:
+    """Create the store's schema now, so parallel jobs never race to create it ("database is locked")."""
+    setup(p).MlflowClient().search_experiments(max_results=1)
+
+
+if __name__ == "__main__":  # python -m sagan.tracking --params params.yaml (the Snakefile's onstart)
+    import argparse
+
+    from sagan.params import load_params
+
+    parser = argparse.ArgumentParser(description="create the MLflow store named by the params")
+    parser.add_argument("--params", default="params.yaml")
+    ensure_store(load_params(parser.parse_args().params).mlflow)

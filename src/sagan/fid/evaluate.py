@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -47,16 +48,16 @@ def generated_batches(generator: torch.nn.Module, z_dim: int, n: int, batch_size
         yield to_uint8(generator(z.to(device)))
 
 
-def evaluate(params: Params) -> dict:
-    """The metrics.json content for the generator and reference in the working directory."""
+def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
+    """The metrics.json content for a generator (default: the pipeline's) against the reference."""
     started = time.perf_counter()
     p = params.fid
     reference = read_reference()
     device = resolve_device(p.device)
-    generator, config = load_generator(paths.GENERATOR, device)
+    generator, config = load_generator(generator_path, device)
     if int(config["image_size"]) != int(reference["size"]):
         raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but "
-                         f"{paths.GENERATOR} makes {config['image_size']} px", hint="rerun `sagan fid-ref` "
+                         f"{generator_path} makes {config['image_size']} px", hint="rerun `sagan fid-ref` "
                          "on data prepared at the generator's size, or retrain")
     weights = resolve_weights(p.weights)
     if weights.sha256 != reference["weights_sha256"]:

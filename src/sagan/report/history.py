@@ -14,7 +14,7 @@ METRIC_FID = "fid"
 METRIC_KID = "kid_mean"
 METRIC_STEPS = "steps"
 METRIC_WALL_TIME = "train_wall_time_s"
-METRIC_IMG_PER_S = "img_per_s"
+METRIC_IMG_PER_S = "mean_img_per_s"
 
 _PAGE = 1000
 

@@ -258,7 +258,7 @@ class Training:
         p = self.params.mlflow
         images_seen = self.step * self.cfg.n_critic * self.global_batch
         device = self.ctx.device.type + (f" x{self.ctx.world_size}" if self.ctx.distributed else "")
-        records.write_run_record({
+        record = {
             "mlflow_run_id": self.mlflow_run_id, "mlflow_experiment": p.experiment,
             "tracking_uri": tracking.tracking_uri(p), "steps": self.step,
             "epochs": math.ceil(self.step / self.steps_per_epoch), "wall_time_s": self.wall_time_s,
@@ -266,7 +266,11 @@ class Training:
             "device": device, "profile": p.profile, "git_commit": tracking.git_commit(),
             "data_fingerprint": self.info.fingerprint, "synthetic_data": bool(self.info.synthetic),
             "orchestrator": tracking.orchestrator(),
-        })
+        }
+        records.write_run_record(record)
+        if self.mlflow is not None:  # run-level summary, for the report's run-history table
+            self.mlflow.log_metrics(self.step, {"steps": self.step, "train_wall_time_s": self.wall_time_s,
+                                                "mean_img_per_s": record["img_per_s"]})
 
 
 def run(params: Params, args: argparse.Namespace | None = None) -> None:

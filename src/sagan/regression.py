@@ -1,0 +1,92 @@
+"""`sagan check-fid`: the FID regression gate that CI runs on the smoke profile.
+
+It fails when
+- this run's FID (reports/metrics.json) exceeds the baseline by more than its tolerance, or
+- the trained generator is not clearly better than an untrained one with the same config and
+  seed, measured now with the same protocol (trained FID must be below UNTRAINED_RATIO times
+  the untrained FID).
+
+The baseline (tests/baselines/smoke.json) records the FID and the protocol it was measured with;
+a run measured with another protocol (sample counts, extractor weights) is refused as not
+comparable. `sagan check-fid --update` (or `make update-baseline`) writes the current run's FID.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from sagan import paths
+from sagan.atomic import write_json
+from sagan.errors import SaganError
+from sagan.params import Params
+
+DEFAULT_TOLERANCE = 0.15
+UNTRAINED_RATIO = 0.8
+PROTOCOL_KEYS = ("n_gen", "n_ref", "reference_split", "weights_kind", "weights_sha256", "preprocessing")
+
+
+def read_json(path: Path, made_by: str) -> dict:
+    if not path.is_file():
+        raise SaganError(f"{path}: not found", hint=made_by)
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SaganError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def untrained_fid(params: Params) -> float:
+    """FID of a freshly initialised generator (same config, seeded by train.seed), same protocol."""
+    from sagan.fid.evaluate import evaluate
+    from sagan.model.io import load_generator, save_generator
+    from sagan.model.networks import Generator
+
+    image_size = int(load_generator(paths.GENERATOR)[1]["image_size"])
+    torch.manual_seed(params.train.seed)
+    untrained = Generator(params.model, image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "untrained.pt"
+        save_generator(path, untrained, params.model, image_size, ema=False)
+        return float(evaluate(params, generator_path=path)["fid"])
+
+
+def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
+    old = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
+    write_json(baseline_path, {
+        "fid": metrics["fid"],
+        "tolerance": old.get("tolerance", DEFAULT_TOLERANCE),
+        "profile": params.mlflow.profile,
+        "protocol": {k: metrics[k] for k in PROTOCOL_KEYS},
+    })
+    print(f"sagan check-fid: baseline {baseline_path} set to FID {metrics['fid']:.4f}")
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    metrics = read_json(paths.METRICS, "run `sagan evaluate` (or the pipeline) first")
+    baseline_path = Path(args.baseline)
+    if args.update:
+        update_baseline(metrics, baseline_path, params)
+        return
+    baseline = read_json(baseline_path, "create it with `make update-baseline`")
+    for key in PROTOCOL_KEYS:
+        if metrics[key] != baseline["protocol"][key]:
+            raise SaganError(f"{paths.METRICS}: {key}={metrics[key]!r} but {baseline_path} was measured with "
+                             f"{baseline['protocol'][key]!r}; the FIDs are not comparable",
+                             hint="run the smoke profile (configs/smoke.yaml), or update the baseline")
+    fid, base, tol = float(metrics["fid"]), float(baseline["fid"]), float(baseline["tolerance"])
+    limit = base * (1 + tol)
+    print(f"sagan check-fid: FID {fid:.4f}, baseline {base:.4f}, tolerance {tol:.0%} (limit {limit:.4f})")
+    if fid > limit:
+        raise SaganError(f"FID regressed: {fid:.4f} > baseline {base:.4f} x (1 + tolerance {tol}) = {limit:.4f}",
+                         hint="if the change is intended, `make update-baseline` and commit the file")
+    fid0 = untrained_fid(params)
+    print(f"sagan check-fid: untrained generator FID {fid0:.4f}; trained must be < {UNTRAINED_RATIO} x that "
+          f"= {UNTRAINED_RATIO * fid0:.4f}")
+    if fid >= UNTRAINED_RATIO * fid0:
+        raise SaganError(f"the trained generator (FID {fid:.4f}) is not clearly better than an untrained one "
+                         f"(FID {fid0:.4f}; required < {UNTRAINED_RATIO * fid0:.4f})",
+                         hint="training did not learn: check the losses in reports/train/losses.csv")
+    print("sagan check-fid: OK")
