@@ -48,21 +48,24 @@ def snakemake_planned(project: Path) -> set[str]:
     return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)} - {"all", "job"}
 
 
+def checkpoints(project: Path) -> dict[Path, float]:
+    """The resumable checkpoints (superseded ones live in a subdirectory) and their mtimes."""
+    return {p: p.stat().st_mtime for p in (project / "models/checkpoints").glob("step_*.pt")}
+
+
 def newest_checkpoint_step(project: Path) -> int:
-    steps = [int(m.group(1)) for p in (project / "models/checkpoints").glob("*.pt")
-             if (m := re.search(r"(\d+)", p.stem))]
-    return max(steps, default=0)
+    return max((int(p.stem.split("_")[1]) for p in checkpoints(project)), default=0)
 
 
 def kill_during_training(cmd: list[str], project: Path, timeout: float = 300) -> int:
-    """Start `cmd` and SIGKILL its whole process group as soon as training has written a new
+    """Start `cmd` and SIGKILL its whole process group as soon as training has written a
     checkpoint. Returns the newest checkpoint step left after the kill."""
-    before = newest_checkpoint_step(project)
+    started = time.time()
     proc = subprocess.Popen(cmd, cwd=project, env=orchestrator_env(), start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     try:
-        while newest_checkpoint_step(project) == before:
+        while not any(mtime >= started for mtime in checkpoints(project).values()):
             assert proc.poll() is None, f"{cmd} finished before a checkpoint appeared"
             assert time.monotonic() < deadline, "no checkpoint within the timeout"
             time.sleep(0.1)
@@ -124,7 +127,9 @@ def snakemake_scenario(tmp_path_factory):
     set_param(project, "train.lr_g", 3e-4)
     rec["train_param"] = snakemake_planned(project)
     rec["killed_at"] = kill_during_training(["snakemake", "--cores", "all"], project)
-    resumed = snakemake_run(project, capture_output=True, text=True)
+    # A killed Snakemake leaves its directory lock behind; unlocking is the documented recovery.
+    run(["snakemake", "--unlock", "--cores", "1"], project, capture_output=True)
+    snakemake_run(project, capture_output=True)
     rec["resume_log"] = (project / "logs/train.log").read_text()
     rec["after_resume"] = snakemake_planned(project)
     rec["tags"] = mlflow_tags(project)
