@@ -1,8 +1,8 @@
 """No-op overhead of the two orchestrators on a completed smoke pipeline.
 
-    python benchmarks/orchestration.py [--project DIR] [--repeats 5]
+    python benchmarks/orchestration.py [--dvc-project DIR --snakemake-project DIR] [--repeats 5]
 
-Without --project it first runs the smoke profile through DVC and Snakemake in scratch copies
+Without the project dirs it first runs the smoke profile through DVC and Snakemake in scratch copies
 (python -m sagan.smoke), then times, on each completed copy, the command a user runs to learn
 that nothing is out of date: `dvc repro` (no stage runs) and `snakemake -n` (dry run).
 Target (issue 6): each <= 3 s wall on the 2-core CI machine.
@@ -35,14 +35,16 @@ def time_command(cmd: list[str], project: Path, repeats: int) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, help="a completed project dir (used for both tools)")
+    parser.add_argument("--dvc-project", type=Path, help="a project completed by dvc repro")
+    parser.add_argument("--snakemake-project", type=Path, help="a project completed by snakemake")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
     projects = {}
     for tool in COMMANDS:
-        if args.project:
-            projects[tool] = args.project
+        given = getattr(args, f"{tool}_project")
+        if given:
+            projects[tool] = given
             continue
         projects[tool] = make_scratch_project(Path(tempfile.gettempdir()) / "sagan-bench" / tool)
         (dvc_repro if tool == "dvc" else snakemake_run)(projects[tool], capture_output=True)

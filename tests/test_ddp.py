@@ -20,7 +20,7 @@ import yaml
 from test_train import generator_tensors, make_project, read_losses, tiny_raw_params
 from test_train import mlflow_uri  # noqa: F401  (fixture)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.integration  # real torchrun subprocesses (about 35 s in all)
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
 

@@ -82,7 +82,6 @@ def newest_step(project: Path) -> int:
     return max((int(p.stem.split("_")[1]) for p in (project / "models/checkpoints").glob("step_*.pt")), default=0)
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, mlflow_uri):
     """`sagan train` subprocesses: one killed by SIGKILL after its first checkpoint, then resumed."""
     raw = tiny_raw_params(max_steps=40, checkpoint_every=10, ema_decay=0.9)
