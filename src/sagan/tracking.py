@@ -63,12 +63,13 @@ def logging_into_training_run(p: MlflowParams, record_path: Path = paths.RUN_REC
     if not run_id:
         raise SaganError(f"{record_path}: has no 'mlflow_run_id'", hint="rerun `sagan train`")
     mlflow = setup(p)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            yield mlflow
+    try:  # look the run up first, so that errors while logging are not mistaken for a missing run
+        mlflow.MlflowClient().get_run(run_id)
     except mlflow.exceptions.MlflowException as exc:
         raise SaganError(f"MLflow run {run_id} from {record_path} is not in {tracking_uri(p)}: "
                          f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
+    with mlflow.start_run(run_id=run_id):
+        yield mlflow
 
 
 def ensure_store(p: MlflowParams) -> None:
