@@ -3,9 +3,10 @@
     python -m sagan.smoke [--orchestrator dvc|snakemake|both] [--dir DIR] [--check | --update-baseline]
 
 The scratch copy is the working tree (tracked and untracked-but-not-ignored files) with
-configs/smoke.yaml as its params.yaml, in a git repo of its own with DVC initialised, so the
-user's workspace, caches and MLflow store are never touched. The integration tests use the same
-functions, so the demo and the tests cannot drift apart.
+configs/smoke.yaml as its params.yaml, in a git repo of its own, so the user's workspace, caches
+and MLflow store are never touched. The DVC project comes with the copy (the committed `.dvc/`),
+so the demo and the tests run what a user clones, with no `dvc init` of their own. The
+integration tests use the same functions, so the demo and the tests cannot drift apart.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def working_tree_files(root: Path = REPO_ROOT) -> list[str]:
 
 def make_scratch_project(dest: Path, profile: Path = DEFAULT_PROFILE, root: Path = REPO_ROOT) -> Path:
     """Copy the working tree to `dest` (replacing it), install `profile` as params.yaml, and make
-    it a git repo with DVC initialised."""
+    it a git repo of its own."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -58,8 +59,6 @@ def make_scratch_project(dest: Path, profile: Path = DEFAULT_PROFILE, root: Path
     shutil.copy2(root / profile, dest / "params.yaml")
     quiet = dict(capture_output=True)
     run(["git", "init", "-q"], dest, **quiet)
-    run(["dvc", "init", "-q"], dest, **quiet)
-    run(["dvc", "config", "core.analytics", "false"], dest, **quiet)
     run(["git", "add", "-A"], dest, **quiet)
     run(["git", "commit", "-qm", f"scratch copy with {profile}"], dest, **quiet)
     return dest
