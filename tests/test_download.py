@@ -11,6 +11,7 @@ import pytest
 
 from sagan import paths
 from sagan.data import download
+from sagan.data.formats import md5sum
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import parse_params
@@ -107,7 +108,7 @@ def test_production_checks_the_official_md5s():
 def test_md5sum_matches_hashlib(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(ZIP_BYTES * 5)  # > one read chunk
-    assert download.md5sum(path) == _md5(ZIP_BYTES * 5)
+    assert md5sum(path) == _md5(ZIP_BYTES * 5)
 
 
 def test_url_source_downloads_and_verifies(server, workdir, capsys):
@@ -129,7 +130,7 @@ def test_dropped_connection_resumes_with_range(server, workdir):
     assert first_path == second_path == "/zip"
     assert "Range" not in first_headers
     assert second_headers["Range"] == "bytes=100000-"
-    assert download.md5sum(paths.RAW_ZIP) == _md5(ZIP_BYTES)
+    assert md5sum(paths.RAW_ZIP) == _md5(ZIP_BYTES)
     assert not (paths.RAW_DIR / "img_align_celeba.zip.part").exists()
 
 

@@ -1,6 +1,6 @@
 rule download:
     input:
-        sources("src/sagan/data/download.py", "src/sagan/data/synthetic.py"),
+        sources("src/sagan/data/download.py", "src/sagan/data/formats.py", "src/sagan/data/synthetic.py"),
     output:
         "data/raw/img_align_celeba.zip",
         "data/raw/list_eval_partition.txt",
@@ -16,7 +16,7 @@ rule prepare:
     input:
         "data/raw/img_align_celeba.zip",
         "data/raw/list_eval_partition.txt",
-        sources("src/sagan/data/prepare.py"),
+        sources("src/sagan/data/formats.py", "src/sagan/data/prepare.py", "src/sagan/data/synthetic.py"),
     output:
         directory("data/prepared"),
     params:
@@ -30,7 +30,7 @@ rule prepare:
 rule split:
     input:
         "data/prepared",
-        sources("src/sagan/data/split.py"),
+        sources("src/sagan/data/formats.py", "src/sagan/data/split.py"),
     output:
         "data/split/split.parquet",
     params:

@@ -2,8 +2,8 @@ rule fid_ref:
     input:
         "data/prepared",
         "data/split/split.parquet",
-        sources("src/sagan/data/loader.py", "src/sagan/fid/extractor.py", "src/sagan/fid/stats.py",
-                "src/sagan/fid/reference.py"),
+        sources("src/sagan/data/formats.py", "src/sagan/data/loader.py", "src/sagan/fid/extractor.py",
+                "src/sagan/fid/reference.py", "src/sagan/fid/stats.py"),
     output:
         "data/fid/reference.npz",
     params:
@@ -18,8 +18,11 @@ rule evaluate:
     input:
         "models/generator.pt",
         "data/fid/reference.npz",
-        sources("src/sagan/fid/extractor.py", "src/sagan/fid/stats.py", "src/sagan/fid/evaluate.py",
-                "src/sagan/model/io.py"),
+        # data/ modules come in through fid/reference.py (read_reference)
+        sources("src/sagan/data/formats.py", "src/sagan/data/loader.py", "src/sagan/fid/evaluate.py",
+                "src/sagan/fid/extractor.py", "src/sagan/fid/reference.py", "src/sagan/fid/stats.py",
+                "src/sagan/model/attention.py", "src/sagan/model/io.py", "src/sagan/model/networks.py",
+                "src/sagan/tracking.py"),
     output:
         "reports/metrics.json",
     params:

@@ -4,7 +4,7 @@ rule report:
         "reports/train/losses.csv",
         "reports/train/samples",
         "reports/train/run.json",
-        sources("src/sagan/report"),
+        sources("src/sagan/report", "src/sagan/tracking.py"),
     output:
         "reports/report.md",
         "reports/report.html",

@@ -5,7 +5,8 @@ rule train:
     input:
         "data/prepared",
         "data/split/split.parquet",
-        sources("src/sagan/data/loader.py", "src/sagan/model", "src/sagan/train"),
+        sources("src/sagan/data/formats.py", "src/sagan/data/loader.py", "src/sagan/model",
+                "src/sagan/tracking.py", "src/sagan/train"),
     output:
         "models/generator.pt",
         directory("reports/train/samples"),

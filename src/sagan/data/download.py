@@ -11,7 +11,6 @@ download never passes as complete. HTTP uses only the standard library.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import html
 import http.client
 import os
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_path
+from sagan.data.formats import md5sum
 from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
 from sagan.errors import SaganError
 from sagan.params import DataParams, Params
@@ -49,15 +49,6 @@ MAX_HTML_HOPS = 2  # Drive's confirm form is followed at most this often per fil
 HTML_HINT = ("Google Drive's CelebA quota is often exhausted ('too many users'); fetch the two files "
              "by hand (browser or a mirror) and set data.source: local with data.local.zip/partition, "
              "or data.source: url with data.urls.zip/partition")
-
-
-def md5sum(path: str | os.PathLike) -> str:
-    """Hex md5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _html_title(head: bytes) -> str | None:

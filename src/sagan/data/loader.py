@@ -14,8 +14,7 @@ import pyarrow.parquet as pq
 import torch
 
 from sagan import paths
-from sagan.data.prepare import shard_name
-from sagan.data.split import PREPARE_HINT, read_manifest_column
+from sagan.data.formats import PREPARE_HINT, read_manifest_column, shard_name
 from sagan.errors import SaganError
 
 SPLITS = ("train", "val", "all")

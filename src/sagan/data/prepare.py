@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_dir, write_json
-from sagan.data.download import md5sum
+from sagan.data.formats import md5sum, shard_name
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import Params, PrepareParams
@@ -43,10 +43,6 @@ PARTITION_LINE = re.compile(r"^(\S+\.jpg)\s+([012])$")
 CHUNK_IMAGES = 256  # images per worker task: large enough to amortise IPC, small enough to balance
 ZIP_MAGIC = b"PK\x03\x04"
 REDOWNLOAD_HINT = "delete it and run `sagan download` again"
-
-
-def shard_name(index: int) -> str:
-    return f"shard_{index:05d}.npy"
 
 
 def centre_box(width: int, height: int, crop: int) -> tuple[int, int]:

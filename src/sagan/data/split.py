@@ -14,21 +14,8 @@ import pyarrow.parquet as pq
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.errors import SaganError
+from sagan.data.formats import read_manifest_column
 from sagan.params import Params, SplitParams
-
-PREPARE_HINT = "run `sagan prepare` first"
-
-
-def read_manifest_column(manifest: Path, column: str) -> pa.Array:
-    """One column of manifest.parquet, or a one-line error when the file is missing or unreadable."""
-    if not manifest.is_file():
-        raise SaganError(f"{manifest}: not found", hint=PREPARE_HINT)
-    try:
-        return pq.read_table(manifest, columns=[column]).column(column).combine_chunks()
-    except (pa.ArrowException, OSError) as exc:
-        raise SaganError(f"{manifest}: unreadable ({exc})", hint=PREPARE_HINT) from exc
-
 
 def val_mask(n: int, p: SplitParams) -> np.ndarray:
     """Boolean mask, True for the `round(n * val_fraction)` validation rows."""
