@@ -1,4 +1,4 @@
-# The pipeline of ../shared/design.md for Snakemake; dvc.yaml is the same pipeline for DVC.
+# The pipeline of docs/architecture.md for Snakemake; dvc.yaml is the same pipeline for DVC.
 # Each rule runs the same `sagan STAGE` command with the same inputs, outputs and param keys as
 # its DVC stage (tests/test_orchestration.py checks the two agree).
 from pathlib import Path

@@ -1,6 +1,6 @@
 """params.yaml parsed into typed, validated sections.
 
-Every stage reads only the sections it declares (see ../shared/design.md). Validation stops at
+Every stage reads only the sections it declares (see docs/architecture.md). Validation stops at
 the first problem with one line naming the dotted key and what is expected, so that a typo in
 params.yaml never silently falls back to a default.
 

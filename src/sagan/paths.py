@@ -1,4 +1,4 @@
-"""Every stage output path, fixed by the contract in ../shared/design.md.
+"""Every stage output path, fixed by the contract in docs/architecture.md.
 
 dvc.yaml and workflow/rules/*.smk spell the same paths; tests/test_orchestration.py checks
 that they agree. All paths are relative to the project root (the working directory).
