@@ -27,6 +27,14 @@ def test_atomic_path_gives_umask_mode_not_0600(tmp_path):
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_atomic_dir_gives_umask_mode_not_0700(tmp_path):
+    with atomic_dir(tmp_path / "prepared") as tmp:
+        (tmp / "a.npy").write_bytes(b"1")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "prepared").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
 def test_atomic_dir_replaces_whole_directory(tmp_path):
     target = tmp_path / "shards"
     with atomic_dir(target) as tmp:

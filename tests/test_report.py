@@ -250,6 +250,21 @@ def test_fig4_plots_mean_losses_per_epoch(standin_report):
         assert fig4.format == "PNG" and fig4.size == (640, 400)
 
 
+def test_fig4_ticks_whole_epochs_only():
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    losses = pd.DataFrame({"epoch": [1, 2, 3], "g_loss": [0.7, 0.8, 0.9], "d_loss": [1.4, 1.2, 1.1]})
+    fig = figures.loss_figure(losses)
+    try:
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+    finally:
+        plt.close(fig)
+    assert ticks == [1.0, 2.0, 3.0]
+
+
 def test_fig4_is_byte_identical_for_the_same_losses(standin_report, tmp_path):
     import pandas as pd
 

@@ -16,7 +16,8 @@ def mean_losses_per_epoch(losses: pd.DataFrame) -> pd.DataFrame:
     return losses.groupby("epoch", sort=True)[["g_loss", "d_loss"]].mean()
 
 
-def plot_losses(losses: pd.DataFrame, out: Path) -> None:
+def loss_figure(losses: pd.DataFrame):
+    """Fig. 4 as a matplotlib figure (the caller saves and closes it)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI or cluster nodes
@@ -27,11 +28,19 @@ def plot_losses(losses: pd.DataFrame, out: Path) -> None:
     ax.plot(per_epoch.index, per_epoch["g_loss"], marker="o", label="generator")
     ax.plot(per_epoch.index, per_epoch["d_loss"], marker="o", label="discriminator")
     ax.set_xlabel("epoch")
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no tick at 1.5
     ax.set_ylabel("mean loss")
     ax.set_title("Fig. 4: mean generator and discriminator loss per epoch")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    return fig
+
+
+def plot_losses(losses: pd.DataFrame, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(losses)
     # No Software/date metadata, so that the same losses give the same bytes.
     fig.savefig(out, format="png", metadata={"Software": None})
     plt.close(fig)
