@@ -25,6 +25,14 @@ def sources(*paths):
     return files
 
 
+def all_cores(wildcards):
+    """Threads of the rules that keep every core busy (torch, prepare's workers). Snakemake sets
+    OMP_NUM_THREADS to a job's threads, 1 by default, which ran train and FID on one core and
+    gave other float summation orders than `dvc repro`. Evaluated per job, so a dry run without
+    --cores still parses; the SLURM profile sets these threads itself (set-threads)."""
+    return workflow.cores
+
+
 # Tag every run with its orchestrator (DVC stages are recognised by DVC's own env vars).
 shell.prefix("export SAGAN_ORCHESTRATOR=snakemake; ")
 

@@ -21,6 +21,7 @@ rule prepare:
         directory("data/prepared"),
     params:
         **param_keys("prepare"),
+    threads: all_cores
     log:
         "logs/prepare.log",
     shell:

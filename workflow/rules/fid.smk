@@ -8,6 +8,7 @@ rule fid_ref:
         "data/fid/reference.npz",
     params:
         **param_keys("fid.weights", "fid.reference_split", "fid.reference_max_images"),
+    threads: all_cores
     log:
         "logs/fid_ref.log",
     shell:
@@ -27,6 +28,7 @@ rule evaluate:
         "reports/metrics.json",
     params:
         **param_keys("fid.weights", "fid.num_samples", "fid.seed", "fid.kid", "fid.kid_subset_size"),
+    threads: all_cores
     log:
         "logs/evaluate.log",
     shell:

@@ -14,6 +14,7 @@ rule train:
         "reports/train/losses.csv",
     params:
         **param_keys("model", "train", "mlflow"),
+    threads: all_cores
     log:
         "logs/train.log",
     resources:
