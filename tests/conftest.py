@@ -9,14 +9,21 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
+# The pipeline scenarios run beside the unit tests (below). OpenMP threads that spin while idle
+# steal the cores of the other processes (docs/benchmarks.md: an Inception pass in each of two
+# processes side by side took 19 s instead of 10.5 s), so they sleep instead; results are the same.
+# Set before torch is first imported, in this process and every subprocess.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from sagan import paths
-from sagan.data import prepare, split
-from sagan.data.synthetic import write_synthetic_celeba
-from sagan.params import load_params
+import pytest  # noqa: E402
+
+from sagan import paths  # noqa: E402
+from sagan.data import prepare, split  # noqa: E402
+from sagan.data.synthetic import write_synthetic_celeba  # noqa: E402
+from sagan.params import load_params  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SMOKE_PARAMS = REPO_ROOT / "configs" / "smoke.yaml"
@@ -63,3 +70,16 @@ def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
     shutil.copytree(prepared_project, root)
     monkeypatch.chdir(root)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pipeline_scenarios(request, tmp_path_factory) -> dict:
+    """Start the DVC and Snakemake scenarios (tests/scenarios.py) that the selected tests read, in
+    background threads, as the session starts: they take minutes, mostly in subprocesses, and the
+    unit tests run meanwhile. Maps scenario name -> Future of its record."""
+    import scenarios
+
+    selected = {item.cls.__name__ for item in request.session.items if item.cls is not None}
+    pool = ThreadPoolExecutor(max_workers=len(scenarios.SCENARIOS))
+    request.addfinalizer(lambda: pool.shutdown(cancel_futures=True))
+    return scenarios.start(selected, tmp_path_factory.mktemp, pool)

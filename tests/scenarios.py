@@ -1,0 +1,148 @@
+"""The scripted sessions behind tests/test_pipeline.py: the smoke pipeline through DVC and through
+Snakemake, each in a scratch git repo, as a user would drive it.
+
+Each scenario runs once per test session and records what happened; the tests assert on the
+record. The two are independent projects, so conftest.py starts them in background threads (which
+mostly wait on subprocesses) when the session starts: they run beside each other and beside the
+unit tests, using the cores that DVC, Snakemake and git leave idle.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from sagan.smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
+
+ALL_STAGES = {"download", "prepare", "split", "fid_ref", "train", "evaluate", "report"}
+AFTER_TRAIN = {"train", "evaluate", "report"}
+
+
+def set_param(project: Path, dotted: str, value) -> None:
+    params_file = project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    section, key = dotted.split(".")
+    params[section][key] = value
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def dvc_ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+def snakemake_planned(project: Path) -> set[str]:
+    """The rules a dry run would execute, from its job-stats table."""
+    out = run(["snakemake", "-n", "--cores", "all"], project, capture_output=True, text=True)
+    text = out.stdout + out.stderr
+    if "Nothing to be done" in text:
+        return set()
+    table = text.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)} - {"all", "job"}
+
+
+def checkpoints(project: Path) -> dict[Path, float]:
+    """The resumable checkpoints (superseded ones live in a subdirectory) and their mtimes."""
+    return {p: p.stat().st_mtime for p in (project / "models/checkpoints").glob("step_*.pt")}
+
+
+def newest_checkpoint_step(project: Path) -> int:
+    return max((int(p.stem.split("_")[1]) for p in checkpoints(project)), default=0)
+
+
+def kill_during_training(cmd: list[str], project: Path, timeout: float = 300) -> int:
+    """Start `cmd` and SIGKILL its whole process group as soon as training has written a
+    checkpoint. Returns the newest checkpoint step left after the kill."""
+    started = time.time()
+    proc = subprocess.Popen(cmd, cwd=project, env=orchestrator_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    try:
+        while not any(mtime >= started for mtime in checkpoints(project).values()):
+            assert proc.poll() is None, f"{cmd} finished before a checkpoint appeared"
+            assert time.monotonic() < deadline, "no checkpoint within the timeout"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return newest_checkpoint_step(project)
+
+
+def mlflow_tags(project: Path) -> list[dict]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return [r.data.tags for r in runs]
+
+
+# Resuming needs a kill after a checkpoint that this run wrote: more epochs continue the finished
+# run (step 100 of the smoke profile) and checkpoint at the next epoch's end, so the kill comes
+# after a quarter of the training a from-scratch change would need.
+MORE_EPOCHS = 6
+
+
+def run_dvc_scenario(project: Path) -> dict:
+    rec: dict = {"project": project}
+
+    first = dvc_repro(project, capture_output=True, text=True)
+    rec["first"] = dvc_ran(first.stdout)
+    rec["second"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    rec["metrics"] = json.loads((project / "reports/metrics.json").read_text())
+    check = run(["sagan", "check-fid"], project, check=False, capture_output=True, text=True)
+    rec["check_fid"] = (check.returncode, check.stdout + check.stderr)
+
+    set_param(project, "report.title", "changed title")
+    rec["report_param"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    run(["git", "commit", "-qam", "report title"], project)
+
+    exp = run(["dvc", "exp", "run", "-S", "train.lr_g=2e-4"], project, capture_output=True, text=True)
+    rec["exp_run"] = dvc_ran(exp.stdout)
+    show = run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True)
+    rec["exp_show"] = show.stdout
+
+    set_param(project, "train.epochs", MORE_EPOCHS)
+    rec["killed_at"] = kill_during_training(["dvc", "repro"], project)
+    resumed = dvc_repro(project, capture_output=True, text=True)
+    rec["resume_ran"], rec["resume_log"] = dvc_ran(resumed.stdout), resumed.stdout + resumed.stderr
+    rec["tags"] = mlflow_tags(project)
+    return rec
+
+
+def run_snakemake_scenario(project: Path) -> dict:
+    rec: dict = {"project": project}
+    rec["first"] = snakemake_planned(project)
+    snakemake_run(project, capture_output=True)
+    rec["second"] = snakemake_planned(project)
+
+    set_param(project, "report.title", "changed title")
+    rec["report_param"] = snakemake_planned(project)
+    snakemake_run(project, capture_output=True)
+
+    set_param(project, "train.epochs", MORE_EPOCHS)
+    rec["train_param"] = snakemake_planned(project)
+    rec["killed_at"] = kill_during_training(["snakemake", "--cores", "all"], project)
+    # A killed Snakemake leaves its directory lock behind; unlocking is the documented recovery.
+    run(["snakemake", "--unlock", "--cores", "1"], project, capture_output=True)
+    snakemake_run(project, capture_output=True)
+    rec["resume_log"] = (project / "logs/train.log").read_text()
+    rec["after_resume"] = snakemake_planned(project)
+    rec["tags"] = mlflow_tags(project)
+    return rec
+
+
+# Each scenario, and the test class in test_pipeline.py that reads its record.
+SCENARIOS = {"dvc": (run_dvc_scenario, "TestDvc"), "snakemake": (run_snakemake_scenario, "TestSnakemake")}
+
+
+def start(selected_classes: set[str], workdir: Callable[[str], Path], pool: ThreadPoolExecutor) -> dict[str, Future]:
+    """Start the scenarios whose test class is selected; `workdir(name)` gives a fresh directory."""
+    return {name: pool.submit(build, make_scratch_project(workdir(name) / "project"))
+            for name, (build, test_class) in SCENARIOS.items() if test_class in selected_classes}
