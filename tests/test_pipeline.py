@@ -46,7 +46,7 @@ class TestDvc:
         project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
         assert (project / "reports/report.html").stat().st_size > 10_000
         assert metrics["weights_kind"] == "standin" and metrics["synthetic_data"] is True
-        assert metrics["fid"] > 0 and metrics["n_gen"] == 256
+        assert metrics["fid"] > 0 and metrics["n_gen"] == 128
 
     def test_fid_regression_check_passes(self, dvc_scenario):
         rc, out = dvc_scenario["check_fid"]
