@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The pipeline scenarios run beside the unit tests (below). OpenMP threads that spin while idle
-# steal the cores of the other processes (docs/benchmarks.md: an Inception pass in each of two
-# processes side by side took 19 s instead of 10.5 s), so they sleep instead; results are the same.
+# steal the cores of the other processes (benchmarks/side_by_side.py: two Inception processes side
+# by side took 1.5-1.8x longer than with sleeping threads), so they sleep; results are the same.
 # Set before torch is first imported, in this process and every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
