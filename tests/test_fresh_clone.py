@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from sagan.smoke import REPO_ROOT, run
-
-ALL_STAGES = ["download", "prepare", "split", "fid_ref", "train", "evaluate", "report"]
+from test_orchestration import STAGES as ALL_STAGES  # in graph order
 
 
 @pytest.fixture(scope="module")
