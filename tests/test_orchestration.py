@@ -125,17 +125,14 @@ def import_closure(module: str) -> set[str]:
 
     src = ROOT / "src"
 
-    def module_file(name: str) -> Path | None:
-        base = src.joinpath(*name.split("."))
-        return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
-
     seen, todo = set(), [module]
     while todo:
         name = todo.pop()
-        if name in seen or module_file(name) is None:
+        path = src.joinpath(*name.split(".")).with_suffix(".py")
+        if name in seen or not path.is_file():  # a package, or not ours
             continue
         seen.add(name)
-        for node in ast.walk(ast.parse(module_file(name).read_text())):
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 todo += [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

@@ -198,8 +198,8 @@ def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorIn
         raise SaganError(f"{weights.path}: changed since it was checked (sha256 differs)", hint="rerun")
     model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE], feature_extractor_weights_path=io.BytesIO(data))
     if device.type == "cpu":
-        # oneDNN's convolutions and pooling are ~1.8x faster in NHWC on the CPU (docs/benchmarks.md);
-        # features agree with NCHW to float32 rounding.
+        # oneDNN's convolutions and pooling make the pass ~1.5x faster in NHWC on the CPU
+        # (docs/benchmarks.md); features agree with NCHW to float32 rounding.
         model = model.to(memory_format=torch.channels_last)
     return model.to(device)
 
