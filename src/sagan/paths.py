@@ -1,9 +1,15 @@
-"""Every stage output path, fixed by the contract in docs/architecture.md.
+"""Every stage output path, fixed by the contract in docs/architecture.md, and which stage writes it.
 
-dvc.yaml and workflow/rules/*.smk spell the same paths; tests/test_orchestration.py checks
-that they agree. All paths are relative to the project root (the working directory).
+The Snakefile imports these; dvc.yaml spells them once more (tests/test_orchestration.py checks
+its literals against this module). All paths are relative to the project root (the working
+directory).
 """
+from __future__ import annotations
+
+import os
 from pathlib import Path
+
+from sagan.errors import SaganError
 
 RAW_DIR = Path("data/raw")
 RAW_ZIP = RAW_DIR / "img_align_celeba.zip"
@@ -35,3 +41,48 @@ FIGURES_DIR = REPORTS_DIR / "figures"
 
 # Caches that are not pipeline outputs (never hashed by an orchestrator).
 STANDIN_WEIGHTS_DIR = Path(".cache/sagan")
+
+# The `sagan` command that writes each output: every "missing or bad input" error names it.
+WRITTEN_BY: dict[Path, str] = {
+    RAW_DIR: "download",
+    PREPARED_DIR: "prepare",
+    SPLIT_DIR: "split",
+    FID_DIR: "fid-ref",
+    MODELS_DIR: "train",
+    TRAIN_REPORTS_DIR: "train",
+    METRICS: "evaluate",
+    REPORT_MD: "report",
+    REPORT_HTML: "report",
+    FIGURES_DIR: "report",
+}
+
+
+def written_by(path: str | os.PathLike) -> str | None:
+    """The stage that writes `path` (or the directory it lies in), or None for other files."""
+    path = Path(path)
+    if path.is_absolute():
+        try:
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            return None
+    for candidate in (path, *path.parents):
+        if candidate in WRITTEN_BY:
+            return WRITTEN_BY[candidate]
+    return None
+
+
+def bad_input(path: str | os.PathLike, problem: str) -> SaganError:
+    """`PATH: PROBLEM; it is written by `sagan STAGE``, with the hint to (re)run that stage."""
+    stage = written_by(path)
+    if stage is None:
+        return SaganError(f"{path}: {problem}")
+    return SaganError(f"{path}: {problem}; it is written by `sagan {stage}`",
+                      hint=f"run `sagan {stage}` (or the whole pipeline: `dvc repro`)")
+
+
+def require(path: str | os.PathLike) -> Path:
+    """`path` if it exists, else the one-line error that names the stage that writes it."""
+    path = Path(path)
+    if not path.exists():
+        raise bad_input(path, "not found")
+    return path
