@@ -1,15 +1,15 @@
-"""The params contract: params.yaml is the paper, every profile parses, bad keys stop with one line."""
-import dataclasses
+"""The params contract: params.yaml is the paper, profiles are overlays, bad keys stop with one line."""
 from pathlib import Path
 
 import pytest
-import yaml
 
 from sagan.errors import SaganError
+from sagan.cli import main
 from sagan.params import Params, flatten, load_params, parse_params
+from sagan.profiles import differences, profile_names, read_profile, render
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
+PROFILES = profile_names(ROOT)
 
 
 def test_params_yaml_is_the_papers_configuration():
@@ -21,24 +21,43 @@ def test_params_yaml_is_the_papers_configuration():
     assert p.train.ema_decay == 0.0 and p.fid.num_samples == 50000 and p.fid.weights == "auto"
 
 
-def test_params_yaml_spells_out_every_default():
-    """params.yaml and the dataclass defaults must not drift apart: the file is the source of truth."""
-    assert flatten(load_params(ROOT / "params.yaml")) == flatten(Params())
+def test_params_yaml_is_written_from_the_declared_defaults():
+    """The dataclass defaults own the paper's values; params.yaml is derived from them, never edited apart."""
+    assert (ROOT / "params.yaml").read_text() == render(read_profile("paper", ROOT)), \
+        "params.yaml is stale: run `sagan params --profile paper`"
 
 
-@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
-def test_every_profile_is_complete_and_valid(path):
-    raw = yaml.safe_load(path.read_text())
-    parse_params(raw, where=path.name)
-    # complete: every section and key is spelled out, so each profile is self-describing
-    defaults = dataclasses.asdict(Params())
-    assert {s: set(sec) for s, sec in raw.items()} == {s: set(sec) for s, sec in defaults.items()}
+@pytest.mark.parametrize("name", PROFILES)
+def test_a_profile_lists_only_what_it_changes_each_with_a_reason(name):
+    profile = read_profile(name, ROOT)
+    changed = differences(profile.params)
+    listed = {f"{s}.{k}" for s, keys in profile.changes.items() for k in keys}
+    assert listed == {k.rsplit(".", 1)[0] if k.count(".") > 1 else k for k in changed}, \
+        "a profile must not repeat the paper's values"
+    assert set(profile.reasons) == listed and all(profile.reasons.values()), "every change needs a reason"
+    assert profile.params.mlflow.profile == name, "runs are labelled with the profile's file name"
 
 
-def test_smoke_profile_is_offline_and_labelled():
-    p = load_params(ROOT / "configs" / "smoke.yaml")
-    assert p.data.source == "synthetic" and p.fid.weights == "standin" and p.train.device == "cpu"
-    assert p.mlflow.profile == "smoke"
+def test_sagan_params_writes_the_merged_profile(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # profiles are read from configs/ under the working directory
+    out = tmp_path / "params.yaml"
+    assert main(["params", "--profile", "smoke", "--params", str(out)]) == 0
+    p = load_params(out)
+    assert (p.prepare.size, p.fid.weights, p.mlflow.profile) == (32, "standin", "smoke")  # the profile's
+    assert (p.prepare.crop, p.train.lr_d, p.model.leaky_slope) == (160, 4e-4, 0.2)  # the paper's
+    text = out.read_text()
+    assert "  size: 32                  # smoke: " in text and "  crop: 160                 # centre crop (paper)" in text
+    assert "20 of 63 keys differ from the paper: data.source='synthetic'" in capsys.readouterr().out
+
+
+def test_unknown_profile_and_bad_profile_keys_are_one_line(tmp_path):
+    with pytest.raises(SaganError, match=r"profile 'nope': configs/nope.yaml not found \(hint: known profiles: "
+                                         r"paper, improved, smoke\)"):
+        read_profile("nope", ROOT)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/typo.yaml").write_text("train:\n  lr_dd: 1.0e-3   # faster\n")
+    with pytest.raises(SaganError, match=r"configs/typo.yaml: unknown param 'train.lr_dd' \(hint: did you mean"):
+        read_profile("typo", tmp_path)
 
 
 @pytest.mark.parametrize(

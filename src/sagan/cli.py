@@ -8,29 +8,38 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import NamedTuple
 
 from sagan.errors import SaganError
 from sagan.params import DEFAULT_PARAMS, load_params
 
-# subcommand -> (module, help). The pipeline stages come first, in graph order.
+class Command(NamedTuple):
+    module: str
+    help: str
+    reads_params: bool = True  # False: the command writes or checks the params file itself
+
+
+# The pipeline stages come first, in graph order.
 COMMANDS = {
-    "download": ("sagan.data.download", "fetch CelebA (or write synthetic CelebA) into data/raw/"),
-    "prepare": ("sagan.data.prepare", "crop/resize the raw zip into uint8 shards + manifest"),
-    "split": ("sagan.data.split", "random train/val split of the manifest"),
-    "fid-ref": ("sagan.fid.reference", "Inception statistics of the reference images"),
-    "train": ("sagan.train.loop", "train SAGAN; resumes from models/checkpoints/"),
-    "evaluate": ("sagan.fid.evaluate", "FID (and KID) of models/generator.pt"),
-    "report": ("sagan.report.build", "Table 1, figures and run history as md + html"),
-    "sample": ("sagan.model.sample", "draw a sample grid from models/generator.pt"),
-    "check-fid": ("sagan.regression", "fail if FID regressed against tests/baselines/"),
+    "download": Command("sagan.data.download", "fetch CelebA (or write synthetic CelebA) into data/raw/"),
+    "prepare": Command("sagan.data.prepare", "crop/resize the raw zip into uint8 shards + manifest"),
+    "split": Command("sagan.data.split", "random train/val split of the manifest"),
+    "fid-ref": Command("sagan.fid.reference", "Inception statistics of the reference images"),
+    "train": Command("sagan.train.loop", "train SAGAN; resumes from models/checkpoints/"),
+    "evaluate": Command("sagan.fid.evaluate", "FID (and KID) of models/generator.pt"),
+    "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
+    "sample": Command("sagan.model.sample", "draw a sample grid from models/generator.pt"),
+    "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),
+    "params": Command("sagan.profiles", "write params.yaml for a profile (configs/), or show how it "
+                      "differs from the paper", reads_params=False),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagan", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
         p.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: %(default)s)")
         if name == "sample":
             p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
@@ -40,15 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "check-fid":
             p.add_argument("--baseline", default="tests/baselines/smoke.json")
             p.add_argument("--update", action="store_true", help="write the current FID as the new baseline")
+        if name == "params":
+            p.add_argument("--profile", help="paper, or NAME for configs/NAME.yaml; writes the --params file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module_name = COMMANDS[args.command][0]
+    command = COMMANDS[args.command]
     try:
-        params = load_params(args.params)
-        importlib.import_module(module_name).run(params, args)
+        params = load_params(args.params) if command.reads_params else None
+        importlib.import_module(command.module).run(params, args)
     except SaganError as exc:
         print(f"sagan {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,11 +1,13 @@
-"""params.yaml parsed into typed, validated sections.
+"""params.yaml parsed into typed, validated sections; the dataclass defaults are the paper's values.
 
-Every stage reads only the sections it declares (see docs/architecture.md). Validation stops at
-the first problem with one line naming the dotted key and what is expected, so that a typo in
-params.yaml never silently falls back to a default.
+Every stage reads only the keys it declares (`PARAM_KEYS` in its module; docs/architecture.md).
+Validation stops at the first problem with one line naming the dotted key and what is expected,
+so that a typo in params.yaml never silently falls back to a default.
 
-To add a param: add a field to its section's dataclass (the default is the paper's value), with
-`spec(...)` for choices or a range, and add it to params.yaml and configs/*.yaml.
+This module owns the paper's configuration: params.yaml is written from these defaults and their
+`doc` comments by `sagan params` (sagan.profiles), and configs/*.yaml list only what a profile
+changes. To add a param: add a field to its section's dataclass (the default is the paper's
+value; `spec(...)` for a comment, choices or a range), then run `sagan params --profile paper`.
 """
 from __future__ import annotations
 
@@ -23,10 +25,11 @@ from sagan.errors import SaganError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-def spec(default, *, choices: tuple | None = None, check: Callable[[Any], bool] | None = None,
+def spec(default, *, doc: str = "", choices: tuple | None = None, check: Callable[[Any], bool] | None = None,
          expect: str = "", **kw):
-    """A dataclass field with validation metadata: `choices`, or `check` plus an `expect` text."""
-    meta = {"choices": choices, "check": check, "expect": expect}
+    """A dataclass field with its params.yaml comment (`doc`) and validation: `choices`, or `check`
+    plus an `expect` text."""
+    meta = {"doc": doc, "choices": choices, "check": check, "expect": expect}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -42,8 +45,8 @@ class DataParams:
     # gdrive: the official CelebA Drive files; url: mirrors in `urls`; local: files in `local`;
     # synthetic: procedural faces in CelebA's layout (offline demos and CI; labelled everywhere).
     source: str = spec("gdrive", choices=("gdrive", "url", "local", "synthetic"))
-    urls: dict = spec({"zip": "", "partition": ""})
-    local: dict = spec({"zip": "", "partition": ""})
+    urls: dict = spec({"zip": "", "partition": ""}, doc="for source: url")
+    local: dict = spec({"zip": "", "partition": ""}, doc="for source: local")
     verify_md5: bool = True
     retries: int = spec(5, **non_negative)
     timeout_s: float = spec(60.0, **positive)
@@ -53,16 +56,16 @@ class DataParams:
 
 @dataclass(frozen=True)
 class PrepareParams:
-    crop: int = spec(160, **positive)
-    size: int = spec(64, check=lambda v: v in (32, 64, 128), expect="one of 32, 64, 128")
+    crop: int = spec(160, doc="centre crop (paper)", **positive)
+    size: int = spec(64, doc="resize with antialiasing (paper)", check=lambda v: v in (32, 64, 128), expect="one of 32, 64, 128")
     shard_size: int = spec(10000, **positive)
-    workers: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = all cores)")
+    workers: int = spec(0, doc="0 = all cores", check=lambda v: v >= 0, expect="an integer >= 0 (0 = all cores)")
     max_bad_fraction: float = spec(0.001, **fraction)
 
 
 @dataclass(frozen=True)
 class SplitParams:
-    val_fraction: float = spec(0.2, check=lambda v: 0 < v < 1, expect="a number in (0, 1)")
+    val_fraction: float = spec(0.2, doc="80:20 (paper)", check=lambda v: 0 < v < 1, expect="a number in (0, 1)")
     seed: int = 0
 
 
@@ -71,9 +74,9 @@ class FidParams:
     # auto: the official torch-fidelity weights from the torch hub cache (downloaded if online);
     # standin: seeded random weights for the same architecture (offline; not comparable with
     # published FID); anything else: a path to the official weights file.
-    weights: str = "auto"
+    weights: str = spec("auto", doc="auto | standin | /path/to/weights-inception-2015-12-05-6726825d.pth")
     reference_split: str = spec("val", choices=("train", "val", "all"))
-    reference_max_images: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = all)")
+    reference_max_images: int = spec(0, doc="0 = all validation images", check=lambda v: v >= 0, expect="an integer >= 0 (0 = all)")
     num_samples: int = spec(50000, **positive)
     batch_size: int = spec(200, **positive)
     seed: int = 0
@@ -88,28 +91,28 @@ class ModelParams:
     g_channels: int = spec(64, **positive)
     d_channels: int = spec(64, **positive)
     g_batchnorm: bool = True
-    d_batchnorm: bool = True
-    spectral_norm: bool = True
-    leaky_slope: float = spec(0.2, **non_negative)
+    d_batchnorm: bool = spec(True, doc="paper: batch norm in both networks")
+    spectral_norm: bool = spec(True, doc="paper: on every convolution")
+    leaky_slope: float = spec(0.2, doc="paper: s = 0.2", **non_negative)
     attention: bool = True
     attention_style: str = spec("sagan", choices=("sagan", "biggan"))
     # Attention sits after this many layers: 3 = between the 3rd and 4th (the paper).
-    attention_after: int = spec(3, check=lambda v: 1 <= v <= 4, expect="an integer in [1, 4]")
+    attention_after: int = spec(3, doc="paper: between the 3rd and 4th layers", check=lambda v: 1 <= v <= 4, expect="an integer in [1, 4]")
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    loss: str = spec("bce", choices=("bce", "hinge"))
+    loss: str = spec("bce", doc="paper: BCE with logits + gradient penalty", choices=("bce", "hinge"))
     gp_lambda: float = spec(10.0, **non_negative)
-    lr_g: float = spec(1e-4, **positive)
-    lr_d: float = spec(4e-4, **positive)
-    beta1: float = spec(0.5, **fraction)
-    beta2: float = spec(0.999, **fraction)
+    lr_g: float = spec(1e-4, doc="paper", **positive)
+    lr_d: float = spec(4e-4, doc="paper", **positive)
+    beta1: float = spec(0.5, doc="paper", **fraction)
+    beta2: float = spec(0.999, doc="paper", **fraction)
     n_critic: int = spec(1, **positive)
-    batch_size: int = spec(64, **positive)
-    epochs: int = spec(10, **positive)
-    max_steps: int = spec(0, check=lambda v: v >= 0, expect="an integer >= 0 (0 = no cap)")
-    ema_decay: float = spec(0.0, check=lambda v: 0 <= v < 1, expect="a number in [0, 1) (0 = off)")
+    batch_size: int = spec(64, doc="not stated in the paper", **positive)
+    epochs: int = spec(10, doc="not stated in the paper", **positive)
+    max_steps: int = spec(0, doc="0 = no cap", check=lambda v: v >= 0, expect="an integer >= 0 (0 = no cap)")
+    ema_decay: float = spec(0.0, doc="0 = off (paper)", check=lambda v: 0 <= v < 1, expect="a number in [0, 1) (0 = off)")
     precision: str = spec("fp32", choices=("fp32", "bf16", "fp16"))
     channels_last: bool = True
     compile: bool = False
@@ -125,9 +128,9 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class MlflowParams:
-    tracking_uri: str = "sqlite:///mlflow.db"
+    tracking_uri: str = spec("sqlite:///mlflow.db", doc="MLFLOW_TRACKING_URI overrides")
     experiment: str = "sagan-celeba"
-    profile: str = "paper"
+    profile: str = spec("paper", doc="the label on every run; each profile sets its own")
 
 
 @dataclass(frozen=True)

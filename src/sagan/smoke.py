@@ -2,8 +2,8 @@
 
     python -m sagan.smoke [--orchestrator dvc|snakemake|both] [--dir DIR] [--check | --update-baseline]
 
-The scratch copy is the working tree (tracked and untracked-but-not-ignored files) with
-configs/smoke.yaml as its params.yaml, in a git repo of its own, so the user's workspace, caches
+The scratch copy is the working tree (tracked and untracked-but-not-ignored files) with the
+smoke profile as its params.yaml (written as `sagan params --profile smoke` writes it), in a git repo of its own, so the user's workspace, caches
 and MLflow store are never touched. The DVC project comes with the copy (the committed `.dvc/`),
 so the demo and the tests run what a user clones, with no `dvc init` of their own. The
 integration tests use the same functions, so the demo and the tests cannot drift apart.
@@ -19,8 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from sagan.params import DEFAULT_PARAMS
+from sagan.profiles import write_profile
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PROFILE = Path("configs/smoke.yaml")
+DEFAULT_PROFILE = "smoke"
 
 
 def orchestrator_env() -> dict[str, str]:
@@ -46,8 +49,8 @@ def working_tree_files(root: Path = REPO_ROOT) -> list[str]:
     return [f for f in out.decode().split("\0") if f and (root / f).is_file()]
 
 
-def make_scratch_project(dest: Path, profile: Path = DEFAULT_PROFILE, root: Path = REPO_ROOT) -> Path:
-    """Copy the working tree to `dest` (replacing it), install `profile` as params.yaml, and make
+def make_scratch_project(dest: Path, profile: str = DEFAULT_PROFILE, root: Path = REPO_ROOT) -> Path:
+    """Copy the working tree to `dest` (replacing it), write params.yaml for `profile`, and make
     it a git repo of its own."""
     dest = Path(dest)
     if dest.exists():
@@ -56,11 +59,11 @@ def make_scratch_project(dest: Path, profile: Path = DEFAULT_PROFILE, root: Path
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
-    shutil.copy2(root / profile, dest / "params.yaml")
+    write_profile(profile, dest / DEFAULT_PARAMS, root=dest)
     quiet = dict(capture_output=True)
     run(["git", "init", "-q"], dest, **quiet)
     run(["git", "add", "-A"], dest, **quiet)
-    run(["git", "commit", "-qm", f"scratch copy with {profile}"], dest, **quiet)
+    run(["git", "commit", "-qm", f"scratch copy with profile {profile}"], dest, **quiet)
     return dest
 
 

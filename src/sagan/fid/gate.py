@@ -29,13 +29,11 @@ UNTRAINED_RATIO = 0.8
 PROTOCOL_KEYS = ("n_gen", "n_ref", "reference_split", "weights_kind", "weights_sha256", "preprocessing")
 
 
-def read_json(path: Path, made_by: str) -> dict:
-    if not path.is_file():
-        raise SaganError(f"{path}: not found", hint=made_by)
+def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(paths.require(path).read_text())
     except json.JSONDecodeError as exc:
-        raise SaganError(f"{path}: not valid JSON ({exc})") from exc
+        raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
 
 
 def untrained_fid(params: Params) -> float:
@@ -65,17 +63,19 @@ def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = read_json(paths.METRICS, "run `sagan evaluate` (or the pipeline) first")
+    metrics = read_json(paths.METRICS)
     baseline_path = Path(args.baseline)
     if args.update:
         update_baseline(metrics, baseline_path, params)
         return
-    baseline = read_json(baseline_path, "create it with `make update-baseline`")
+    if not baseline_path.is_file():
+        raise SaganError(f"{baseline_path}: no FID baseline", hint="create it with `make update-baseline`")
+    baseline = read_json(baseline_path)
     for key in PROTOCOL_KEYS:
         if metrics[key] != baseline["protocol"][key]:
             raise SaganError(f"{paths.METRICS}: {key}={metrics[key]!r} but {baseline_path} was measured with "
                              f"{baseline['protocol'][key]!r}; the FIDs are not comparable",
-                             hint="run the smoke profile (configs/smoke.yaml), or update the baseline")
+                             hint="run the smoke profile (`sagan params --profile smoke`), or update the baseline")
     fid, base, tol = float(metrics["fid"]), float(baseline["fid"]), float(baseline["tolerance"])
     limit = base * (1 + tol)
     print(f"sagan check-fid: FID {fid:.4f}, baseline {base:.4f}, tolerance {tol:.0%} (limit {limit:.4f})")
