@@ -74,7 +74,7 @@ def _torch_fidelity(root: Path, n: int, batch_size: int, device: str) -> float:
     import torch_fidelity
     from sagan import paths
     from sagan.fid import extractor
-    from sagan.fid.evaluate import to_uint8
+    from sagan.pixels import to_uint8
     from sagan.model.io import load_generator
 
     generator, config = load_generator(paths.GENERATOR, device)
@@ -129,7 +129,7 @@ def main() -> None:
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
     lo, hi = min(args.samples), max(args.samples)
-    print(f"\n| impl | N | wall s | img/s | peak RSS MB | FID |\n|---|---|---|---|---|---|")
+    print("\n| impl | N | wall s | img/s | peak RSS MB | FID |\n|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['impl']} | {r['n']} | {r['wall_s']} | {r['img_per_s']} | {r['peak_rss_mb']} | {r['fid']:.4f} |")
     if lo != hi:

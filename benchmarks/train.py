@@ -51,21 +51,21 @@ def write_jpegs(root: Path, n: int) -> None:
 
 def ours(params: Params, size: int, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
     """(images/s, share of the step spent on the data path)."""
-    cfg = params.train
-    trainer = GanTrainer(params.model, cfg, size, DistContext(0, 1, device))
-    data = torch.randint(0, 256, (max(4096, cfg.batch_size * cfg.n_critic), size, size, 3),
+    train = params.train
+    trainer = GanTrainer(params.model, train, size, DistContext(0, 1, device))
+    data = torch.randint(0, 256, (max(4096, train.batch_size * train.n_critic), size, size, 3),
                          dtype=torch.uint8, device=device)
     perm_gen = torch.Generator(device).manual_seed(0)
     noise = torch.Generator(device).manual_seed(1)
     permutation = torch.randperm(len(data), generator=perm_gen, device=device)
 
     def batches(step: int) -> list[torch.Tensor]:
-        first = step * cfg.n_critic * cfg.batch_size % (len(data) - cfg.n_critic * cfg.batch_size + 1)
-        return [data[permutation[first + k * cfg.batch_size:first + (k + 1) * cfg.batch_size]]
-                for k in range(cfg.n_critic)]
+        first = step * train.n_critic * train.batch_size % (len(data) - train.n_critic * train.batch_size + 1)
+        return [data[permutation[first + k * train.batch_size:first + (k + 1) * train.batch_size]]
+                for k in range(train.n_critic)]
 
     def draw_z() -> torch.Tensor:
-        return torch.randn(cfg.batch_size, params.model.z_dim, generator=noise, device=device)
+        return torch.randn(train.batch_size, params.model.z_dim, generator=noise, device=device)
 
     metric_sum = torch.zeros(5, device=device)
     for step in range(warmup):
@@ -80,23 +80,23 @@ def ours(params: Params, size: int, device: torch.device, steps: int, warmup: in
     start = time.perf_counter()
     for step in range(steps):
         for batch in batches(step):
-            to_model_input(batch, cfg.channels_last)
+            to_model_input(batch, train.channels_last)
     sync(device)
     data_s = (time.perf_counter() - start) / steps
-    return cfg.n_critic * cfg.batch_size / step_s, data_s / step_s
+    return train.n_critic * train.batch_size / step_s, data_s / step_s
 
 
 def baseline(params: Params, size: int, device: torch.device, steps: int, warmup: int, image_root: Path) -> float:
     """The reference-implementation loop: JPEG decode + transforms per step, .item() per step, fp32."""
-    cfg, model_cfg = params.train, params.model
+    train, model = params.train, params.model
     torch.manual_seed(0)
-    G, D = Generator(model_cfg, size).to(device), Discriminator(model_cfg, size).to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    G, D = Generator(model, size).to(device), Discriminator(model, size).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=train.lr_g, betas=(train.beta1, train.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=train.lr_d, betas=(train.beta1, train.beta2))
     dataset = datasets.ImageFolder(str(image_root), transforms.Compose([
         transforms.CenterCrop(160), transforms.Resize(size), transforms.ToTensor(),
         transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))]))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+    loader = DataLoader(dataset, batch_size=train.batch_size, shuffle=True, drop_last=True,
                         num_workers=os.cpu_count() or 1, pin_memory=device.type == "cuda", persistent_workers=True)
     done, start, iterator = 0, None, iter(loader)
     while done < warmup + steps:
@@ -109,12 +109,12 @@ def baseline(params: Params, size: int, device: torch.device, steps: int, warmup
             iterator = iter(loader)
             real, _ = next(iterator)
         real = real.to(device)
-        fake = G(torch.randn(cfg.batch_size, model_cfg.z_dim, device=device))
-        d = losses.d_loss(cfg.loss, D(real), D(fake.detach())) + cfg.gp_lambda * losses.gradient_penalty(D, real, fake)
+        fake = G(torch.randn(train.batch_size, model.z_dim, device=device))
+        d = losses.d_loss(train.loss, D(real), D(fake.detach())) + train.gp_lambda * losses.gradient_penalty(D, real, fake)
         opt_d.zero_grad()
         d.backward()
         opt_d.step()
-        g = losses.g_loss(cfg.loss, D(G(torch.randn(cfg.batch_size, model_cfg.z_dim, device=device))))
+        g = losses.g_loss(train.loss, D(G(torch.randn(train.batch_size, model.z_dim, device=device))))
         opt_g.zero_grad()
         g.backward()
         opt_g.step()
@@ -122,7 +122,7 @@ def baseline(params: Params, size: int, device: torch.device, steps: int, warmup
         done += 1
     sync(device)
     print()
-    return cfg.batch_size / ((time.perf_counter() - start) / steps)
+    return train.batch_size / ((time.perf_counter() - start) / steps)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                     ours_ips, data_share = ips, share
                 base_ips = max(base_ips, baseline(params, size, device, args.steps, args.warmup, Path(tmp)))
             rows.append((name, size, params.train.batch_size, ours_ips, base_ips, data_share))
-    print(f"| config | px | batch | ours img/s | baseline img/s | speed-up | data % of our step |")
+    print("| config | px | batch | ours img/s | baseline img/s | speed-up | data % of our step |")
     print("|---|---|---|---|---|---|---|")
     for name, size, batch, ours_ips, base_ips, share in rows:
         print(f"| {name} | {size} | {batch} | {ours_ips:.1f} | {base_ips:.1f} | {ours_ips / base_ips:.2f}x | "

@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic CelebA and a prepared smoke project that later stages start from.
+"""Shared fixtures: synthetic CelebA and a prepared smoke project that later stages start from,
+and the tiny training project and helpers of the training tests (test_train, test_resume, test_ddp).
 
 `prepared_project` is session-scoped and shared: treat it as read-only. A test that writes into
 the project (train, fid_ref, evaluate, report) uses `project_copy`, its own copy with the working
@@ -7,6 +8,8 @@ directory set to it.
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -18,16 +21,21 @@ from pathlib import Path
 # Set before torch is first imported, in this process and every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from sagan import paths  # noqa: E402
 from sagan.data import prepare, split  # noqa: E402
 from sagan.data.synthetic import write_synthetic_celeba  # noqa: E402
-from sagan.params import load_params  # noqa: E402
+from sagan.params import Params, load_params, parse_params  # noqa: E402
+from sagan.profiles import read_profile, write_profile  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SMOKE_PARAMS = REPO_ROOT / "configs" / "smoke.yaml"
 SYNTHETIC_IMAGES = 200
+DATA_MEAN_RGB = np.array([200.0, 80.0, 60.0])  # of the training project's images (make_project)
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +49,7 @@ def synthetic_raw(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def prepared_project(tmp_path_factory, synthetic_raw) -> Path:
-    """A project root with params.yaml (configs/smoke.yaml), data/raw, data/prepared and data/split.
+    """A project root with the smoke profile's params.yaml, data/raw, data/prepared and data/split.
 
     Built by the stages' own run() functions with the smoke params (32 px), like `sagan prepare`
     and `sagan split` would.
@@ -50,7 +58,7 @@ def prepared_project(tmp_path_factory, synthetic_raw) -> Path:
     (root / paths.RAW_DIR).mkdir(parents=True)
     shutil.copy(synthetic_raw[0], root / paths.RAW_ZIP)
     shutil.copy(synthetic_raw[1], root / paths.RAW_PARTITION)
-    shutil.copy(SMOKE_PARAMS, root / "params.yaml")
+    write_profile("smoke", root / "params.yaml", root=REPO_ROOT)
     params = load_params(root / "params.yaml")
     args = argparse.Namespace(params="params.yaml")
     cwd = Path.cwd()
@@ -70,6 +78,85 @@ def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
     shutil.copytree(prepared_project, root)
     monkeypatch.chdir(root)
     return root
+
+
+# -- the training tests' tiny project -----------------------------------------------------------
+def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: int = 100, seed: int = 0) -> Path:
+    """Shards, manifest and split of `n_images` noisy reddish images (80% train), built here per
+    docs/contracts.md with a known mean colour, so that learning is measurable against it."""
+    rng = np.random.default_rng(seed)
+    colour = DATA_MEAN_RGB + rng.normal(0, 15, (n_images, 1, 1, 3))
+    images = np.clip(colour + rng.normal(0, 10, (n_images, size, size, 3)), 0, 255).round().astype(np.uint8)
+    prepared = root / paths.PREPARED_DIR
+    prepared.mkdir(parents=True)
+    for i, start in enumerate(range(0, n_images, shard_size)):
+        np.save(prepared / f"shard_{i:05d}.npy", images[start:start + shard_size])
+    files = [f"{i + 1:06d}.jpg" for i in range(n_images)]
+    manifest = pa.table({"file": files,
+                         "shard": pa.array([i // shard_size for i in range(n_images)], pa.int32()),
+                         "row": pa.array([i % shard_size for i in range(n_images)], pa.int32()),
+                         "partition": pa.array([0] * n_images, pa.int8())})
+    meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32}
+    pq.write_table(manifest.replace_schema_metadata(meta), prepared / "manifest.parquet")
+    n_val = round(n_images * 0.2)
+    (root / paths.SPLIT_DIR).mkdir(parents=True)
+    pq.write_table(pa.table({"index": pa.array(range(n_images), pa.int64()), "file": files,
+                             "split": ["val" if i < n_val else "train" for i in range(n_images)]}),
+                   root / paths.SPLIT_FILE)
+    return root
+
+
+def tiny_params(**train) -> Params:
+    return parse_params(tiny_raw_params(**train))
+
+
+def tiny_raw_params(**train) -> dict:
+    """The smoke profile with a tiny model: 128 train images / batch 16 = 8 steps per epoch."""
+    raw = dataclasses.asdict(read_profile("smoke", REPO_ROOT).params)
+    raw["model"].update(z_dim=16, g_channels=8, d_channels=8, attention_after=2)  # 8x8 attention maps: fast
+    raw["train"].update({"batch_size": 16, "max_steps": 12, "log_every": 4, "checkpoint_every": 5,
+                         "sample_grid": 16, "device": "cpu", "deterministic": True, **train})
+    return raw
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory) -> str:
+    """One SQLite store for the session (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def train_project(tmp_path, monkeypatch, mlflow_uri) -> Path:
+    """A make_project project as the working directory, tracked in the session's MLflow store."""
+    root = make_project(tmp_path / "project")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return root
+
+
+def train(params: Params) -> None:
+    from sagan.train import loop
+
+    loop.run(params, None)
+
+
+def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def without_speed(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "img_per_s"} for row in rows]
+
+
+def generator_tensors(path: Path = paths.GENERATOR) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def assert_same_tensors(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,8 +17,8 @@ import pytest
 import torch
 import yaml
 
-from test_train import generator_tensors, make_project, read_losses, tiny_raw_params
-from test_train import mlflow_uri  # noqa: F401  (fixture)
+from conftest import generator_tensors, make_project, read_losses, tiny_raw_params
+from sagan import paths
 
 pytestmark = pytest.mark.integration  # real torchrun subprocesses (about 35 s in all)
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -43,11 +43,11 @@ def test_two_gloo_ranks_train_the_paper_setup_and_rank_0_alone_writes(tmp_path, 
     done = sagan_train(root, tiny_raw_params(max_steps=4, batch_size=8), {**env, "MLFLOW_TRACKING_URI": tracking}, 2)
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(root)
-    record = json.loads(Path("reports/train/run.json").read_text())
+    record = json.loads(paths.RUN_RECORD.read_text())
     assert record["device"] == "cpu x2" and record["steps"] == 4
     assert [int(r["step"]) for r in read_losses()] == [4]
-    assert sorted(p.name for p in Path("models/checkpoints").glob("*.pt")) == ["step_0000004.pt"]
-    assert sorted(p.name for p in Path("reports/train/samples").iterdir()) == ["epoch_001.png"]
+    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000004.pt"]
+    assert sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == ["epoch_001.png"]
     import mlflow
 
     client = mlflow.MlflowClient(tracking)

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from sagan.data.synthetic import draw_face
+from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid import extractor
 from sagan.fid.stats import FeatureSummary, RunningStats, frechet_distance, kernel_inception_distance
@@ -215,9 +216,14 @@ def test_download_moves_checked_file_into_place(hub_dir, served_file, monkeypatc
 
 
 def test_device_param_errors():
-    assert extractor.resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("cpu", param="fid.device") == torch.device("cpu")
     with pytest.raises(SaganError, match="fid.device: unknown device 'gpu0'"):
-        extractor.resolve_device("gpu0")
+        resolve_device("gpu0", param="fid.device")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto", param="fid.device") == torch.device("cpu")
+        with pytest.raises(SaganError, match=r"^fid.device: 'cuda:1' requested but CUDA is not available "
+                                             r"\(hint: set fid.device: auto or cpu\)$"):
+            resolve_device("cuda:1", param="fid.device")
 
 
 # --- the stand-in extractor on images -----------------------------------------------------------

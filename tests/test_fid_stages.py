@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from sagan import cli, paths
+from sagan import cli, paths, pixels
 from sagan.errors import SaganError
 from sagan.fid import evaluate, extractor, reference
 from sagan.model.io import save_generator
@@ -164,7 +164,9 @@ def test_generated_images_do_not_depend_on_batch_size():
 
 def test_to_uint8_matches_how_pixels_are_stored():
     x = torch.tensor([-1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])
-    assert evaluate.to_uint8(x).tolist() == [0, 0, 64, 128, 191, 255, 255]  # 63.75, 127.5 (even), 191.25
+    assert pixels.to_uint8(x).tolist() == [0, 0, 64, 128, 191, 255, 255]  # 63.75, 127.5 (even), 191.25
+    stored = torch.arange(256, dtype=torch.uint8)
+    assert torch.equal(pixels.to_uint8(pixels.to_signed(stored)), stored)
 
 
 def _error(capsys, *argv) -> str:
@@ -177,10 +179,12 @@ def _error(capsys, *argv) -> str:
 def test_missing_reference_and_generator_are_one_line(project, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     shutil.copy(project / "params.yaml", "params.yaml")
-    assert _error(capsys, "evaluate") == ("sagan evaluate: error: data/fid/reference.npz: FID reference statistics "
-                                          "not found (hint: run `sagan fid-ref`)")
+    assert _error(capsys, "evaluate") == ("sagan evaluate: error: data/fid/reference.npz: not found; it is written "
+                                          "by `sagan fid-ref` (hint: run `sagan fid-ref`, or the whole pipeline: "
+                                          "`dvc repro`)")
     shutil.copytree(project / "data", "data")
-    assert _error(capsys, "evaluate").startswith("sagan evaluate: error: models/generator.pt: generator file not found")
+    assert _error(capsys, "evaluate").startswith(
+        "sagan evaluate: error: models/generator.pt: not found; it is written by `sagan train`")
 
 
 def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
@@ -199,5 +203,10 @@ def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
         evaluate.evaluate(base_params())
     del arrays["sigma"]
     reference.write_npz(paths.FID_REFERENCE, arrays)
-    with pytest.raises(SaganError, match=r"reference.npz: missing sigma \(hint: run `sagan fid-ref`\)"):
+    with pytest.raises(SaganError, match=r"reference.npz: missing sigma$"):  # a file outside the project
         evaluate.evaluate(base_params())
+
+
+def test_an_unknown_device_is_named_with_its_param(project):
+    with pytest.raises(SaganError, match=r"^fid.device: unknown device 'gpu0' \(hint: use auto, cpu or cuda\)$"):
+        evaluate.evaluate(_with_fid(base_params(), device="gpu0"))

@@ -329,11 +329,12 @@ def test_html_escapes_all_text(tmp_path, store):
 
 # -- missing or bad inputs ----------------------------------------------------------------------
 @pytest.mark.parametrize("remove,message", [
-    (paths.METRICS, "reports/metrics.json: not found; it is written by `sagan evaluate` "
-                    "(hint: run `sagan evaluate` (or the whole pipeline: `dvc repro`))"),
-    (paths.LOSSES_CSV, "reports/train/losses.csv: not found; it is written by `sagan train` "
-                       "(hint: run `sagan train` (or the whole pipeline: `dvc repro`))"),
-    (paths.RUN_RECORD, "reports/train/run.json: training run record not found (hint: run `sagan train` first)"),
+    (paths.METRICS, f"{paths.METRICS}: not found; it is written by `sagan evaluate` "
+                    "(hint: run `sagan evaluate`, or the whole pipeline: `dvc repro`)"),
+    (paths.LOSSES_CSV, f"{paths.LOSSES_CSV}: not found; it is written by `sagan train` "
+                       "(hint: run `sagan train`, or the whole pipeline: `dvc repro`)"),
+    (paths.RUN_RECORD, f"{paths.RUN_RECORD}: not found; it is written by `sagan train` "
+                       "(hint: run `sagan train`, or the whole pipeline: `dvc repro`)"),
 ])
 def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, store, remove, message):
     write_inputs(tmp_path, store)
@@ -372,5 +373,5 @@ def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
     with project_dir(tmp_path):
         assert main(["report"]) == 1
     assert capsys.readouterr().err == ("sagan report: error: reports/train/samples/epoch_*.png: no sample grids "
-                                       "found; it is written by `sagan train` (hint: run `sagan train` (or the "
-                                       "whole pipeline: `dvc repro`))\n")
+                                       "found; it is written by `sagan train` (hint: run `sagan train`, or the "
+                                       "whole pipeline: `dvc repro`)\n")

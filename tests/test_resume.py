@@ -14,18 +14,18 @@ import pytest
 import torch
 import yaml
 
+from conftest import (assert_same_tensors, generator_tensors, make_project, read_losses, tiny_params,
+                      tiny_raw_params, train, without_speed)
+from sagan import paths
 from sagan.train import checkpoint
-from test_train import (assert_same_tensors, generator_tensors, make_project, read_losses, tiny_params,
-                        tiny_raw_params, train, without_speed)
-from test_train import mlflow_uri, project  # noqa: F401  (fixtures)
 
 RESUME_TRAIN = dict(max_steps=12, ema_decay=0.9)  # checkpoints at 5, 8 (epoch end), 10, 12
 
 
 def outputs() -> dict:
     return {"G": generator_tensors(), "losses": without_speed(read_losses()),
-            "grids": {p.name: p.read_bytes() for p in sorted(Path("reports/train/samples").iterdir())},
-            "run": yaml.safe_load(Path("reports/train/run.json").read_text())}
+            "grids": {p.name: p.read_bytes() for p in sorted(paths.SAMPLES_DIR.iterdir())},
+            "run": yaml.safe_load(paths.RUN_RECORD.read_text())}
 
 
 def assert_same_outputs(a: dict, b: dict) -> None:
@@ -50,7 +50,7 @@ def uninterrupted(tmp_path_factory, mlflow_uri) -> dict:
 
 
 @pytest.mark.parametrize("corrupt_newest", [False, True], ids=["newest", "corrupt-newest-falls-back"])
-def test_resume_after_interruption_equals_uninterrupted_run(project, monkeypatch, capsys, uninterrupted,
+def test_resume_after_interruption_equals_uninterrupted_run(train_project, monkeypatch, capsys, uninterrupted,
                                                             corrupt_newest):
     real_save, saved = checkpoint.save, []
 
@@ -79,7 +79,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(project, monkeypatch
 
 
 def newest_step(project: Path) -> int:
-    return max((int(p.stem.split("_")[1]) for p in (project / "models/checkpoints").glob("step_*.pt")), default=0)
+    return max((int(p.stem.split("_")[1]) for p in (project / paths.CHECKPOINTS_DIR).glob("step_*.pt")), default=0)
 
 
 def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, mlflow_uri):
@@ -104,7 +104,7 @@ def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, ml
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = newest_step(killed)
-    assert 0 < killed_at < 40 and not (killed / "models/generator.pt").exists()
+    assert 0 < killed_at < 40 and not (killed / paths.GENERATOR).exists()
 
     resumed = subprocess.run(sagan, cwd=killed, env=env, check=True, capture_output=True, text=True)
     assert f"resuming from models/checkpoints/step_{killed_at:07d}.pt" in resumed.stdout

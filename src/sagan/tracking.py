@@ -1,24 +1,31 @@
-"""MLflow plumbing shared by train, evaluate and report.
+"""MLflow plumbing and run metadata shared by train, evaluate and report.
 
-`train` opens one MLflow run per training run and records its id in reports/train/run.json;
-the later stages log into that same run through `logging_into_training_run()`.
+`train` opens one MLflow run per training run (`MlflowRun.start_or_resume`) and records its id in
+reports/train/run.json; the later stages log into that same run (`MlflowRun.from_run_record`).
+Every stage talks to MLflow through an MlflowClient with the run id spelled out, never through
+mlflow's fluent API and its process-global active run.
 """
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import MlflowParams
 
+_MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
+# The run_metadata keys that also tag the MLflow run, as `sagan.KEY`.
+TAGGED_METADATA = ("git_commit", "data_fingerprint", "profile", "orchestrator", "synthetic_data")
 
-def tracking_uri(p: MlflowParams) -> str:
+
+def tracking_uri(mlflow_params: MlflowParams) -> str:
     """MLFLOW_TRACKING_URI wins (a shared server); else the params' URI."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or p.tracking_uri
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow_params.tracking_uri
 
 
 def orchestrator() -> str:
@@ -38,43 +45,107 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
-def setup(p: MlflowParams):
-    """Point mlflow at the store and return the module (imported lazily: it is slow to import)."""
-    import mlflow
+def run_metadata(mlflow_params: MlflowParams, data_fingerprint: str, synthetic_data: bool) -> dict:
+    """Where a training run is tracked and what it ran on: run.json's fields and, through run_tags,
+    the MLflow run's tags. Calls git: compute it once per run."""
+    return {"mlflow_experiment": mlflow_params.experiment, "tracking_uri": tracking_uri(mlflow_params),
+            "profile": mlflow_params.profile, "git_commit": git_commit(), "data_fingerprint": data_fingerprint,
+            "synthetic_data": bool(synthetic_data), "orchestrator": orchestrator()}
 
-    mlflow.set_tracking_uri(tracking_uri(p))
-    return mlflow
+
+def run_tags(metadata: dict) -> dict[str, str]:
+    """The MLflow tags for `metadata`: `sagan.KEY` (booleans as true/false) and MLflow's git tag."""
+    tags = {f"sagan.{key}": str(metadata[key]).lower() if isinstance(metadata[key], bool) else str(metadata[key])
+            for key in TAGGED_METADATA}
+    return {**tags, "mlflow.source.git.commit": metadata["git_commit"]}
+
+
+def client(mlflow_params: MlflowParams):
+    """An MlflowClient on the params' store (mlflow is imported here: it is slow to import)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri(mlflow_params))
 
 
 def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
-    if not Path(path).is_file():
-        raise SaganError(f"{path}: training run record not found", hint="run `sagan train` first")
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(paths.require(path).read_text())
     except json.JSONDecodeError as exc:
-        raise SaganError(f"{path}: not valid JSON ({exc})") from exc
+        raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
 
 
-@contextlib.contextmanager
-def logging_into_training_run(p: MlflowParams, record_path: Path = paths.RUN_RECORD):
-    """Resume the training stage's MLflow run (id from run.json) and yield the mlflow module."""
-    record = read_run_record(record_path)
-    run_id = record.get("mlflow_run_id")
-    if not run_id:
-        raise SaganError(f"{record_path}: has no 'mlflow_run_id'", hint="rerun `sagan train`")
-    mlflow = setup(p)
-    try:  # look the run up first, so that errors while logging are not mistaken for a missing run
-        mlflow.MlflowClient().get_run(run_id)
-    except mlflow.exceptions.MlflowException as exc:
-        raise SaganError(f"MLflow run {run_id} from {record_path} is not in {tracking_uri(p)}: "
-                         f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
-    with mlflow.start_run(run_id=run_id):
-        yield mlflow
+class MlflowRun:
+    """One MLflow run, logged to by its id: train's own, or the training run a later stage adds to."""
+
+    def __init__(self, mlflow_client, run_id: str):
+        self.client, self.run_id = mlflow_client, run_id
+
+    @classmethod
+    def start_or_resume(cls, mlflow_params: MlflowParams, run_id: str | None, tags: dict[str, str],
+                        params: dict) -> MlflowRun:
+        """Train's run: `run_id` (from a resumed checkpoint) reopened, else a new run with `tags` and `params`."""
+        from mlflow.entities import Param
+        from mlflow.exceptions import MlflowException
+
+        mlflow_client = client(mlflow_params)
+        if run_id:
+            try:
+                mlflow_client.get_run(run_id)
+                mlflow_client.update_run(run_id, status="RUNNING")
+                return cls(mlflow_client, run_id)
+            except MlflowException:
+                print(f"sagan train: MLflow run {run_id} from the checkpoint is not in "
+                      f"{tracking_uri(mlflow_params)}; starting a new MLflow run")
+        found = mlflow_client.get_experiment_by_name(mlflow_params.experiment)
+        experiment_id = found.experiment_id if found else mlflow_client.create_experiment(mlflow_params.experiment)
+        run_id = mlflow_client.create_run(experiment_id, tags=tags).info.run_id
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for i in range(0, len(items), _MLFLOW_BATCH):
+            mlflow_client.log_batch(run_id, params=items[i:i + _MLFLOW_BATCH])
+        return cls(mlflow_client, run_id)
+
+    @classmethod
+    def from_run_record(cls, mlflow_params: MlflowParams, record_path: Path = paths.RUN_RECORD) -> MlflowRun:
+        """The training stage's run, named by run.json, for a later stage to log into."""
+        from mlflow.exceptions import MlflowException
+
+        run_id = read_run_record(record_path).get("mlflow_run_id")
+        if not run_id:
+            raise paths.bad_input(record_path, "has no 'mlflow_run_id'")
+        mlflow_client = client(mlflow_params)
+        try:  # looked up here, so that a failure while logging is never reported as a missing run
+            mlflow_client.get_run(run_id)
+        except MlflowException as exc:
+            raise SaganError(f"MLflow run {run_id} from {record_path} is not in {tracking_uri(mlflow_params)}: "
+                             f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
+        return cls(mlflow_client, run_id)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """One batch; NaN values (the gammas of a model without attention) are left out."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)  # the MLflow store is not a hashed output
+        self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()
+                                                    if not math.isnan(v)])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+
+    def log_artifact(self, path: Path, artifact_path: str) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, directory: Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def finish(self, ok: bool) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
 
-def ensure_store(p: MlflowParams) -> None:
+def ensure_store(mlflow_params: MlflowParams) -> None:
     """Create the store's schema now, so parallel jobs never race to create it ("database is locked")."""
-    setup(p).MlflowClient().search_experiments(max_results=1)
+    client(mlflow_params).search_experiments(max_results=1)
 
 
 if __name__ == "__main__":  # python -m sagan.tracking --params params.yaml (the Snakefile's onstart)

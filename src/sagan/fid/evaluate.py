@@ -23,18 +23,19 @@ import torch
 
 from sagan import paths, tracking
 from sagan.atomic import write_json
+from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid.extractor import (EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_device,
-                                 resolve_weights, summarise)
+from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_weights, summarise
 from sagan.fid.reference import read_reference
 from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
 from sagan.model.io import load_generator
 from sagan.params import Params
+from sagan.pixels import to_uint8
 
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [-1, 1] to uint8 the way pixels are stored: (x + 1) * 127.5, rounded, clamped."""
-    return ((images.float() + 1.0) * 127.5).round_().clamp_(0, 255).to(torch.uint8)
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+# It also reads fid.batch_size and fid.device (speed, not results) and mlflow (where the numbers
+# are logged, not what they are), so those are left out.
+PARAM_KEYS = ("fid.weights", "fid.num_samples", "fid.seed", "fid.kid", "fid.kid_subset_size")
 
 
 @torch.no_grad()
@@ -51,26 +52,27 @@ def generated_batches(generator: torch.nn.Module, z_dim: int, n: int, batch_size
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     """The metrics.json content for a generator (default: the pipeline's) against the reference."""
     started = time.perf_counter()
-    p = params.fid
+    fid = params.fid
     reference = read_reference()
-    device = resolve_device(p.device)
+    device = resolve_device(fid.device, param="fid.device")
     generator, config = load_generator(generator_path, device)
     if int(config["image_size"]) != int(reference["size"]):
         raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but "
                          f"{generator_path} makes {config['image_size']} px", hint="rerun `sagan fid-ref` "
                          "on data prepared at the generator's size, or retrain")
-    weights = resolve_weights(p.weights)
+    weights = resolve_weights(fid.weights)
     if weights.sha256 != reference["weights_sha256"]:
         raise SaganError(f"{paths.FID_REFERENCE}: computed with Inception weights {reference['weights_kind']} "
                          f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "
                          f"{weights.sha256}", hint="rerun `sagan fid-ref`")
     extractor = load_extractor(weights, device)
-    summary = summarise(generated_batches(generator, int(config["z_dim"]), p.num_samples, p.batch_size, p.seed),
-                        extractor, p.num_samples, keep=KID_MAX_FEATURES if p.kid else 0, desc="evaluate")
+    batches = generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
+    summary = summarise(batches, extractor, fid.num_samples, keep=KID_MAX_FEATURES if fid.kid else 0,
+                        desc="evaluate")
     kid_mean = kid_std = None
-    if p.kid:
+    if fid.kid:
         kid_mean, kid_std = kernel_inception_distance(summary.kept, reference["kid_features"],
-                                                      p.kid_subset_size, p.seed)
+                                                      fid.kid_subset_size, fid.seed)
     return {
         "fid": frechet_distance(summary.stats.mean, summary.stats.cov, reference["mu"], reference["sigma"]),
         "kid_mean": kid_mean, "kid_std": kid_std,
@@ -96,11 +98,12 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
             "sagan.fid_n_gen": str(metrics["n_gen"]), "sagan.fid_n_ref": str(metrics["n_ref"]),
             "sagan.synthetic_data": str(metrics["synthetic_data"]).lower()}
     try:
-        with tracking.logging_into_training_run(params.mlflow, paths.RUN_RECORD) as mlflow:
-            mlflow.log_metrics(values)
-            mlflow.set_tags(tags)
+        training_run = tracking.MlflowRun.from_run_record(params.mlflow, paths.RUN_RECORD)
     except SaganError as exc:
         print(f"sagan evaluate: warning: metrics not logged to MLflow: {exc}", file=sys.stderr)
+        return
+    training_run.log_metrics(values)
+    training_run.set_tags(tags)
 
 
 def run(params: Params, args: argparse.Namespace) -> None:

@@ -178,19 +178,6 @@ def standin_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def resolve_device(name: str) -> torch.device:
-    """`fid.device`: `auto` is CUDA when available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise SaganError(f"fid.device: unknown device '{name}'", hint="use auto, cpu or cuda") from exc
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SaganError(f"fid.device: '{name}' requested but CUDA is not available", hint="set fid.device: auto or cpu")
-    return device
-
-
 def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorInceptionV3:
     """torch-fidelity's InceptionV3 (pool3 output) with `weights`, re-verified as they are loaded."""
     data = weights.path.read_bytes()

@@ -4,11 +4,11 @@ The reference images are the prepared uint8 shards of `fid.reference_split` (the
 by default), exactly as training sees them, at the training resolution.
 
 Reference keys: the output depends on the data and on `fid.weights`, `fid.reference_split` and
-`fid.reference_max_images` only (REFERENCE_KEYS; dvc.yaml and workflow/rules/fid.smk declare
-exactly these). `fid.batch_size` and `fid.device` change speed, not results (each image's features
-are independent of its batch, up to float rounding), and the sampling keys (`num_samples`, `seed`,
-`kid`, `kid_subset_size`) belong to `sagan evaluate`; so a new generator or a new sampling
-setting never recomputes the reference. The file is byte-identical for identical inputs (fixed
+`fid.reference_max_images` only (PARAM_KEYS, which both orchestrators declare). `fid.batch_size`
+and `fid.device` change speed, not results (each image's features are independent of its batch,
+up to float rounding), and the sampling keys (`num_samples`, `seed`, `kid`, `kid_subset_size`)
+belong to `sagan evaluate`; so a new generator or a new sampling setting never recomputes the
+reference. The file is byte-identical for identical inputs (fixed
 zip timestamps), so orchestrators that hash it see no spurious change.
 
 Besides the contract's mu/sigma (float64) it holds `kid_features`: the first KID_MAX_FEATURES
@@ -27,12 +27,14 @@ import torch
 from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.data.loader import dataset_info, load_split
+from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid.extractor import EXTRACTOR_LABEL, load_extractor, resolve_device, resolve_weights, summarise
+from sagan.fid.extractor import EXTRACTOR_LABEL, load_extractor, resolve_weights, summarise
 from sagan.fid.stats import KID_MAX_FEATURES
 from sagan.params import FidParams, Params
 
-REFERENCE_KEYS = ("weights", "reference_split", "reference_max_images")
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images")
 REQUIRED = ("mu", "sigma", "n", "extractor", "weights_sha256", "weights_kind", "crop", "size",
             "reference_split", "synthetic_data", "kid_features")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the file does not depend on when it was written
@@ -49,18 +51,15 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def read_reference(path: Path | None = None) -> dict:
     """The reference statistics (default: paths.FID_REFERENCE) as plain values (0-d arrays become scalars)."""
-    path = paths.FID_REFERENCE if path is None else path
-    hint = "run `sagan fid-ref`"
-    if not Path(path).is_file():
-        raise SaganError(f"{path}: FID reference statistics not found", hint=hint)
+    path = paths.require(paths.FID_REFERENCE if path is None else path)
     try:
         with np.load(path, allow_pickle=False) as data:
             out = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SaganError(f"{path}: not a readable reference file ({exc})", hint=hint) from exc
+        raise paths.bad_input(path, f"not a readable reference file ({exc})") from exc
     missing = [key for key in REQUIRED if key not in out]
     if missing:
-        raise SaganError(f"{path}: missing {', '.join(missing)}", hint=hint)
+        raise paths.bad_input(path, f"missing {', '.join(missing)}")
     return {key: value.item() if value.ndim == 0 else value for key, value in out.items()}
 
 
@@ -69,22 +68,22 @@ def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
         yield images[start:start + batch_size].permute(0, 3, 1, 2)  # NHWC -> NCHW for the extractor
 
 
-def compute_reference(p: FidParams) -> dict[str, np.ndarray]:
+def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
     """The arrays of reference.npz for the prepared data in the working directory."""
     info = dataset_info()
-    images = load_split(p.reference_split, max_images=p.reference_max_images)
+    images = load_split(fid.reference_split, max_images=fid.reference_max_images)
     if len(images) < 2:
-        raise SaganError(f"fid.reference_split: '{p.reference_split}' has {len(images)} images, FID needs >= 2",
+        raise SaganError(f"fid.reference_split: '{fid.reference_split}' has {len(images)} images, FID needs >= 2",
                          hint="use another split or prepare more images")
-    weights = resolve_weights(p.weights)
-    extractor = load_extractor(weights, resolve_device(p.device))
-    summary = summarise(_batches(images, p.batch_size), extractor, len(images), keep=KID_MAX_FEATURES,
+    weights = resolve_weights(fid.weights)
+    extractor = load_extractor(weights, resolve_device(fid.device, param="fid.device"))
+    summary = summarise(_batches(images, fid.batch_size), extractor, len(images), keep=KID_MAX_FEATURES,
                         desc="fid-ref")
     return {
         "mu": summary.stats.mean, "sigma": summary.stats.cov, "n": np.array(summary.stats.n),
         "extractor": np.array(EXTRACTOR_LABEL), "weights_sha256": np.array(weights.sha256),
         "weights_kind": np.array(weights.kind), "crop": np.array(info.crop), "size": np.array(info.size),
-        "reference_split": np.array(p.reference_split), "synthetic_data": np.array(info.synthetic),
+        "reference_split": np.array(fid.reference_split), "synthetic_data": np.array(info.synthetic),
         "kid_features": summary.kept,
     }
 

@@ -11,18 +11,14 @@ import dataclasses
 import os
 import pickle
 import zipfile
-from pathlib import Path
 
 import torch
 from torch import nn
 
+from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.errors import SaganError
 from sagan.model.networks import Generator
 from sagan.params import ModelParams, parse_params
-
-_HINT = "run `sagan train` (or `dvc repro train`) to write it, or pass another --generator"
-
 
 def _one_line(exc: Exception, limit: int = 200) -> str:
     """An exception's message on one line (load_state_dict's spans several), shortened."""
@@ -39,41 +35,37 @@ def _unwrapped(module: nn.Module) -> nn.Module:
     return module
 
 
-def save_generator(path: str | os.PathLike, generator: nn.Module, model_cfg: ModelParams,
+def save_generator(path: str | os.PathLike, generator: nn.Module, model: ModelParams,
                    image_size: int, ema: bool) -> None:
     """Write `generator`'s weights and the config that rebuilds it, atomically."""
     state = {k: v.detach().cpu() for k, v in _unwrapped(generator).state_dict().items()}
-    config = {**dataclasses.asdict(model_cfg), "image_size": int(image_size)}
+    config = {**dataclasses.asdict(model), "image_size": int(image_size)}
     with atomic_path(path) as tmp:
         torch.save({"state_dict": state, "config": config, "ema": bool(ema)}, tmp)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
     """The generator saved at `path`, on `device`, in eval mode, and its config dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise SaganError(f"{path}: generator file not found", hint=_HINT)
+    path = paths.require(path)
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
-        raise SaganError(f"{path}: not a generator file (not a torch.save archive: truncated, or another "
-                         "file type)", hint=_HINT)
+        raise paths.bad_input(path, "not a generator file (not a torch.save archive: truncated, or another "
+                              "file type)")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise SaganError(f"{path}: holds objects other than tensors and plain values, which safe loading "
-                         "(weights_only=True) refuses", hint=_HINT) from exc
+        raise paths.bad_input(path, "holds objects other than tensors and plain values, which safe loading "
+                              "(weights_only=True) refuses") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SaganError(f"{path}: not a readable generator file ({_one_line(exc)})", hint=_HINT) from exc
+        raise paths.bad_input(path, f"not a readable generator file ({_one_line(exc)})") from exc
     if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict)
             and isinstance(saved.get("config"), dict) and "image_size" in saved["config"]):
-        raise SaganError(f"{path}: not a generator file (expected a state_dict and a config with image_size)",
-                         hint=_HINT)
+        raise paths.bad_input(path, "not a generator file (expected a state_dict and a config with image_size)")
     config = dict(saved["config"])
-    model_cfg = parse_params({"model": {k: v for k, v in config.items() if k != "image_size"}},
+    model = parse_params({"model": {k: v for k, v in config.items() if k != "image_size"}},
                              where=str(path)).model
     try:
-        generator = Generator(model_cfg, int(config["image_size"]))
+        generator = Generator(model, int(config["image_size"]))
         generator.load_state_dict(saved["state_dict"])
     except (RuntimeError, ValueError) as exc:
-        raise SaganError(f"{path}: weights do not match the config saved with them ({_one_line(exc)})",
-                         hint=_HINT) from exc
+        raise paths.bad_input(path, f"weights do not match the config saved with them ({_one_line(exc)})") from exc
     return generator.to(device).eval(), config

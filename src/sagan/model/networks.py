@@ -38,9 +38,9 @@ def num_layers(image_size: int) -> int:
     return int(math.log2(image_size)) - 1
 
 
-def _check_attention(cfg: ModelParams, layers: int, image_size: int) -> None:
-    if cfg.attention and not 1 <= cfg.attention_after < layers:
-        raise SaganError(f"model.attention_after: {cfg.attention_after} leaves no layer after the attention "
+def _check_attention(model: ModelParams, layers: int, image_size: int) -> None:
+    if model.attention and not 1 <= model.attention_after < layers:
+        raise SaganError(f"model.attention_after: {model.attention_after} leaves no layer after the attention "
                          f"at {image_size} px ({layers} layers per network)", hint=f"use 1..{layers - 1}")
 
 
@@ -60,11 +60,11 @@ def _layer(conv: nn.Module, spectral_norm: bool, batchnorm_channels: int | None,
 class _AttentionStack(nn.Module):
     """Layers, with the attention module (or None) between the first `attention_after` and the rest."""
 
-    def _assemble(self, cfg: ModelParams, layers: list[nn.Module], widths: list[int]) -> None:
-        split = cfg.attention_after if cfg.attention else len(layers)
+    def _assemble(self, model: ModelParams, layers: list[nn.Module], widths: list[int]) -> None:
+        split = model.attention_after if model.attention else len(layers)
         self.head = nn.Sequential(*layers[:split])
-        self.attention = (SelfAttention(widths[split - 1], cfg.attention_style, cfg.spectral_norm)
-                          if cfg.attention else None)
+        self.attention = (SelfAttention(widths[split - 1], model.attention_style, model.spectral_norm)
+                          if model.attention else None)
         self.tail = nn.Sequential(*layers[split:])
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
@@ -77,21 +77,21 @@ class _AttentionStack(nn.Module):
 class Generator(_AttentionStack):
     """z [B, z_dim] -> images [B, 3, image_size, image_size] in [-1, 1]."""
 
-    def __init__(self, cfg: ModelParams, image_size: int):
+    def __init__(self, model: ModelParams, image_size: int):
         super().__init__()
         n = num_layers(image_size)
-        _check_attention(cfg, n, image_size)
-        self.z_dim = cfg.z_dim
-        widths = [cfg.g_channels * 2 ** (n - 2 - i) for i in range(n - 1)] + [3]
-        bn = cfg.g_batchnorm
+        _check_attention(model, n, image_size)
+        self.z_dim = model.z_dim
+        widths = [model.g_channels * 2 ** (n - 2 - i) for i in range(n - 1)] + [3]
+        bn = model.g_batchnorm
         layers = []
-        for i, (c_in, c_out) in enumerate(zip([cfg.z_dim] + widths[:-1], widths)):
+        for i, (c_in, c_out) in enumerate(zip([model.z_dim] + widths[:-1], widths)):
             last = i == n - 1
             stride, padding = (1, 0) if i == 0 else (2, 1)
             conv = nn.ConvTranspose2d(c_in, c_out, 4, stride, padding, bias=last or not bn)
-            layers.append(_layer(conv, cfg.spectral_norm, None if last or not bn else c_out,
+            layers.append(_layer(conv, model.spectral_norm, None if last or not bn else c_out,
                                  nn.Tanh() if last else nn.ReLU(inplace=True)))
-        self._assemble(cfg, layers, widths)
+        self._assemble(model, layers, widths)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self._features(z.reshape(z.shape[0], self.z_dim, 1, 1))
@@ -100,20 +100,20 @@ class Generator(_AttentionStack):
 class Discriminator(_AttentionStack):
     """images [B, 3, image_size, image_size] -> logits [B]."""
 
-    def __init__(self, cfg: ModelParams, image_size: int):
+    def __init__(self, model: ModelParams, image_size: int):
         super().__init__()
         n = num_layers(image_size)
-        _check_attention(cfg, n, image_size)
-        widths = [cfg.d_channels * 2 ** i for i in range(n - 1)] + [1]
+        _check_attention(model, n, image_size)
+        widths = [model.d_channels * 2 ** i for i in range(n - 1)] + [1]
         layers = []
         for i, (c_in, c_out) in enumerate(zip([3] + widths[:-1], widths)):
             last = i == n - 1
-            bn = cfg.d_batchnorm and 0 < i < n - 1
+            bn = model.d_batchnorm and 0 < i < n - 1
             stride, padding = (1, 0) if last else (2, 1)
             conv = nn.Conv2d(c_in, c_out, 4, stride, padding, bias=not bn)
-            layers.append(_layer(conv, cfg.spectral_norm, c_out if bn else None,
-                                 nn.Identity() if last else nn.LeakyReLU(cfg.leaky_slope)))
-        self._assemble(cfg, layers, widths)
+            layers.append(_layer(conv, model.spectral_norm, c_out if bn else None,
+                                 nn.Identity() if last else nn.LeakyReLU(model.leaky_slope)))
+        self._assemble(model, layers, widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(x).flatten()

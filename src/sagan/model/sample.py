@@ -9,13 +9,16 @@ import math
 import os
 
 import torch
-from torchvision.utils import save_image
+from PIL import Image
+from torchvision.utils import make_grid
 
 from sagan import paths
 from sagan.atomic import atomic_path
+from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.model.io import load_generator
 from sagan.params import Params
+from sagan.pixels import to_uint8
 
 
 def grid_rows(n: int) -> int:
@@ -23,25 +26,25 @@ def grid_rows(n: int) -> int:
     return math.ceil(math.sqrt(n))
 
 
-def save_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
-    """Write [N, 3, H, W] images in [-1, 1] as one PNG grid (2 px padding), atomically."""
-    with atomic_path(path) as tmp:
-        save_image(images.detach().float().cpu(), tmp, nrow=nrow or grid_rows(len(images)), normalize=True,
-                   value_range=(-1.0, 1.0), format="PNG")
+def save_grid(images_u8: torch.Tensor, path: str | os.PathLike, nrow: int | None = None) -> None:
+    """Write uint8 [N, 3, H, W] images as one PNG grid (2 px black padding), atomically; the
+    pixels are the given bytes (no float round trip)."""
+    grid = make_grid(images_u8.detach().cpu(), nrow=nrow or grid_rows(len(images_u8)), padding=2)
+    with atomic_path(path) as tmp:  # PIL, not torchvision.io: its encoders are deprecated since 0.29
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
 
 
 @torch.no_grad()
 def sample_images(generator: torch.nn.Module, n: int, seed: int, z_dim: int) -> torch.Tensor:
-    """n images in [-1, 1] from latents drawn on the CPU with `seed` (the same on every device)."""
+    """n images as uint8 NCHW on the CPU, from latents drawn on the CPU with `seed` (the same on every device)."""
     z = torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
     device = next(generator.parameters()).device
-    return generator(z.to(device)).float().cpu()
+    return to_uint8(generator(z.to(device))).cpu()
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
     if args.n < 1:
         raise SaganError(f"--n: must be at least 1, got {args.n}")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    generator, config = load_generator(args.generator or paths.GENERATOR, device)
+    generator, config = load_generator(args.generator or paths.GENERATOR, resolve_device("auto"))
     save_grid(sample_images(generator, args.n, args.seed, config["z_dim"]), args.out)
     print(f"sagan sample: wrote {args.n} images to {args.out}")

@@ -18,6 +18,9 @@ from sagan.report.document import Document, Figure, Section, Table, to_html, to_
 from sagan.report.inputs import ReportInputs, read_inputs
 from sagan.report.paper import PAPER_PROTOCOL, TABLE1
 
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+PARAM_KEYS = ("report", "mlflow")  # mlflow: the run-history table reads the experiment
+
 STANDIN_WARNING = "stand-in extractor: not comparable with published FID"
 SYNTHETIC_WARNING = "synthetic data: not CelebA"
 THIS_RUN = "This run"
@@ -132,8 +135,8 @@ def run(params: Params, args: argparse.Namespace | None = None) -> None:
     for path, text in ((paths.REPORT_MD, to_markdown(doc)), (paths.REPORT_HTML, to_html(doc))):
         with atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-    with tracking.logging_into_training_run(params.mlflow) as mlflow:
-        mlflow.log_artifact(str(paths.REPORT_MD), "report")
-        mlflow.log_artifact(str(paths.REPORT_HTML), "report")
-        mlflow.log_artifacts(str(paths.FIGURES_DIR), "report/figures")
+    training_run = tracking.MlflowRun.from_run_record(params.mlflow)
+    training_run.log_artifact(paths.REPORT_MD, "report")
+    training_run.log_artifact(paths.REPORT_HTML, "report")
+    training_run.log_artifacts(paths.FIGURES_DIR, "report/figures")
     print(f"sagan report: wrote {paths.REPORT_MD}, {paths.REPORT_HTML} and {paths.FIGURES_DIR}/")

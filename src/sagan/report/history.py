@@ -51,13 +51,13 @@ def differing_params(rows: list[HistoryRow]) -> list[str]:
     return [key for key in keys if len({row.params.get(key) for row in rows}) > 1]
 
 
-def fetch_rows(p: MlflowParams) -> list[HistoryRow]:
-    mlflow = tracking.setup(p)
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(p.experiment)
+def fetch_rows(mlflow_params: MlflowParams) -> list[HistoryRow]:
+    client = tracking.client(mlflow_params)
+    experiment = client.get_experiment_by_name(mlflow_params.experiment)
     if experiment is None:
-        raise SaganError(f"MLflow experiment '{p.experiment}' (mlflow.experiment) not found in "
-                         f"{tracking.tracking_uri(p)}", hint="run `sagan train` against this tracking store")
+        raise SaganError(f"MLflow experiment '{mlflow_params.experiment}' (mlflow.experiment) not found in "
+                         f"{tracking.tracking_uri(mlflow_params)}",
+                         hint="run `sagan train` against this tracking store")
     rows, token = [], None
     while True:
         page = client.search_runs([experiment.experiment_id], max_results=_PAGE, page_token=token)
@@ -68,8 +68,8 @@ def fetch_rows(p: MlflowParams) -> list[HistoryRow]:
             return rows
 
 
-def build_history(p: MlflowParams, max_runs: int) -> History:
-    rows = fetch_rows(p)
+def build_history(mlflow_params: MlflowParams, max_runs: int) -> History:
+    rows = fetch_rows(mlflow_params)
     shown = sort_by_fid(rows)[:max_runs]
-    return History(experiment=p.experiment, rows=shown, differing_params=differing_params(shown),
+    return History(experiment=mlflow_params.experiment, rows=shown, differing_params=differing_params(shown),
                    total_runs=len(rows))

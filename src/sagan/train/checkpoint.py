@@ -1,7 +1,10 @@
 """Checkpoints in models/checkpoints/step_XXXXXXX.pt: atomic writes, newest-valid resume, pruning.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts so that it loads with
-`torch.load(weights_only=True)`; RNG states are stored as the uint8 tensors torch returns.
+`torch.load(weights_only=True)`; RNG states are stored as the uint8 tensors torch returns. Keys:
+`format`, `identity` (training_identity), `trainer` (GanTrainer.state_dict), `rng` (capture_rng),
+`loop` (loop.LoopState.state_dict: the step and all other loop state), and `epoch` / `position`
+(the step's place in its epoch, for people reading the file).
 """
 from __future__ import annotations
 
@@ -17,9 +20,9 @@ from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.params import Params, flatten
 
-FORMAT = 1
+FORMAT = 2
 _NAME = re.compile(r"^step_(\d{7,})\.pt$")
-REQUIRED_KEYS = ("format", "identity", "step", "trainer", "rng", "loop")
+REQUIRED_KEYS = ("format", "identity", "trainer", "rng", "loop")
 SUPERSEDED = "superseded"
 
 # Params that may change between a run and its resume without changing what is trained so far.

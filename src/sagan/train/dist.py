@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from sagan.errors import SaganError
+from sagan.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -30,27 +30,12 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` picks CUDA (this process's local GPU) when available, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SaganError(f"train.device: '{name}' requested but CUDA is not available",
-                             hint="set train.device: auto or cpu")
-        return torch.device("cuda", local_rank) if name == "cuda" else torch.device(name)
-    try:
-        return torch.device(name)
-    except RuntimeError as exc:
-        raise SaganError(f"train.device: unknown device '{name}'", hint="use auto, cpu or cuda") from exc
-
-
 def init(device_name: str) -> DistContext:
     """Join the process group when launched by torchrun; otherwise a world of one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, local_rank, param="train.device")
     if world_size > 1 and not torch_dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

@@ -26,10 +26,19 @@ from torch import nn
 
 from sagan.errors import SaganError
 from sagan.params import ModelParams, TrainParams
+from sagan.pixels import to_signed, to_uint8
 from sagan.train.dist import DistContext
 
-# Order of the metrics vector a step returns (and the loop accumulates).
-METRICS = ("d_loss", "g_loss", "d_real", "d_fake", "gp")
+# A step's metrics travel as one float32 device tensor (no host sync per step), its entries named
+# here. The losses come first, so that `metrics[:len(LOSSES)]` are the ones watched for NaN/Inf.
+LOSSES = ("d_loss", "g_loss")
+METRICS = (*LOSSES, "d_real", "d_fake", "gp")  # what a step returns and the loop accumulates
+D_METRICS = ("d_loss", "d_real", "d_fake", "gp")  # what a D update returns
+
+
+def stack_metrics(values: dict[str, torch.Tensor], names: tuple[str, ...] = METRICS) -> torch.Tensor:
+    """The named 0-d device tensors as one float32 vector in the order of `names`."""
+    return torch.stack([values[name].float() for name in names])
 
 
 def to_model_input(batch_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -37,7 +46,7 @@ def to_model_input(batch_u8: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
     NHWC permuted to NCHW already has channels_last strides; contiguous() makes it NCHW-dense.
     """
-    x = batch_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+    x = to_signed(batch_u8.permute(0, 3, 1, 2))
     return x if channels_last else x.contiguous()
 
 
@@ -52,38 +61,38 @@ def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
 class GanTrainer:
     """G, D, their EMA, optimisers and scalers, and the step that updates them."""
 
-    def __init__(self, model_cfg: ModelParams, cfg: TrainParams, image_size: int, ctx: DistContext):
+    def __init__(self, model: ModelParams, train: TrainParams, image_size: int, ctx: DistContext):
         from sagan.model import losses
         from sagan.model.networks import Discriminator, Generator
 
-        self.cfg, self.model_cfg, self.ctx, self.image_size = cfg, model_cfg, ctx, image_size
+        self.train, self.ctx, self.image_size = train, ctx, image_size
         self._losses = losses
         device = ctx.device
-        torch.manual_seed(cfg.seed)  # weight init and spectral-norm start vectors
-        memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        self.G = Generator(model_cfg, image_size).to(device, memory_format=memory_format)
-        self.D = Discriminator(model_cfg, image_size).to(device, memory_format=memory_format)
-        if cfg.sync_bn and ctx.distributed:
+        torch.manual_seed(train.seed)  # weight init and spectral-norm start vectors
+        memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        self.G = Generator(model, image_size).to(device, memory_format=memory_format)
+        self.D = Discriminator(model, image_size).to(device, memory_format=memory_format)
+        if train.sync_bn and ctx.distributed:
             if device.type != "cuda":
                 raise SaganError("train.sync_bn: SyncBatchNorm runs on CUDA devices only",
                                  hint="set train.sync_bn: false for CPU (gloo) runs")
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         self.ema = None
-        if cfg.ema_decay > 0:
+        if train.ema_decay > 0:
             self.ema = copy.deepcopy(self.G).eval().requires_grad_(False)
 
         fused = True if device.type == "cuda" else None
-        betas = (cfg.beta1, cfg.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=betas, fused=fused)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=betas, fused=fused)
-        scaling = cfg.precision == "fp16"
+        betas = (train.beta1, train.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=train.lr_g, betas=betas, fused=fused)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=train.lr_d, betas=betas, fused=fused)
+        scaling = train.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaling)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
 
         # Callables for the forward passes: compiled (optional), DDP-wrapped for own updates.
-        g_core = torch.compile(self.G) if cfg.compile else self.G
-        self.d_core = torch.compile(self.D) if cfg.compile else self.D
+        g_core = torch.compile(self.G) if train.compile else self.G
+        self.d_core = torch.compile(self.D) if train.compile else self.D
         self.g_core, self.g_train, self.d_train = g_core, g_core, self.d_core
         if ctx.distributed:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -93,47 +102,47 @@ class GanTrainer:
             self.d_train = DDP(self.d_core, device_ids=ids)
 
     def _autocast(self):
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg.precision)
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train.precision)
         return torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None)
 
     def _penalty_precision(self):
-        return torch.autocast(self.ctx.device.type, enabled=False) if self.cfg.precision == "fp16" \
+        return torch.autocast(self.ctx.device.type, enabled=False) if self.train.precision == "fp16" \
             else contextlib.nullcontext()
 
     def d_step(self, real: torch.Tensor, z: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
-        """One D update; returns [d_loss, d_real, d_fake, gp] on the device."""
-        cfg = self.cfg
+        """One D update; returns its D_METRICS on the device."""
+        train = self.train
         with torch.no_grad(), self._autocast():
             fake = self.g_core(z)
         fake = fake.float()
         with self._autocast():
             real_logits = self.d_train(real).float()
             fake_logits = self.d_train(fake).float()
-            loss = self._losses.d_loss(cfg.loss, real_logits, fake_logits)
-        if cfg.gp_lambda > 0:
+            loss = self._losses.d_loss(train.loss, real_logits, fake_logits)
+        if train.gp_lambda > 0:
             with self._penalty_precision():
                 gp = self._losses.gradient_penalty(self.D, real, fake, generator=noise).float()
-            loss = loss + cfg.gp_lambda * gp
+            loss = loss + train.gp_lambda * gp
         else:
             gp = torch.zeros((), device=real.device)
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
         self.scaler_d.step(self.opt_d)
         self.scaler_d.update()
-        return torch.stack([loss.detach(), torch.sigmoid(real_logits.detach()).mean(),
-                            torch.sigmoid(fake_logits.detach()).mean(), gp.detach()])
+        return stack_metrics({"d_loss": loss.detach(), "d_real": torch.sigmoid(real_logits.detach()).mean(),
+                              "d_fake": torch.sigmoid(fake_logits.detach()).mean(), "gp": gp.detach()}, D_METRICS)
 
     def g_step(self, z: torch.Tensor) -> torch.Tensor:
         """One G update (and the EMA); returns the G loss on the device."""
         with self._autocast():
             fake_logits = self.d_core(self.g_train(z)).float()
-            loss = self._losses.g_loss(self.cfg.loss, fake_logits)
+            loss = self._losses.g_loss(self.train.loss, fake_logits)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss).backward()
         self.scaler_g.step(self.opt_g)
         self.scaler_g.update()
         if self.ema is not None:
-            update_ema(self.ema, self.G, self.cfg.ema_decay)
+            update_ema(self.ema, self.G, self.train.ema_decay)
         return loss.detach()
 
     def step(self, real_batches: list[torch.Tensor], draw_z, noise: torch.Generator) -> torch.Tensor:
@@ -142,12 +151,11 @@ class GanTrainer:
         `draw_z()` returns this rank's latent batch. Returns METRICS as one float32 device tensor
         (the D metrics averaged over the D updates).
         """
-        d_metrics = torch.zeros(4, device=self.ctx.device)
+        d_metrics = torch.zeros(len(D_METRICS), device=self.ctx.device)
         for batch in real_batches:
-            d_metrics += self.d_step(to_model_input(batch, self.cfg.channels_last), draw_z(), noise)
+            d_metrics += self.d_step(to_model_input(batch, self.train.channels_last), draw_z(), noise)
         d_metrics /= len(real_batches)
-        g = self.g_step(draw_z())
-        return torch.stack([d_metrics[0], g.float(), d_metrics[1], d_metrics[2], d_metrics[3]])
+        return stack_metrics({**dict(zip(D_METRICS, d_metrics.unbind())), "g_loss": self.g_step(draw_z())})
 
     def gammas(self) -> tuple[float, float]:
         """Attention gammas of G and D (NaN without attention); reading them syncs."""
@@ -163,12 +171,12 @@ class GanTrainer:
     @torch.no_grad()
     def sample_u8(self, z: torch.Tensor) -> torch.Tensor:
         """Images from fixed `z` as uint8 NCHW on the CPU, in eval mode (no state changes)."""
-        model = self.sampling_model()
-        was_training = model.training
-        model.eval()
-        images = model(z).float()
-        model.train(was_training)
-        return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+        generator = self.sampling_model()
+        was_training = generator.training
+        generator.eval()
+        images = to_uint8(generator(z))
+        generator.train(was_training)
+        return images.cpu()
 
     def state_dict(self) -> dict:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
