@@ -1,28 +1,33 @@
 # The pipeline of docs/architecture.md for Snakemake; dvc.yaml is the same pipeline for DVC.
-# Each rule runs the same `sagan STAGE` command with the same inputs, outputs and param keys as
-# its DVC stage (tests/test_orchestration.py checks the two agree).
-from pathlib import Path
+# Paths come from sagan.paths, and each rule's param keys and code deps from its stage module
+# (sagan.stages), so nothing here repeats a declaration; tests/test_orchestration.py checks that
+# dvc.yaml, which has to spell them, agrees.
+import dataclasses
+import sys
 
-configfile: "params.yaml"
+from sagan import paths, stages
+from sagan.errors import SaganError
+from sagan.params import DEFAULT_PARAMS, load_params
+
+# Validate params.yaml as `sagan` does: a typo stops `snakemake -n` with sagan's one-line error.
+try:
+    PARAMS = dataclasses.asdict(load_params(DEFAULT_PARAMS))
+except SaganError as exc:
+    sys.exit(f"snakemake: error: {exc}")
 
 
-def param_keys(*dotted):
-    """Rule params named by their dotted params.yaml keys, so a change to one reruns the rule."""
-    values = {}
-    for key in dotted:
-        value = config
-        for part in key.split("."):
-            value = value[part]
-        values[key] = value
-    return values
+def stage_params(stage):
+    """The rule's params: the stage's declared keys (`fid.weights`, or a whole section such as
+    `train`) and their values, so a changed value reruns the rule."""
+    def value(dotted):
+        section, _, key = dotted.partition(".")
+        return PARAMS[section][key] if key else PARAMS[section]
+
+    return {key: value(key) for key in stages.param_keys(stage)}
 
 
-def sources(*paths):
-    """A stage's own source modules (directories expand to their .py files)."""
-    files = []
-    for p in map(Path, paths):
-        files += sorted(str(f) for f in p.glob("*.py")) if p.is_dir() else [str(p)]
-    return files
+def sagan_command(stage):
+    return f"sagan {stages.command(stage)} --params {DEFAULT_PARAMS} 2>&1 | tee {{log}}"
 
 
 def all_cores(wildcards):
@@ -39,16 +44,16 @@ shell.prefix("export SAGAN_ORCHESTRATOR=snakemake; ")
 
 onstart:
     # Create the MLflow store once, before any parallel job could race to create it.
-    shell("python -m sagan.tracking --params params.yaml")
+    shell(f"python -m sagan.tracking --params {DEFAULT_PARAMS}")
 
 
 include: "workflow/rules/data.smk"
-include: "workflow/rules/fid.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/fid.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     input:
-        "reports/report.md",
-        "reports/report.html",
+        rules.report.output.markdown,
+        rules.report.output.html,

@@ -20,9 +20,10 @@ from typing import Callable
 
 import yaml
 
+from sagan import paths, stages
 from sagan.smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
 
-ALL_STAGES = {"download", "prepare", "split", "fid_ref", "train", "evaluate", "report"}
+ALL_STAGES = set(stages.STAGES)
 AFTER_TRAIN = {"train", "evaluate", "report"}
 
 
@@ -50,7 +51,7 @@ def snakemake_planned(project: Path) -> set[str]:
 
 def checkpoints(project: Path) -> dict[Path, float]:
     """The resumable checkpoints (superseded ones live in a subdirectory) and their mtimes."""
-    return {p: p.stat().st_mtime for p in (project / "models/checkpoints").glob("step_*.pt")}
+    return {p: p.stat().st_mtime for p in (project / paths.CHECKPOINTS_DIR).glob("step_*.pt")}
 
 
 def newest_checkpoint_step(project: Path) -> int:
@@ -95,7 +96,7 @@ def run_dvc_scenario(project: Path) -> dict:
     first = dvc_repro(project, capture_output=True, text=True)
     rec["first"] = dvc_ran(first.stdout)
     rec["second"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    rec["metrics"] = json.loads((project / "reports/metrics.json").read_text())
+    rec["metrics"] = json.loads((project / paths.METRICS).read_text())
     check = run(["sagan", "check-fid"], project, check=False, capture_output=True, text=True)
     rec["check_fid"] = (check.returncode, check.stdout + check.stderr)
 

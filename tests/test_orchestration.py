@@ -1,25 +1,30 @@
-"""dvc.yaml and the Snakemake rules are two views of one pipeline: same stages, commands,
-inputs, outputs and param keys. This runs without executing any stage."""
+"""dvc.yaml and the Snakemake rules are two views of one pipeline, and sagan.paths and the stage
+modules own its declarations: paths, param keys, code deps. The Snakefile reads them; dvc.yaml
+spells them, so these tests check every literal in it. This runs without executing any stage."""
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from sagan import paths
+from sagan import paths, stages
+from sagan.params import Params, flatten
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["download", "prepare", "split", "fid_ref", "train", "evaluate", "report"]
 # DVC's persistent checkpoint directory is not a Snakemake output on purpose (see train.smk).
-PERSISTENT = {"models/checkpoints"}
+PERSISTENT = {str(paths.CHECKPOINTS_DIR)}
+PATH_CONSTANTS = {str(v) for v in vars(paths).values() if isinstance(v, Path)}
 
 
 def _expand_sources(items):
-    """Directory deps under src/ expand to their .py files, as the Snakefile's sources() does."""
+    """Directory deps under src/ expand to their modules; package __init__ files (docstrings only)
+    are left out on both sides, as sagan.stages.code_deps leaves them out."""
     out = set()
     for item in items:
         p = ROOT / item
         if item.startswith("src/") and p.is_dir():
-            out |= {str(f.relative_to(ROOT)) for f in p.glob("*.py")}
+            out |= {str(f.relative_to(ROOT)) for f in p.glob("*.py") if f.name != "__init__.py"}
         else:
             out.add(item)
     return out
@@ -38,6 +43,7 @@ def dvc_stages() -> dict:
             "cmd": s["cmd"],
             "inputs": _expand_sources(s["deps"]),
             "outputs": set(outs) - PERSISTENT,
+            "persistent": set(outs) & PERSISTENT,
             "params": set(s.get("params", [])),
         }
     return stages
@@ -64,107 +70,76 @@ def snakemake_rules() -> dict:
 
 
 def test_same_stage_names(snakemake_rules):
-    assert list(dvc_stages()) == STAGES
-    assert set(snakemake_rules) == set(STAGES) | {"all"}
+    assert tuple(dvc_stages()) == stages.STAGES
+    assert set(snakemake_rules) == set(stages.STAGES) | {"all"}
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", stages.STAGES)
 def test_same_command_inputs_outputs_params(stage, snakemake_rules):
     dvc, smk = dvc_stages()[stage], snakemake_rules[stage]
-    assert dvc["cmd"] == smk["cmd"] == f"sagan {stage.replace('_', '-')} --params params.yaml"
+    assert dvc["cmd"] == smk["cmd"] == f"sagan {stages.command(stage)} --params params.yaml"
     assert dvc["inputs"] == smk["inputs"]
     assert dvc["outputs"] == smk["outputs"]
     assert dvc["params"] == smk["params"]
     assert smk["log"] == [f"logs/{stage}.log"]
 
 
-def test_every_stage_depends_on_its_own_source_module(snakemake_rules):
-    for stage in STAGES:
-        assert any(i.startswith("src/sagan/") for i in dvc_stages()[stage]["inputs"]), stage
-
-
-def test_outputs_match_the_paths_module():
-    outs = set().union(*(s["outputs"] for s in dvc_stages().values()))
-    declared = {paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, paths.SPLIT_FILE,
-                paths.FID_REFERENCE, paths.GENERATOR, paths.SAMPLES_DIR, paths.RUN_RECORD,
-                paths.LOSSES_CSV, paths.METRICS, paths.REPORT_MD, paths.REPORT_HTML, paths.FIGURES_DIR}
-    assert outs == {str(p) for p in declared}
-
-
-def test_params_keys_exist_in_params_yaml():
-    from sagan.params import flatten, load_params
-
-    flat = flatten(load_params(ROOT / "params.yaml"))
+def test_dvc_yaml_paths_are_the_paths_module():
+    """Every data path in dvc.yaml is a sagan.paths constant, and its stage is the one that the
+    missing-input errors (paths.WRITTEN_BY) name; every data dep is an earlier stage's output."""
+    produced = set()
     for stage, s in dvc_stages().items():
-        for key in s["params"]:
-            assert key in flat or any(k.startswith(key + ".") for k in flat), (stage, key)
+        data_deps = {i for i in s["inputs"] if not i.startswith("src/")}
+        assert data_deps <= produced, f"{stage} depends on {sorted(data_deps - produced)}, no earlier output"
+        for out in s["outputs"] | s["persistent"]:
+            assert out in PATH_CONSTANTS, f"dvc.yaml {stage}: {out} is not a sagan.paths constant"
+            assert paths.written_by(out) == stages.command(stage), f"paths.WRITTEN_BY[{out}] is not {stage}"
+        produced |= s["outputs"]
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    assert {f for plot in plots for spec in plot.values() for f in spec["y"]} <= produced
+
+
+@pytest.mark.parametrize("stage", stages.STAGES)
+def test_param_keys_are_the_stage_declarations(stage):
+    declared = stages.param_keys(stage)
+    assert dvc_stages()[stage]["params"] == set(declared), f"dvc.yaml {stage} params != its module's PARAM_KEYS"
+    flat = flatten(Params())
+    for key in declared:
+        assert key in flat or any(k.startswith(key + ".") for k in flat), f"{stage}: no param {key}"
 
 
 def test_checkpoints_persist_in_dvc():
     train = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
-    ckpt = [o for o in train["outs"] if isinstance(o, dict) and "models/checkpoints" in o]
-    assert ckpt and ckpt[0]["models/checkpoints"]["persist"] is True
-
-
-# Modules a stage imports but that are deliberately not its code deps. They decide how a result
-# is parsed, placed, written or reported, not what it is; listing them would invalidate every
-# cached dataset and model on any edit. Package __init__ files are docstrings only.
-SHARED_PLUMBING = {
-    "sagan.params": "parses and validates params.yaml; the values themselves are param deps",
-    "sagan.paths": "output path constants; a changed path changes the deps/outs themselves",
-    "sagan.atomic": "write-to-temp-then-rename; changes how files are written, not their bytes",
-    "sagan.errors": "the SaganError type; message text only",
-    "sagan.cli": "dispatches `sagan STAGE` to the stage module's run()",
-}
-
-
-def import_closure(module: str) -> set[str]:
-    """Every sagan module that `module` imports, transitively, at module level or inside
-    functions (stages import heavy modules lazily), found by walking the source's AST."""
-    import ast
-
-    src = ROOT / "src"
-
-    seen, todo = set(), [module]
-    while todo:
-        name = todo.pop()
-        path = src.joinpath(*name.split(".")).with_suffix(".py")
-        if name in seen or not path.is_file():  # a package, or not ours
-            continue
-        seen.add(name)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Import):
-                todo += [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                # `from sagan.report import figures` imports the submodule sagan.report.figures.
-                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-    return {m for m in seen if m.startswith("sagan.")}
-
-
-def stage_module(stage: str) -> str:
-    from sagan.cli import COMMANDS
-
-    return COMMANDS[stage.replace("_", "-")][0]
+    ckpt = [o for o in train["outs"] if isinstance(o, dict) and str(paths.CHECKPOINTS_DIR) in o]
+    assert ckpt and ckpt[0][str(paths.CHECKPOINTS_DIR)]["persist"] is True
 
 
 def test_import_closure_sees_lazy_and_package_imports():
-    closure = import_closure("sagan.train.loop")
-    # loop imports sagan.data.loader inside a function, and loader imports formats;
+    closure = stages.import_closure("sagan.train.loop")
+    # loop imports sagan.data.loader inside a function, and loader imports layout;
     # `from sagan.train import checkpoint, dist, records` names submodules.
-    assert {"sagan.data.loader", "sagan.data.formats",
+    assert {"sagan.data.loader", "sagan.data.layout",
             "sagan.train.records", "sagan.model.sample", "sagan.model.losses"} <= closure
     assert not {"sagan.report.build", "sagan.data.prepare", "sagan.data.download"} & closure
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", stages.STAGES)
 def test_code_deps_cover_the_stage_import_closure(stage, snakemake_rules):
     """Editing any module a stage runs must rerun it in both orchestrators; a missing one would
     let the cache serve a result computed by the old code."""
-    needed = {f"src/{m.replace('.', '/')}.py" for m in import_closure(stage_module(stage))
-              if m not in SHARED_PLUMBING}
+    needed = set(stages.code_deps(stage))
     for orchestrator, inputs in (("dvc.yaml", dvc_stages()[stage]["inputs"]),
                                  ("Snakemake", snakemake_rules[stage]["inputs"])):
-        code = {i for i in inputs if i.startswith("src/") and not i.endswith("__init__.py")}
+        code = {i for i in inputs if i.startswith("src/")}
         missing, extra = sorted(needed - code), sorted(code - needed)
         assert not missing, f"{orchestrator} stage {stage!r} does not depend on {missing}"
         assert not extra, f"{orchestrator} stage {stage!r} depends on code it never imports: {extra}"
+
+
+def test_snakefile_validates_params_like_sagan(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  lr_dd: 1.0e-3\n")
+    proc = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(ROOT / "Snakefile"),
+                           "-d", str(tmp_path)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "snakemake: error: params.yaml: unknown param 'train.lr_dd' (hint: did you mean 'train.lr_d'?)"

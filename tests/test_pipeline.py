@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from sagan import paths
 from scenarios import AFTER_TRAIN, ALL_STAGES
 
 pytestmark = pytest.mark.integration
@@ -44,7 +45,7 @@ class TestDvc:
 
     def test_outputs_and_labels(self, dvc_scenario):
         project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
-        assert (project / "reports/report.html").stat().st_size > 10_000
+        assert (project / paths.REPORT_HTML).stat().st_size > 10_000
         assert metrics["weights_kind"] == "standin" and metrics["synthetic_data"] is True
         assert metrics["fid"] > 0 and metrics["n_gen"] == 128
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from sagan import cli
+from sagan import cli, paths
 from sagan.data.prepare import crop_resize, prepare
 from sagan.errors import SaganError
 from sagan.params import PrepareParams
@@ -197,13 +198,16 @@ def test_zip_without_celeba_images_is_rejected(tmp_path):
         prepare(zip_path, partition_path, tmp_path / "out", PrepareParams(workers=1))
 
 
-def test_missing_zip_names_the_stage_to_run(tmp_path):
-    with pytest.raises(SaganError, match=r"nope\.zip: not found \(hint: run `sagan download` first\)"):
-        prepare(tmp_path / "nope.zip", tmp_path / "p.txt", tmp_path / "out", PrepareParams())
+def test_missing_zip_names_the_stage_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    expected = (f"{paths.RAW_ZIP}: not found; it is written by `sagan download` "
+                "(hint: run `sagan download`, or the whole pipeline: `dvc repro`)")
+    with pytest.raises(SaganError, match="^" + re.escape(expected) + "$"):
+        prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, PrepareParams())
 
 
 @pytest.mark.parametrize("partition_text, message", [
-    (None, r"partition\.txt: not found \(hint: run `sagan download` first\)"),
+    (None, r"partition\.txt: not found$"),  # outside the project: no stage to name
     ("000001.jpg 0\n000002.jpg 1\n000003.jpg three\n", r"partition\.txt:3: malformed line '000003\.jpg three'"),
     ("".join(f"{i:06d}.jpg 0\n" for i in range(1, 5)), r"no partition for 1 of the zip's 5 images \(first: 000005\.jpg\)"),
 ])
@@ -220,18 +224,18 @@ def test_partition_file_problems(synthetic_raw, tmp_path, partition_text, messag
 def test_cli_prints_one_line_and_keeps_the_old_output(synthetic_raw, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     zip_path, partition_path = _small_celeba(tmp_path, synthetic_raw, n=12)
-    Path("data/raw").mkdir(parents=True)
-    zip_path.rename("data/raw/img_align_celeba.zip")
-    partition_path.rename("data/raw/list_eval_partition.txt")
+    paths.RAW_DIR.mkdir(parents=True)
+    zip_path.rename(paths.RAW_ZIP)
+    partition_path.rename(paths.RAW_PARTITION)
     Path("params.yaml").write_text("prepare: {size: 32, shard_size: 5, workers: 1}\n")
     assert cli.main(["prepare"]) == 0
-    assert sorted(p.name for p in Path("data/prepared").iterdir()) == [
+    assert sorted(p.name for p in paths.PREPARED_DIR.iterdir()) == [
         "manifest.parquet", "shard_00000.npy", "shard_00001.npy", "shard_00002.npy", "summary.json"]
     assert "prepared 12 images at 32x32 in 3 shards, 0 bad skipped" in capsys.readouterr().out
 
-    Path("data/raw/img_align_celeba.zip").write_bytes(b"<html>quota exceeded</html>")
+    paths.RAW_ZIP.write_bytes(b"<html>quota exceeded</html>")
     assert cli.main(["prepare"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("sagan prepare: error: data/raw/img_align_celeba.zip: not a zip")
-    assert len(list(Path("data/prepared").glob("shard_*.npy"))) == 3  # the old output is intact
+    assert err.count("\n") == 1 and err.startswith(f"sagan prepare: error: {paths.RAW_ZIP}: not a zip")
+    assert len(list(paths.PREPARED_DIR.glob("shard_*.npy"))) == 3  # the old output is intact
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from sagan import paths
+from sagan.data.layout import shard_name
 from sagan.data.loader import DatasetInfo, dataset_info, load_split
 from sagan.data.split import split, val_mask
 from sagan.errors import SaganError
@@ -19,13 +22,13 @@ N = 200  # images in the prepared smoke project (tests/conftest.py)
 
 def _all_images(root: Path) -> np.ndarray:
     """Every prepared image in manifest order, read independently of the loader."""
-    manifest = pq.read_table(root / "data/prepared/manifest.parquet").to_pydict()
-    shards = {s: np.load(root / f"data/prepared/shard_{s:05d}.npy") for s in set(manifest["shard"])}
+    manifest = pq.read_table(root / paths.MANIFEST).to_pydict()
+    shards = {s: np.load(root / paths.PREPARED_DIR / shard_name(s)) for s in set(manifest["shard"])}
     return np.stack([shards[s][r] for s, r in zip(manifest["shard"], manifest["row"])])
 
 
 def _split_labels(root: Path) -> np.ndarray:
-    return np.array(pq.read_table(root / "data/split/split.parquet").column("split").to_pylist())
+    return np.array(pq.read_table(root / paths.SPLIT_FILE).column("split").to_pylist())
 
 
 @pytest.mark.parametrize("n, fraction, n_val", [(200, 0.2, 40), (7, 0.2, 1), (1001, 0.25, 250), (3, 0.5, 2)])
@@ -42,11 +45,11 @@ def test_split_is_deterministic_per_seed():
 
 
 def test_split_file_follows_the_contract(prepared_project):
-    table = pq.read_table(prepared_project / "data/split/split.parquet")
+    table = pq.read_table(prepared_project / paths.SPLIT_FILE)
     assert table.column_names == ["index", "file", "split"]
     assert [str(t) for t in table.schema.types] == ["int64", "string", "string"]
     rows = table.to_pydict()
-    manifest = pq.read_table(prepared_project / "data/prepared/manifest.parquet").to_pydict()
+    manifest = pq.read_table(prepared_project / paths.MANIFEST).to_pydict()
     assert rows["index"] == list(range(N))
     assert rows["file"] == manifest["file"]
     assert rows["split"].count("val") == 40 and rows["split"].count("train") == 160
@@ -58,15 +61,16 @@ def test_split_run_writes_the_same_file_again_and_prints_counts(project_copy, ca
     from sagan.data import split as split_stage
     from sagan.params import load_params
 
-    before = Path("data/split/split.parquet").read_bytes()
+    before = paths.SPLIT_FILE.read_bytes()
     split_stage.run(load_params("params.yaml"), None)
-    assert Path("data/split/split.parquet").read_bytes() == before
+    assert paths.SPLIT_FILE.read_bytes() == before
     assert "split 200 images: 160 train, 40 val (seed 0)" in capsys.readouterr().out
 
 
-def test_split_without_manifest_names_the_stage_to_run(tmp_path):
-    with pytest.raises(SaganError, match=r"manifest\.parquet: not found \(hint: run `sagan prepare` first\)"):
-        split(tmp_path / "manifest.parquet", tmp_path / "split.parquet", SplitParams())
+def test_split_without_manifest_names_the_stage_to_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SaganError, match=missing(paths.MANIFEST, "prepare")):
+        split(paths.MANIFEST, paths.SPLIT_FILE, SplitParams())
 
 
 @pytest.mark.parametrize("name, expected_n", [("train", 160), ("val", 40), ("all", 200)])
@@ -90,9 +94,9 @@ def test_load_split_across_several_shards(project_copy, tmp_path):
     from sagan.data.prepare import prepare
     from sagan.params import PrepareParams
 
-    prepare(Path("data/raw/img_align_celeba.zip"), Path("data/raw/list_eval_partition.txt"),
-            Path("data/prepared"), PrepareParams(size=32, shard_size=60, workers=1))
-    assert len(list(Path("data/prepared").glob("shard_*.npy"))) == 4
+    prepare(paths.RAW_ZIP, paths.RAW_PARTITION,
+            paths.PREPARED_DIR, PrepareParams(size=32, shard_size=60, workers=1))
+    assert len(list(paths.PREPARED_DIR.glob("shard_*.npy"))) == 4
     everything = _all_images(project_copy)
     assert np.array_equal(load_split("train").numpy(), everything[_split_labels(project_copy) == "train"])
 
@@ -107,31 +111,32 @@ def test_load_split_moves_to_the_device(project_copy):
 
 def test_dataset_info(project_copy):
     info = dataset_info()
-    fingerprint = hashlib.sha256(Path("data/prepared/manifest.parquet").read_bytes()).hexdigest()
+    fingerprint = hashlib.sha256(paths.MANIFEST.read_bytes()).hexdigest()
     assert info == DatasetInfo(size=32, crop=160, synthetic=True, fingerprint=fingerprint, n_train=160, n_val=40)
 
 
+def missing(path: Path, stage: str, detail: str = "") -> str:
+    """The whole one-line message for a missing input, as a regex."""
+    return "^" + re.escape(f"{path}: not found{detail}; it is written by `sagan {stage}` "
+                           f"(hint: run `sagan {stage}`, or the whole pipeline: `dvc repro`)") + "$"
+
+
 @pytest.mark.parametrize("remove, call, message", [
-    ("data/prepared/manifest.parquet", lambda: load_split("train"),
-     r"^data/prepared/manifest\.parquet: not found \(hint: run `sagan prepare` first\)$"),
-    ("data/prepared/manifest.parquet", dataset_info,
-     r"^data/prepared/manifest\.parquet: not found \(hint: run `sagan prepare` first\)$"),
-    ("data/split/split.parquet", lambda: load_split("val"),
-     r"^data/split/split\.parquet: not found \(hint: run `sagan split` first\)$"),
-    ("data/split/split.parquet", dataset_info,
-     r"^data/split/split\.parquet: not found \(hint: run `sagan split` first\)$"),
-    ("data/prepared/shard_00000.npy", lambda: load_split("all"),
-     r"^data/prepared/shard_00000\.npy: not found \(listed in data/prepared/manifest\.parquet\) "
-     r"\(hint: run `sagan prepare` again\)$"),
+    (paths.MANIFEST, lambda: load_split("train"), missing(paths.MANIFEST, "prepare")),
+    (paths.MANIFEST, dataset_info, missing(paths.MANIFEST, "prepare")),
+    (paths.SPLIT_FILE, lambda: load_split("val"), missing(paths.SPLIT_FILE, "split")),
+    (paths.SPLIT_FILE, dataset_info, missing(paths.SPLIT_FILE, "split")),
+    (paths.PREPARED_DIR / shard_name(0), lambda: load_split("all"),
+     missing(paths.PREPARED_DIR / shard_name(0), "prepare", f" (listed in {paths.MANIFEST})")),
 ])
 def test_missing_files_name_the_file_and_the_stage(project_copy, remove, call, message):
-    Path(remove).unlink()
+    remove.unlink()
     with pytest.raises(SaganError, match=message):
         call()
 
 
 def test_all_needs_no_split_file(project_copy):
-    Path("data/split/split.parquet").unlink()
+    paths.SPLIT_FILE.unlink()
     assert load_split("all").shape[0] == N
 
 
@@ -141,6 +146,6 @@ def test_unknown_split_name(project_copy):
 
 
 def test_stale_split_is_detected(project_copy):
-    pq.write_table(pq.read_table("data/split/split.parquet").slice(0, 150), "data/split/split.parquet")
+    pq.write_table(pq.read_table(paths.SPLIT_FILE).slice(0, 150), paths.SPLIT_FILE)
     with pytest.raises(SaganError, match=r"split\.parquet: 150 rows but the manifest has 200"):
         load_split("train")

@@ -10,6 +10,7 @@ import importlib
 import sys
 from typing import NamedTuple
 
+from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import DEFAULT_PARAMS, load_params
 
@@ -21,14 +22,14 @@ class Command(NamedTuple):
 
 # The pipeline stages come first, in graph order.
 COMMANDS = {
-    "download": Command("sagan.data.download", "fetch CelebA (or write synthetic CelebA) into data/raw/"),
+    "download": Command("sagan.data.download", f"fetch CelebA (or write synthetic CelebA) into {paths.RAW_DIR}/"),
     "prepare": Command("sagan.data.prepare", "crop/resize the raw zip into uint8 shards + manifest"),
     "split": Command("sagan.data.split", "random train/val split of the manifest"),
     "fid-ref": Command("sagan.fid.reference", "Inception statistics of the reference images"),
-    "train": Command("sagan.train.loop", "train SAGAN; resumes from models/checkpoints/"),
-    "evaluate": Command("sagan.fid.evaluate", "FID (and KID) of models/generator.pt"),
+    "train": Command("sagan.train.loop", f"train SAGAN; resumes from {paths.CHECKPOINTS_DIR}/"),
+    "evaluate": Command("sagan.fid.evaluate", f"FID (and KID) of {paths.GENERATOR}"),
     "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
-    "sample": Command("sagan.model.sample", "draw a sample grid from models/generator.pt"),
+    "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR}"),
     "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),
     "params": Command("sagan.profiles", "write params.yaml for a profile (configs/), or show how it "
                       "differs from the paper", reads_params=False),
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
             p.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
             p.add_argument("--seed", type=int, default=0, help="latent seed (default: %(default)s)")
-            p.add_argument("--generator", default=None, help="generator file (default: models/generator.pt)")
+            p.add_argument("--generator", default=None, help=f"generator file (default: {paths.GENERATOR})")
         if name == "check-fid":
             p.add_argument("--baseline", default="tests/baselines/smoke.json")
             p.add_argument("--update", action="store_true", help="write the current FID as the new baseline")

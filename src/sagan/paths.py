@@ -77,7 +77,7 @@ def bad_input(path: str | os.PathLike, problem: str) -> SaganError:
     if stage is None:
         return SaganError(f"{path}: {problem}")
     return SaganError(f"{path}: {problem}; it is written by `sagan {stage}`",
-                      hint=f"run `sagan {stage}` (or the whole pipeline: `dvc repro`)")
+                      hint=f"run `sagan {stage}`, or the whole pipeline: `dvc repro`")
 
 
 def require(path: str | os.PathLike) -> Path:

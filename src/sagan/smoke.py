@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from sagan import paths
 from sagan.params import DEFAULT_PARAMS
 from sagan.profiles import write_profile
 
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as exc:
             print(f"smoke: {orch} failed with exit code {exc.returncode}", file=sys.stderr)
             return 1
-        print(f"== {orch}: done in {time.monotonic() - start:.0f} s; report: {project / 'reports/report.html'}")
+        print(f"== {orch}: done in {time.monotonic() - start:.0f} s; report: {project / paths.REPORT_HTML}")
         print(f"   MLflow UI: mlflow ui --backend-store-uri sqlite:///{project / 'mlflow.db'}")
         if args.check or args.update_baseline:
             cmd = ["sagan", "check-fid", "--baseline", str(REPO_ROOT / "tests/baselines/smoke.json")]

@@ -1,42 +1,41 @@
 rule download:
     input:
-        sources("src/sagan/data/download.py", "src/sagan/data/formats.py", "src/sagan/data/synthetic.py"),
+        stages.code_deps("download"),
     output:
-        "data/raw/img_align_celeba.zip",
-        "data/raw/list_eval_partition.txt",
+        zip=paths.RAW_ZIP,
+        partition=paths.RAW_PARTITION,
     params:
-        **param_keys("data"),
+        **stage_params("download"),
     log:
         "logs/download.log",
     shell:
-        "sagan download --params params.yaml 2>&1 | tee {log}"
+        sagan_command("download")
 
 
 rule prepare:
     input:
-        "data/raw/img_align_celeba.zip",
-        "data/raw/list_eval_partition.txt",
-        sources("src/sagan/data/formats.py", "src/sagan/data/prepare.py", "src/sagan/data/synthetic.py"),
+        rules.download.output,
+        stages.code_deps("prepare"),
     output:
-        directory("data/prepared"),
+        directory(paths.PREPARED_DIR),
     params:
-        **param_keys("prepare"),
+        **stage_params("prepare"),
     threads: all_cores
     log:
         "logs/prepare.log",
     shell:
-        "sagan prepare --params params.yaml 2>&1 | tee {log}"
+        sagan_command("prepare")
 
 
 rule split:
     input:
-        "data/prepared",
-        sources("src/sagan/data/formats.py", "src/sagan/data/split.py"),
+        rules.prepare.output,
+        stages.code_deps("split"),
     output:
-        "data/split/split.parquet",
+        paths.SPLIT_FILE,
     params:
-        **param_keys("split"),
+        **stage_params("split"),
     log:
         "logs/split.log",
     shell:
-        "sagan split --params params.yaml 2>&1 | tee {log}"
+        sagan_command("split")

@@ -1,17 +1,17 @@
 rule report:
     input:
-        "reports/metrics.json",
-        "reports/train/losses.csv",
-        "reports/train/samples",
-        "reports/train/run.json",
-        sources("src/sagan/report", "src/sagan/tracking.py"),
+        rules.evaluate.output,
+        rules.train.output.losses,
+        rules.train.output.samples,
+        rules.train.output.run_record,
+        stages.code_deps("report"),
     output:
-        "reports/report.md",
-        "reports/report.html",
-        directory("reports/figures"),
+        markdown=paths.REPORT_MD,
+        html=paths.REPORT_HTML,
+        figures=directory(paths.FIGURES_DIR),
     params:
-        **param_keys("report", "mlflow"),
+        **stage_params("report"),
     log:
         "logs/report.log",
     shell:
-        "sagan report --params params.yaml 2>&1 | tee {log}"
+        sagan_command("report")

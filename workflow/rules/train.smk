@@ -3,21 +3,20 @@
 # so that the rerun resumes from them.
 rule train:
     input:
-        "data/prepared",
-        "data/split/split.parquet",
-        sources("src/sagan/data/formats.py", "src/sagan/data/loader.py", "src/sagan/model",
-                "src/sagan/tracking.py", "src/sagan/train"),
+        rules.prepare.output,
+        rules.split.output,
+        stages.code_deps("train"),
     output:
-        "models/generator.pt",
-        directory("reports/train/samples"),
-        "reports/train/run.json",
-        "reports/train/losses.csv",
+        generator=paths.GENERATOR,
+        samples=directory(paths.SAMPLES_DIR),
+        run_record=paths.RUN_RECORD,
+        losses=paths.LOSSES_CSV,
     params:
-        **param_keys("model", "train", "mlflow"),
+        **stage_params("train"),
     threads: all_cores
     log:
         "logs/train.log",
     resources:
         gpus=1,
     shell:
-        "sagan train --params params.yaml 2>&1 | tee {log}"
+        sagan_command("train")

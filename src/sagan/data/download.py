@@ -29,12 +29,15 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.data.formats import md5sum
+from sagan.data.layout import md5sum
 from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
 from sagan.errors import SaganError
 from sagan.params import DataParams, Params
 
 ZIP_NAME, PARTITION_NAME = paths.RAW_ZIP.name, paths.RAW_PARTITION.name
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+PARAM_KEYS = ("data",)
+
 OUTPUTS = (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION))  # (param key, name, path)
 # The official CelebA files (the md5s and Drive ids torchvision.datasets.CelebA uses).
 OFFICIAL_MD5 = {ZIP_NAME: "00d2c5bc6d35e252742224ab0c1e8fcb", PARTITION_NAME: "d32c9cbf5e040fd4025c592c306e6668"}
@@ -67,13 +70,13 @@ def _check_not_html(path: Path, what: str) -> None:
         raise SaganError(f"{what}: is an HTML page ('{title}'), not CelebA's file", hint=HTML_HINT)
 
 
-def _verify(path: Path, name: str, p: DataParams, what: str) -> None:
+def _verify(path: Path, name: str, data: DataParams, what: str) -> None:
     """Check `path` (the candidate for CelebA's `name`) against the official md5."""
     actual, expected = md5sum(path), OFFICIAL_MD5[name]
     if actual == expected:
         return
     _check_not_html(path, what)
-    if not p.verify_md5:
+    if not data.verify_md5:
         print(f"sagan download: warning: {what}: md5 {actual} is not CelebA's {expected}; accepted because "
               f"data.verify_md5 is false", file=sys.stderr)
         return
@@ -82,9 +85,9 @@ def _verify(path: Path, name: str, p: DataParams, what: str) -> None:
                      hint="download it again, or set data.verify_md5: false to accept another packaging")
 
 
-def _reusable_outputs(p: DataParams) -> set[str]:
+def _reusable_outputs(data: DataParams) -> set[str]:
     """Names of the outputs already in data/raw that need not be fetched again."""
-    if p.verify_md5:  # the md5 decides each file exactly
+    if data.verify_md5:  # the md5 decides each file exactly
         return {name for _, name, dest in OUTPUTS if dest.is_file() and md5sum(dest) == OFFICIAL_MD5[name]}
 
     # Without md5s only a plausible pair counts: no HTML page, a real zip, and never the synthetic stand-in.
@@ -173,7 +176,7 @@ def _attempt(url: str, part: Path, timeout_s: float, desc: str) -> str | None:
     return None
 
 
-def fetch(url: str, dest: Path, name: str, p: DataParams,
+def fetch(url: str, dest: Path, name: str, data: DataParams,
           follow_html: Callable[[str, str], str | None] | None = None) -> None:
     """Download `url` to `dest` (CelebA's file `name`): resumable, retried, md5-checked, atomic.
 
@@ -185,18 +188,18 @@ def fetch(url: str, dest: Path, name: str, p: DataParams,
     while True:
         size_before = part.stat().st_size if part.exists() else 0
         try:
-            page = _attempt(url, part, p.timeout_s, desc=name)
+            page = _attempt(url, part, data.timeout_s, desc=name)
         except _Interrupted as exc:
             if part.exists() and part.stat().st_size > size_before:
                 failures = 0  # progress was made: only consecutive failures count against data.retries
             failures += 1
-            if failures > p.retries:
+            if failures > data.retries:
                 resume = f"rerun to resume from {part}" if part.exists() else "check the network"
-                raise SaganError(f"{url}: download of {name} failed after {p.retries} retries ({exc})",
+                raise SaganError(f"{url}: download of {name} failed after {data.retries} retries ({exc})",
                                  hint=f"{resume}, raise data.retries / data.timeout_s, or use data.source: "
                                       "local (files you have) or synthetic (offline stand-in)") from exc
             delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
-            print(f"sagan download: {name}: {exc}; retry {failures}/{p.retries} in {delay:.0f} s", file=sys.stderr)
+            print(f"sagan download: {name}: {exc}; retry {failures}/{data.retries} in {delay:.0f} s", file=sys.stderr)
             time.sleep(delay)
             continue
         if page is None:
@@ -207,7 +210,7 @@ def fetch(url: str, dest: Path, name: str, p: DataParams,
             raise SaganError(f"{url}: the server sent an HTML page ('{title}') instead of {name}", hint=HTML_HINT)
         url, hops = next_url, hops + 1
     try:
-        _verify(part, name, p, what=f"{url} ({name})")
+        _verify(part, name, data, what=f"{url} ({name})")
     except SaganError:
         part.unlink()  # resuming from corrupt bytes can never succeed
         raise
@@ -224,44 +227,44 @@ def _place_local(src: Path, dest: Path) -> None:
             shutil.copyfile(src, tmp)
 
 
-def _from_local(p: DataParams) -> None:
+def _from_local(data: DataParams) -> None:
     for key, name, dest in OUTPUTS:
-        if not p.local[key]:
+        if not data.local[key]:
             raise SaganError(f"data.local.{key}: empty", hint=f"set it to the path of your {name}")
-        src = Path(p.local[key]).expanduser()
+        src = Path(data.local[key]).expanduser()
         if not src.is_file():
             raise SaganError(f"{src}: file not found (data.local.{key})", hint=f"set data.local.{key} to your {name}")
-        _verify(src, name, p, what=str(src))
+        _verify(src, name, data, what=str(src))
         _place_local(src, dest)
         print(f"sagan download: {dest} <- {src}")
 
 
-def _from_urls(p: DataParams, urls: dict[str, str],
+def _from_urls(data: DataParams, urls: dict[str, str],
                follow_html: Callable[[str, str], str | None] | None = None) -> None:
-    checked = "verified" if p.verify_md5 else "md5 not checked"
+    checked = "verified" if data.verify_md5 else "md5 not checked"
     for key, name, _ in OUTPUTS:
         if not urls[key]:
             raise SaganError(f"data.urls.{key}: empty", hint=f"set it to a mirror URL of {name}")
-    reusable = _reusable_outputs(p)
+    reusable = _reusable_outputs(data)
     for key, name, dest in OUTPUTS:
         if name in reusable:
             print(f"sagan download: {dest} already present ({checked}); not downloading again")
             continue
-        fetch(urls[key], dest, name, p, follow_html)
+        fetch(urls[key], dest, name, data, follow_html)
         print(f"sagan download: {dest} downloaded ({checked})")
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    p = params.data
-    if p.source == "synthetic":
-        print(f"sagan download: writing {p.synthetic_images} SYNTHETIC faces (seed {p.synthetic_seed}): "
+    data = params.data
+    if data.source == "synthetic":
+        print(f"sagan download: writing {data.synthetic_images} SYNTHETIC faces (seed {data.synthetic_seed}): "
               f"a procedural stand-in, not CelebA")
-        write_synthetic_celeba(paths.RAW_ZIP, paths.RAW_PARTITION, p.synthetic_images, p.synthetic_seed)
+        write_synthetic_celeba(paths.RAW_ZIP, paths.RAW_PARTITION, data.synthetic_images, data.synthetic_seed)
         print(f"sagan download: wrote {paths.RAW_ZIP} and {paths.RAW_PARTITION} (synthetic data)")
-    elif p.source == "local":
-        _from_local(p)
-    elif p.source == "url":
-        _from_urls(p, p.urls)
+    elif data.source == "local":
+        _from_local(data)
+    elif data.source == "url":
+        _from_urls(data, data.urls)
     else:
         urls = {key: GDRIVE_URL.format(id=GDRIVE_IDS[name]) for key, name, _ in OUTPUTS}
-        _from_urls(p, urls, follow_html=_gdrive_confirm_url)
+        _from_urls(data, urls, follow_html=_gdrive_confirm_url)

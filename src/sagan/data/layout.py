@@ -13,9 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sagan.errors import SaganError
+from sagan import paths
 
-PREPARE_HINT = "run `sagan prepare` first"
 CHUNK = 1 << 20
 
 
@@ -25,12 +24,10 @@ def shard_name(index: int) -> str:
 
 def read_manifest_column(manifest: Path, column: str) -> pa.Array:
     """One column of manifest.parquet, or a one-line error when the file is missing or unreadable."""
-    if not manifest.is_file():
-        raise SaganError(f"{manifest}: not found", hint=PREPARE_HINT)
     try:
-        return pq.read_table(manifest, columns=[column]).column(column).combine_chunks()
+        return pq.read_table(paths.require(manifest), columns=[column]).column(column).combine_chunks()
     except (pa.ArrowException, OSError) as exc:
-        raise SaganError(f"{manifest}: unreadable ({exc})", hint=PREPARE_HINT) from exc
+        raise paths.bad_input(manifest, f"unreadable ({exc})") from exc
 
 
 def md5sum(path: str | os.PathLike) -> str:

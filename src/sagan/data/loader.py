@@ -14,11 +14,10 @@ import pyarrow.parquet as pq
 import torch
 
 from sagan import paths
-from sagan.data.formats import PREPARE_HINT, read_manifest_column, shard_name
+from sagan.data.layout import read_manifest_column, shard_name
 from sagan.errors import SaganError
 
 SPLITS = ("train", "val", "all")
-SPLIT_HINT = "run `sagan split` first"
 
 
 @dataclass(frozen=True)
@@ -32,12 +31,10 @@ class DatasetInfo:
 
 
 def _split_column() -> np.ndarray:
-    if not paths.SPLIT_FILE.is_file():
-        raise SaganError(f"{paths.SPLIT_FILE}: not found", hint=SPLIT_HINT)
     try:
-        column = pq.read_table(paths.SPLIT_FILE, columns=["split"]).column("split")
+        column = pq.read_table(paths.require(paths.SPLIT_FILE), columns=["split"]).column("split")
     except (pa.ArrowException, OSError) as exc:
-        raise SaganError(f"{paths.SPLIT_FILE}: unreadable ({exc})", hint=SPLIT_HINT) from exc
+        raise paths.bad_input(paths.SPLIT_FILE, f"unreadable ({exc})") from exc
     return column.to_numpy(zero_copy_only=False).astype(str)
 
 
@@ -50,22 +47,20 @@ def _selected_rows(split: str) -> np.ndarray:
         return np.arange(n)
     labels = _split_column()
     if len(labels) != n:
-        raise SaganError(f"{paths.SPLIT_FILE}: {len(labels)} rows but the manifest has {n}",
-                         hint="the split is stale; run `sagan split` again")
+        raise paths.bad_input(paths.SPLIT_FILE, f"{len(labels)} rows but the manifest has {n} (stale)")
     return np.flatnonzero(labels == split)
 
 
 def _open_shard(index: int) -> np.ndarray:
     path = paths.PREPARED_DIR / shard_name(index)
     if not path.is_file():
-        raise SaganError(f"{path}: not found (listed in {paths.MANIFEST})", hint="run `sagan prepare` again")
+        raise paths.bad_input(path, f"not found (listed in {paths.MANIFEST})")
     try:
         shard = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
-        raise SaganError(f"{path}: unreadable ({exc})", hint="run `sagan prepare` again") from exc
+        raise paths.bad_input(path, f"unreadable ({exc})") from exc
     if shard.dtype != np.uint8 or shard.ndim != 4 or shard.shape[3] != 3:
-        raise SaganError(f"{path}: {shard.dtype} {shard.shape}, expected uint8 (n, size, size, 3)",
-                         hint="run `sagan prepare` again")
+        raise paths.bad_input(path, f"{shard.dtype} {shard.shape}, expected uint8 (n, size, size, 3)")
     return shard
 
 
@@ -89,9 +84,9 @@ def load_split(split: str = "train", device: torch.device | str | None = None, m
         shard = _open_shard(int(shard_of[start]))
         rows = row_of[start:stop]
         if rows[-1] >= len(shard) or shard.shape[1:] != out.shape[1:]:
-            raise SaganError(f"{paths.PREPARED_DIR / shard_name(int(shard_of[start]))}: does not match "
-                             f"{paths.MANIFEST} (row {rows[-1]} of {len(shard)}, image shape {shard.shape[1:]})",
-                             hint="run `sagan prepare` again")
+            raise paths.bad_input(paths.PREPARED_DIR / shard_name(int(shard_of[start])),
+                                  f"does not match {paths.MANIFEST} (row {rows[-1]} of {len(shard)}, "
+                                  f"image shape {shard.shape[1:]})")
         out[start:stop] = shard[rows]
     images = torch.from_numpy(out)
     return images.to(device) if device is not None else images
@@ -99,14 +94,11 @@ def load_split(split: str = "train", device: torch.device | str | None = None, m
 
 def dataset_info() -> DatasetInfo:
     """What the prepared data is (from the manifest's metadata) and how it is split."""
-    if not paths.MANIFEST.is_file():
-        raise SaganError(f"{paths.MANIFEST}: not found", hint=PREPARE_HINT)
     try:
-        meta = pq.read_schema(paths.MANIFEST).metadata or {}
+        meta = pq.read_schema(paths.require(paths.MANIFEST)).metadata or {}
         size, crop, synthetic = int(meta[b"size"]), int(meta[b"crop"]), meta[b"synthetic"] == b"true"
     except (pa.ArrowException, OSError, KeyError, ValueError) as exc:
-        raise SaganError(f"{paths.MANIFEST}: no valid crop/size/synthetic metadata ({exc!r})",
-                         hint="run `sagan prepare` again") from exc
+        raise paths.bad_input(paths.MANIFEST, f"no valid crop/size/synthetic metadata ({exc!r})") from exc
     labels = _split_column()
     n_val = int((labels == "val").sum())
     return DatasetInfo(size=size, crop=crop, synthetic=synthetic,

@@ -31,12 +31,15 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_dir, write_json
-from sagan.data.formats import md5sum, shard_name
+from sagan.data.layout import md5sum, shard_name
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import Params, PrepareParams
 
 from torchvision.io import ImageReadMode, decode_jpeg
+
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+PARAM_KEYS = ("prepare",)
 
 JPEG_ENTRY = re.compile(r"^img_align_celeba/([^/]+\.jpg)$")
 PARTITION_LINE = re.compile(r"^(\S+\.jpg)\s+([012])$")
@@ -76,8 +79,7 @@ def crop_resize(jpeg: bytes, crop: int, size: int) -> np.ndarray:
 
 def open_celeba_zip(path: Path) -> zipfile.ZipFile:
     """Open the raw zip, or raise a one-line error saying how it is broken."""
-    if not path.is_file():
-        raise SaganError(f"{path}: not found", hint="run `sagan download` first")
+    paths.require(path)
     with open(path, "rb") as f:
         head = f.read(64)
     if not head:
@@ -104,8 +106,7 @@ def jpeg_entries(zf: zipfile.ZipFile, path: Path) -> list[str]:
 
 def read_partition(path: Path, files: list[str]) -> np.ndarray:
     """CelebA partition (0 train, 1 valid, 2 test) of each of `files`, from list_eval_partition.txt."""
-    if not path.is_file():
-        raise SaganError(f"{path}: not found", hint="run `sagan download` first")
+    paths.require(path)
     partition: dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -217,16 +218,16 @@ class ShardWriter:
             self.filled = 0
 
 
-def _check_bad(bad: list[tuple[int, str]], names: list[str], p: PrepareParams, zip_path: Path) -> None:
+def _check_bad(bad: list[tuple[int, str]], names: list[str], prepare: PrepareParams, zip_path: Path) -> None:
     n = len(names)
-    if len(bad) == n or len(bad) > p.max_bad_fraction * n:
+    if len(bad) == n or len(bad) > prepare.max_bad_fraction * n:
         index, reason = bad[0]
         raise SaganError(f"{zip_path}: {len(bad)} of {n} JPEGs are bad ({len(bad) / n:.2%}), more than "
-                         f"prepare.max_bad_fraction = {p.max_bad_fraction} (first: {names[index]}: {reason})",
+                         f"prepare.max_bad_fraction = {prepare.max_bad_fraction} (first: {names[index]}: {reason})",
                          hint=REDOWNLOAD_HINT + ", or raise prepare.max_bad_fraction to skip them")
 
 
-def prepare(zip_path: Path, partition_path: Path, out_dir: Path, p: PrepareParams) -> dict:
+def prepare(zip_path: Path, partition_path: Path, out_dir: Path, prepare: PrepareParams) -> dict:
     """Write shards, manifest.parquet and summary.json for the raw zip into `out_dir` (atomically).
 
     Returns the summary.
@@ -238,11 +239,12 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, p: PrepareParam
     synthetic = is_synthetic_zip(zip_path)
 
     with atomic_dir(out_dir) as tmp:
-        writer = ShardWriter(tmp, p.shard_size, p.size)
+        writer = ShardWriter(tmp, prepare.shard_size, prepare.size)
         kept, shard_of, row_of, bad = [], [], [], []
         start = 0
         with tqdm(total=len(entries), desc="prepare", unit="img") as progress:
-            for images, chunk_bad in decode_all(zip_path, entries, p.crop, p.size, worker_count(p.workers)):
+            for images, chunk_bad in decode_all(zip_path, entries, prepare.crop, prepare.size,
+                                                worker_count(prepare.workers)):
                 bad_indices = {i for i, _ in chunk_bad}
                 stop = start + len(images) + len(chunk_bad)
                 kept.extend(i for i in range(start, stop) if i not in bad_indices)
@@ -253,11 +255,11 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, p: PrepareParam
                 progress.update(stop - start)
                 start = stop
         if bad:
-            _check_bad(bad, files, p, zip_path)
+            _check_bad(bad, files, prepare, zip_path)
         writer.flush()
 
         kept_idx = np.array(kept, dtype=np.int64)
-        metadata = {b"crop": str(p.crop).encode(), b"size": str(p.size).encode(),
+        metadata = {b"crop": str(prepare.crop).encode(), b"size": str(prepare.size).encode(),
                     b"synthetic": b"true" if synthetic else b"false",
                     b"source_zip_md5": md5sum(zip_path).encode()}
         table = pa.table({
@@ -268,15 +270,15 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, p: PrepareParam
         }).replace_schema_metadata(metadata)
         pq.write_table(table, tmp / paths.MANIFEST.name)
         summary = {"n_images": len(kept), "n_bad": len(bad), "bad_files": [files[i] for i, _ in bad],
-                   "crop": p.crop, "size": p.size, "shard_size": p.shard_size, "synthetic_data": synthetic}
+                   "crop": prepare.crop, "size": prepare.size, "shard_size": prepare.shard_size,
+                   "synthetic_data": synthetic}
         write_json(tmp / paths.PREPARE_SUMMARY.name, summary)
     return summary
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    p = params.prepare
-    summary = prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, p)
-    n_shards = -(-summary["n_images"] // p.shard_size)
+    summary = prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, params.prepare)
+    n_shards = -(-summary["n_images"] // params.prepare.shard_size)
     note = " (synthetic data)" if summary["synthetic_data"] else ""
-    print(f"prepared {summary['n_images']} images at {p.size}x{p.size} in {n_shards} shards, "
+    print(f"prepared {summary['n_images']} images at {params.prepare.size}x{params.prepare.size} in {n_shards} shards, "
           f"{summary['n_bad']} bad skipped{note} -> {paths.PREPARED_DIR}/")

@@ -14,21 +14,25 @@ import pyarrow.parquet as pq
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.data.formats import read_manifest_column
+from sagan.data.layout import read_manifest_column
 from sagan.params import Params, SplitParams
 
-def val_mask(n: int, p: SplitParams) -> np.ndarray:
+# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+PARAM_KEYS = ("split",)
+
+
+def val_mask(n: int, split: SplitParams) -> np.ndarray:
     """Boolean mask, True for the `round(n * val_fraction)` validation rows."""
-    n_val = round(n * p.val_fraction)
+    n_val = round(n * split.val_fraction)
     mask = np.zeros(n, dtype=bool)
-    mask[np.random.default_rng(p.seed).permutation(n)[:n_val]] = True
+    mask[np.random.default_rng(split.seed).permutation(n)[:n_val]] = True
     return mask
 
 
-def split(manifest: Path, out: Path, p: SplitParams) -> tuple[int, int]:
+def split(manifest: Path, out: Path, split: SplitParams) -> tuple[int, int]:
     """Write the split of `manifest` to `out`; return (n_train, n_val)."""
     files = read_manifest_column(manifest, "file")
-    is_val = val_mask(len(files), p)
+    is_val = val_mask(len(files), split)
     table = pa.table({
         "index": pa.array(np.arange(len(files), dtype=np.int64)),
         "file": files,

@@ -88,5 +88,5 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if fid >= UNTRAINED_RATIO * fid0:
         raise SaganError(f"the trained generator (FID {fid:.4f}) is not clearly better than an untrained one "
                          f"(FID {fid0:.4f}; required < {UNTRAINED_RATIO * fid0:.4f})",
-                         hint="training did not learn: check the losses in reports/train/losses.csv")
+                         hint=f"training did not learn: check the losses in {paths.LOSSES_CSV}")
     print("sagan check-fid: OK")

@@ -11,7 +11,6 @@ from pathlib import Path
 import pandas as pd
 
 from sagan import paths, tracking
-from sagan.errors import SaganError
 
 # Keys of reports/metrics.json the report shows (docs/contracts.md, evaluate).
 METRICS_KEYS = ("fid", "n_gen", "n_ref", "reference_split", "extractor", "weights_kind", "preprocessing")
@@ -28,40 +27,31 @@ class ReportInputs:
     run_record: dict
 
 
-def _missing(path: Path, stage: str, what: str = "not found") -> SaganError:
-    return SaganError(f"{path}: {what}; it is written by `sagan {stage}`",
-                      hint=f"run `sagan {stage}` (or the whole pipeline: `dvc repro`)")
-
-
-def _require_keys(obj: dict, keys: tuple[str, ...], path: Path, stage: str) -> None:
+def _require_keys(obj: dict, keys: tuple[str, ...], path: Path) -> None:
     absent = [k for k in keys if k not in obj]
     if absent:
-        raise _missing(path, stage, f"lacks {', '.join(absent)}")
+        raise paths.bad_input(path, f"lacks {', '.join(absent)}")
 
 
 def read_metrics(path: Path = paths.METRICS) -> dict:
-    if not path.is_file():
-        raise _missing(path, "evaluate")
     try:
-        metrics = json.loads(path.read_text())
+        metrics = json.loads(paths.require(path).read_text())
     except json.JSONDecodeError as exc:
-        raise _missing(path, "evaluate", f"not valid JSON ({exc})") from exc
-    _require_keys(metrics, METRICS_KEYS, path, "evaluate")
+        raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
+    _require_keys(metrics, METRICS_KEYS, path)
     return metrics
 
 
 def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
-    if not path.is_file():
-        raise _missing(path, "train")
     try:
-        losses = pd.read_csv(path)
+        losses = pd.read_csv(paths.require(path))
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise _missing(path, "train", f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
+        raise paths.bad_input(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
     absent = [c for c in LOSS_KEYS if c not in losses.columns]
     if absent:
-        raise _missing(path, "train", f"lacks columns {', '.join(absent)}")
+        raise paths.bad_input(path, f"lacks columns {', '.join(absent)}")
     if losses.empty:
-        raise _missing(path, "train", "has no rows")
+        raise paths.bad_input(path, "has no rows")
     return losses
 
 
@@ -69,13 +59,13 @@ def sample_grids(directory: Path = paths.SAMPLES_DIR) -> tuple[Path, Path]:
     """The first and the last epoch's sample grid (epoch_001.png sorts before epoch_010.png)."""
     grids = sorted(directory.glob("epoch_*.png"))
     if not grids:
-        raise _missing(directory / "epoch_*.png", "train", "no sample grids found")
+        raise paths.bad_input(directory / "epoch_*.png", "no sample grids found")
     return grids[0], grids[-1]
 
 
 def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
     record = tracking.read_run_record(path)
-    _require_keys(record, RUN_KEYS, path, "train")
+    _require_keys(record, RUN_KEYS, path)
     return record
 
 

@@ -1,0 +1,81 @@
+"""What an orchestrator needs to know about each pipeline stage, read from the stage's own source.
+
+- Its module: the one `sagan STAGE` runs (sagan.cli.COMMANDS).
+- Its param keys: the module's `PARAM_KEYS` constant, the params whose values change its output.
+- Its code deps: the sagan modules it runs (its import closure) less the shared plumbing below.
+
+Both are read from the source with `ast`, without importing the stage (which would import torch),
+so the Snakefile can use them on every `snakemake -n`. dvc.yaml cannot compute them; it spells
+them and tests/test_orchestration.py checks it against this module.
+"""
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+from sagan.cli import COMMANDS
+
+SRC = Path(__file__).resolve().parents[1]  # the directory that holds the `sagan` package
+# The stages in graph order, by their dvc.yaml / Snakemake names.
+STAGES = ("download", "prepare", "split", "fid_ref", "train", "evaluate", "report")
+
+# Modules a stage imports but that are deliberately not its code deps. They decide how a result
+# is parsed, placed, written or reported, not what it is; listing them would invalidate every
+# cached dataset and model on any edit. Package __init__ files are docstrings only.
+SHARED_PLUMBING = {
+    "sagan.params": "parses and validates params.yaml; the values themselves are param deps",
+    "sagan.paths": "output path constants and the missing-input error; a changed path changes the deps/outs",
+    "sagan.atomic": "write-to-temp-then-rename; changes how files are written, not their bytes",
+    "sagan.errors": "the SaganError type; message text only",
+    "sagan.cli": "dispatches `sagan STAGE` to the stage module's run()",
+}
+
+
+def command(stage: str) -> str:
+    return stage.replace("_", "-")
+
+
+def module(stage: str) -> str:
+    return COMMANDS[command(stage)].module
+
+
+def source_file(module_name: str) -> Path:
+    return SRC.joinpath(*module_name.split(".")).with_suffix(".py")
+
+
+@cache
+def _tree(module_name: str) -> ast.Module:
+    return ast.parse(source_file(module_name).read_text())
+
+
+def import_closure(module_name: str) -> set[str]:
+    """Every sagan module that `module_name` imports, transitively, at module level or inside
+    functions (stages import heavy modules lazily), found by walking the source's AST."""
+    seen, todo = set(), [module_name]
+    while todo:
+        name = todo.pop()
+        if name in seen or not source_file(name).is_file():  # a package, or not ours
+            continue
+        seen.add(name)
+        for node in ast.walk(_tree(name)):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from sagan.report import figures` imports the submodule sagan.report.figures.
+                todo += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return {m for m in seen if m.startswith("sagan.")}
+
+
+def code_deps(stage: str) -> list[str]:
+    """The source files whose edits must rerun `stage`, relative to the project root."""
+    modules = import_closure(module(stage)) - set(SHARED_PLUMBING)
+    return sorted(str(source_file(m).relative_to(SRC.parent)) for m in modules)
+
+
+def param_keys(stage: str) -> tuple[str, ...]:
+    """The stage module's declared `PARAM_KEYS` (dotted keys or whole sections)."""
+    for node in _tree(module(stage)).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAM_KEYS" for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise LookupError(f"{source_file(module(stage))} declares no PARAM_KEYS")
