@@ -52,6 +52,8 @@ class DataParams:
     timeout_s: float = spec(60.0, **positive)
     synthetic_images: int = spec(4000, check=lambda v: v >= 10, expect="an integer >= 10")
     synthetic_seed: int = 0
+    # Check each shard's sha256 against the manifest once per process before reading it (bit rot).
+    verify_shards: bool = spec(True, doc="check shard checksums on first read (speed only, never results)")
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,8 @@ class TrainParams:
     log_every: int = spec(50, **positive)
     checkpoint_every: int = spec(1000, **positive)
     keep_checkpoints: int = spec(3, check=lambda v: v >= 2, expect="an integer >= 2")
+    superseded_max_gb: float = spec(20.0, doc="disk cap for other params' checkpoint sets kept for later",
+                                    **non_negative)
     sample_grid: int = spec(64, **positive)
 
 

@@ -36,7 +36,9 @@ from sagan.params import DataParams, Params
 
 ZIP_NAME, PARTITION_NAME = paths.RAW_ZIP.name, paths.RAW_PARTITION.name
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("data",)
+# (data.verify_shards is read by the loader; it changes speed, never a result.)
+PARAM_KEYS = ("data.source", "data.urls", "data.local", "data.verify_md5", "data.retries", "data.timeout_s",
+              "data.synthetic_images", "data.synthetic_seed")
 
 OUTPUTS = (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION))  # (param key, name, path)
 # The official CelebA files (the md5s and Drive ids torchvision.datasets.CelebA uses).
