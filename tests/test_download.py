@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -34,6 +36,8 @@ class Server:
         self.files: dict[str, bytes] = {"/zip": ZIP_BYTES, "/partition": PARTITION_BYTES}
         self.drop_first_after: int | None = None  # cut the first request's body after this many bytes
         self.ignore_range = False
+        self.etags: dict[str, str] = {}  # path -> the ETag header sent with it
+        self.range_on_416 = True  # a 416 says `Content-Range: bytes */N`, as RFC 9110 asks
         self.requests: list[tuple[str, dict]] = []
         server = self
 
@@ -52,10 +56,21 @@ class Server:
                 if range_header and not server.ignore_range:
                     start = int(range_header.removeprefix("bytes=").rstrip("-"))
                     status = 206
+                    if start >= len(data):  # nothing at or after that byte: Range Not Satisfiable
+                        self.send_response(416)
+                        if server.range_on_416:
+                            self.send_header("Content-Range", f"bytes */{len(data)}")
+                        if path in server.etags:
+                            self.send_header("ETag", server.etags[path])
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 body = data[start:]
                 self.send_response(status)
                 self.send_header("Content-Type", "text/html" if data.startswith(b"<!DOCTYPE") else "application/zip")
                 self.send_header("Content-Length", str(len(body)))
+                if path in server.etags:
+                    self.send_header("ETag", server.etags[path])
                 if status == 206:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.end_headers()
@@ -136,6 +151,8 @@ def test_interrupted_download_never_passes_as_complete(server, workdir):
     assert not paths.RAW_ZIP.exists()
     part = paths.RAW_DIR / "img_align_celeba.zip.part"
     assert part.read_bytes() == ZIP_BYTES[:100_000]
+    record = json.loads((paths.RAW_DIR / "img_align_celeba.zip.part.json").read_text())
+    assert record == {"url": f"{server.url}/zip", "etag": None, "total": len(ZIP_BYTES)}
     download.run(_url_params(server, retries=0), ARGS)  # a rerun resumes from the .part file
     assert server.requests[1][1]["Range"] == "bytes=100000-"
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not part.exists()
@@ -147,6 +164,117 @@ def test_server_ignoring_range_restarts_cleanly(server, workdir):
     download.run(_url_params(server), ARGS)
     assert server.requests[1][1]["Range"] == "bytes=100000-"  # asked to resume, got 200 with the whole file
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
+
+
+PART = paths.RAW_DIR / "img_align_celeba.zip.part"
+PART_RECORD = paths.RAW_DIR / "img_align_celeba.zip.part.json"  # which download the .part belongs to
+
+
+def _interrupt_zip_download(server, **params) -> None:
+    """A download of /zip that dies after 100,000 bytes and leaves its .part file, like a kill midway."""
+    server.drop_first_after = 100_000
+    with pytest.raises(SaganError, match=r"download of img_align_celeba.zip failed after 0 retries"):
+        download.run(_url_params(server, retries=0, **params), ARGS)
+    server.drop_first_after = None
+    assert PART.read_bytes() == ZIP_BYTES[:100_000]
+
+
+def _zip_requests(server, path: str = "/zip") -> list[dict]:
+    return [headers for p, headers in server.requests if p == path]
+
+
+def test_stale_part_of_another_url_is_never_installed(server, workdir):
+    # The reported case: a killed download of a large file, then data.urls.zip pointed at a smaller
+    # file. Resuming at byte 100,000 of a 50,000-byte file gets a 416, which once passed as
+    # "complete" and installed the other file's prefix; the .part of another URL is now discarded.
+    _interrupt_zip_download(server, verify_md5=False)
+    server.files["/small"] = ZIP_BYTES[:50_000][::-1]
+    params = _params(source="url", verify_md5=False, retries=0,
+                     urls={"zip": f"{server.url}/small", "partition": f"{server.url}/partition"})
+    download.run(params, ARGS)
+    assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[:50_000][::-1]
+    assert [h.get("Range") for h in _zip_requests(server, "/small")] == [None]  # started over
+    assert sorted(p.name for p in paths.RAW_DIR.iterdir()) == ["img_align_celeba.zip", "list_eval_partition.txt"]
+
+
+def test_part_without_its_record_is_started_over(server, workdir):
+    paths.RAW_DIR.mkdir(parents=True)
+    PART.write_bytes(ZIP_BYTES[::-1][:1000])  # of unknown origin (e.g. written by an older version)
+    download.run(_url_params(server), ARGS)
+    assert [h.get("Range") for h in _zip_requests(server)] == [None]
+    assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not PART.exists() and not PART_RECORD.exists()
+
+
+def _part_of_this_url(server, data: bytes, **record) -> None:
+    paths.RAW_DIR.mkdir(parents=True, exist_ok=True)
+    PART.write_bytes(data)
+    PART_RECORD.write_text(json.dumps({"url": f"{server.url}/zip", **record}))
+
+
+@pytest.mark.parametrize("range_on_416", [True, False])
+def test_416_completes_a_part_that_holds_the_whole_file(server, workdir, range_on_416):
+    # Killed after the last byte but before the rename: the resume asks for nothing more.
+    server.range_on_416 = range_on_416  # without Content-Range, the length in the record decides
+    _part_of_this_url(server, ZIP_BYTES, total=len(ZIP_BYTES))
+    download.run(_url_params(server), ARGS)
+    assert [h.get("Range") for h in _zip_requests(server)] == [f"bytes={len(ZIP_BYTES)}-"]
+    assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not PART.exists() and not PART_RECORD.exists()
+
+
+@pytest.mark.parametrize("range_on_416, record", [
+    (True, {"total": len(ZIP_BYTES)}),  # the server says the file is now shorter than the .part
+    (False, {"total": len(ZIP_BYTES), "etag": '"v1"'}),  # no length on the 416, but another ETag
+    (False, {}),  # no length anywhere: nothing says the .part is complete
+])
+def test_416_with_a_part_of_another_length_starts_over(server, workdir, range_on_416, record):
+    server.range_on_416 = range_on_416
+    server.etags["/zip"] = '"v2"'
+    _part_of_this_url(server, ZIP_BYTES, **record)
+    server.files["/zip"] = ZIP_BYTES[::-1][:200_000]  # the file at this URL changed, and shrank
+    download.run(_url_params(server, verify_md5=False), ARGS)
+    assert [h.get("Range") for h in _zip_requests(server)] == [f"bytes={len(ZIP_BYTES)}-", None]
+    assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[::-1][:200_000]
+
+
+@pytest.mark.parametrize("change", ["etag", "length"])
+def test_file_changed_at_the_same_url_starts_over(server, workdir, change):
+    new = ZIP_BYTES[::-1] if change == "etag" else ZIP_BYTES[::-1] + b"longer"
+    if change == "etag":
+        server.etags["/zip"] = '"v1"'
+    _interrupt_zip_download(server, verify_md5=False)
+    server.files["/zip"] = new
+    if change == "etag":
+        server.etags["/zip"] = '"v2"'
+    download.run(_url_params(server, verify_md5=False, retries=0), ARGS)
+    assert paths.RAW_ZIP.read_bytes() == new  # never old bytes with the new file's tail
+    assert [h.get("Range") for h in _zip_requests(server)][1:] == ["bytes=100000-", None]
+
+
+def test_disk_full_while_downloading_is_one_line(server, workdir, monkeypatch):
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        return FullDisk(f) if str(path).endswith(".part") and "b" in mode and "r" not in mode else f
+
+    monkeypatch.setattr(download, "open", full_open, raising=False)
+    with pytest.raises(SaganError) as exc:
+        download.run(_url_params(server), ARGS)
+    assert str(exc.value).startswith(f"no space left on device while writing {PART}")
+    assert len(_zip_requests(server)) == 1  # not retried: waiting does not free disk space
 
 
 def test_html_quota_page_is_recognised(server, workdir):
@@ -169,6 +297,7 @@ def test_wrong_file_fails_md5_and_is_discarded(server, workdir):
         f"img_align_celeba.zip md5 {_md5(ZIP_BYTES)} (a truncated or corrupted download")
     assert not paths.RAW_ZIP.exists()
     assert not (paths.RAW_DIR / "img_align_celeba.zip.part").exists()
+    assert not (paths.RAW_DIR / "img_align_celeba.zip.part.json").exists()
 
 
 def test_wrong_file_accepted_with_warning_when_md5_check_is_off(server, workdir, capsys):

@@ -137,6 +137,12 @@ def test_manifest_rows_point_at_their_images(prepared_by_workers, synthetic_raw)
     assert meta[b"source_zip_md5"] == hashlib.md5(synthetic_raw[0].read_bytes()).hexdigest().encode()
 
 
+def test_manifest_records_the_sha256_of_each_shard(prepared_by_workers):
+    out = prepared_by_workers[2]
+    recorded = json.loads(pq.read_schema(out / "manifest.parquet").metadata[b"shard_sha256"])
+    assert recorded == [hashlib.sha256((out / f"shard_{i:05d}.npy").read_bytes()).hexdigest() for i in range(4)]
+
+
 def test_summary_records_counts_and_no_worker_count(prepared_by_workers):
     summary = json.loads((prepared_by_workers[1] / "summary.json").read_text())
     assert summary == {"n_images": 200, "n_bad": 0, "bad_files": [], "crop": 160, "size": 64,
@@ -210,6 +216,10 @@ def test_missing_zip_names_the_stage_to_run(tmp_path, monkeypatch):
     (None, r"partition\.txt: not found$"),  # outside the project: no stage to name
     ("000001.jpg 0\n000002.jpg 1\n000003.jpg three\n", r"partition\.txt:3: malformed line '000003\.jpg three'"),
     ("".join(f"{i:06d}.jpg 0\n" for i in range(1, 5)), r"no partition for 1 of the zip's 5 images \(first: 000005\.jpg\)"),
+    # a duplicated name is an error, even with the same partition: the file is not CelebA's
+    ("".join(f"{i:06d}.jpg 0\n" for i in range(1, 6)) + "000002.jpg 1\n",
+     r"partition\.txt:6: duplicate entry for 000002\.jpg \(first on line 2\)"),
+    ("000001.jpg 0\n000001.jpg 0\n", r"partition\.txt:2: duplicate entry for 000001\.jpg \(first on line 1\)"),
 ])
 def test_partition_file_problems(synthetic_raw, tmp_path, partition_text, message):
     zip_path, partition_path = _small_celeba(tmp_path, synthetic_raw, n=5)

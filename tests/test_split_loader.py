@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from sagan import paths
+from sagan.data import loader
 from sagan.data.layout import shard_name
 from sagan.data.loader import DatasetInfo, dataset_info, load_split
 from sagan.data.split import split, val_mask
@@ -149,3 +150,60 @@ def test_stale_split_is_detected(project_copy):
     pq.write_table(pq.read_table(paths.SPLIT_FILE).slice(0, 150), paths.SPLIT_FILE)
     with pytest.raises(SaganError, match=r"split\.parquet: 150 rows but the manifest has 200"):
         load_split("train")
+
+
+def _damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "bit rot":  # one flipped bit among the pixels: the .npy still loads
+        data[-100] ^= 0x04
+    else:  # a partial copy: the tail is missing
+        del data[len(data) // 2:]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["bit rot", "partial copy"])
+def test_damaged_shard_is_detected_against_the_manifest(project_copy, how):
+    shard = paths.PREPARED_DIR / shard_name(0)
+    expected = hashlib.sha256(shard.read_bytes()).hexdigest()
+    _damage(shard, how)
+    actual = hashlib.sha256(shard.read_bytes()).hexdigest()
+    message = (f"{shard}: sha256 {actual} does not match the manifest's {expected} (bit rot or a partial "
+               f"copy); it is written by `sagan prepare` (hint: run `sagan prepare`, or the whole pipeline: "
+               f"`dvc repro`)")
+    with pytest.raises(SaganError, match="^" + re.escape(message) + "$"):
+        load_split("all")
+
+
+def test_shard_check_can_be_turned_off(project_copy, monkeypatch):
+    _damage(paths.PREPARED_DIR / shard_name(0), "bit rot")
+    assert load_split("all", verify=False).shape == (N, 32, 32, 3)
+    monkeypatch.setattr(loader, "_verify_by_default", True)  # restored after the test
+    loader.configure(verify_shards=False)  # how a stage passes data.verify_shards on
+    assert load_split("all").shape == (N, 32, 32, 3)
+    with pytest.raises(SaganError, match="does not match the manifest's"):
+        load_split("all", verify=True)  # the argument wins over the configured default
+
+
+def test_each_shard_is_hashed_once_per_process(project_copy, monkeypatch):
+    from sagan.data.prepare import prepare
+    from sagan.params import PrepareParams
+
+    prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, PrepareParams(size=32, shard_size=60, workers=1))
+    hashed = []
+    real = loader.sha256sum
+    monkeypatch.setattr(loader, "sha256sum", lambda path: hashed.append(Path(path).name) or real(path))
+    for name in ("train", "val", "all", "train"):
+        load_split(name)
+    assert sorted(hashed) == [shard_name(i) for i in range(4)]
+
+    _damage(paths.PREPARED_DIR / shard_name(2), "bit rot")  # a changed file is checked again
+    with pytest.raises(SaganError, match=re.escape(shard_name(2)) + ": sha256 "):
+        load_split("all")
+
+
+def test_manifest_without_shard_checksums_loads_unchecked(project_copy):
+    # Manifests written before prepare recorded checksums (and tests/conftest.make_project's).
+    table = pq.read_table(paths.MANIFEST)
+    meta = {k: v for k, v in table.schema.metadata.items() if k != b"shard_sha256"}
+    pq.write_table(table.replace_schema_metadata(meta), paths.MANIFEST)
+    assert load_split("all").shape == (N, 32, 32, 3)

@@ -6,13 +6,18 @@ Sources (`data.source`): `gdrive` (the official Google Drive files), `url` (any 
 
 Downloads go to `<output>.part`, resume from it with an HTTP Range request after a dropped
 connection, and are renamed into place only after the md5 check, so an interrupted or corrupt
-download never passes as complete. HTTP uses only the standard library.
+download never passes as complete. `<output>.part.json` ties the .part file to the download it
+belongs to: the URL asked for, and the ETag and total length the server reported. A .part of
+another URL (or of unknown origin) is discarded, a resume whose ETag or length differs starts over,
+and a 416 (nothing left to send) means complete only when the .part holds exactly the total length.
+HTTP uses only the standard library.
 """
 from __future__ import annotations
 
 import argparse
 import html
 import http.client
+import json
 import os
 import re
 import shutil
@@ -28,7 +33,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from sagan import paths
-from sagan.atomic import atomic_path
+from sagan import atomic
+from sagan.atomic import atomic_path, write_json
 from sagan.data.layout import md5sum
 from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
 from sagan.errors import SaganError
@@ -119,6 +125,59 @@ def _gdrive_confirm_url(page: str, base_url: str) -> str | None:
     return f"{action}?{urllib.parse.urlencode({k: html.unescape(v) for k, v in fields.items()})}"
 
 
+def _raise_disk_error(exc: OSError, path: Path) -> None:
+    """Raise the one-line error for a full disk or an unwritable directory, else `exc` itself."""
+    if exc.errno in atomic.NO_SPACE:
+        raise atomic.no_space_error(path) from exc
+    if exc.errno in atomic.NOT_WRITABLE:
+        raise atomic.not_writable_error(path.parent, path, exc) from exc
+    raise exc
+
+
+def _record_path(part: Path) -> Path:
+    """`<output>.part.json`: which download the .part file holds the start of."""
+    return part.with_name(part.name + ".json")
+
+
+def _read_record(part: Path) -> dict:
+    """The .part file's record ({} when there is none or it is unreadable)."""
+    try:
+        record = json.loads(_record_path(part).read_text())
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _record_path(part).unlink(missing_ok=True)
+
+
+def _changed(record: dict, etag: str | None, total: int) -> bool:
+    """Whether the server's ETag or total length for the file differ from those `record` holds."""
+    if etag and record.get("etag") and etag != record["etag"]:
+        return True
+    recorded = record.get("total")
+    return isinstance(recorded, int) and recorded >= 0 and total >= 0 and total != recorded
+
+
+def _complete_on_416(headers, offset: int, record: dict) -> bool:
+    """A 416 (Range Not Satisfiable) for `bytes=OFFSET-`: is the .part the whole file?
+
+    Only when its size is the file's total length: the 416's `Content-Range: bytes */N`, or else
+    the length recorded when the download started. A 416 also means the file at the URL is now
+    shorter than the .part, which must not pass as complete.
+    """
+    match = re.fullmatch(r"bytes \*/(\d+)", (headers.get("Content-Range") or "").strip())
+    total = int(match.group(1)) if match else -1
+    if _changed(record, headers.get("ETag"), total):
+        return False
+    if total < 0:
+        recorded = record.get("total")
+        total = recorded if isinstance(recorded, int) else -1
+    return total >= 0 and offset == total
+
+
 def _content_range(header: str) -> tuple[int, int]:
     """(first byte, total size or -1) from a `Content-Range: bytes 100-199/200` header."""
     match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", header.strip())
@@ -127,21 +186,28 @@ def _content_range(header: str) -> tuple[int, int]:
     return int(match.group(1)), -1 if match.group(2) == "*" else int(match.group(2))
 
 
-def _attempt(url: str, part: Path, timeout_s: float, desc: str) -> str | None:
-    """One HTTP request that appends to (or restarts) `part`.
+def _attempt(url: str, part: Path, timeout_s: float, desc: str, source: str) -> str | None:
+    """One HTTP request that appends to (or restarts) `part`, the download of `source` (`url` is
+    where `source` led, e.g. through Drive's confirm form).
 
     Returns None when the file is complete, or the text of an HTML page the server sent instead.
     Raises _Interrupted for failures worth retrying and SaganError for the rest.
     """
     offset = part.stat().st_size if part.exists() else 0
+    record = _read_record(part) if offset else {}
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
     except urllib.error.HTTPError as exc:
-        if exc.code == 416 and offset:  # nothing left to fetch: the .part already holds the whole file
-            return None
+        if exc.code == 416 and offset:  # nothing left to send from `offset` on
+            if _complete_on_416(exc.headers, offset, record):
+                return None
+            print(f"sagan download: {desc}: {part} ({offset} bytes) is not the whole file at {url}; "
+                  f"starting over", file=sys.stderr)
+            _discard(part)
+            return _attempt(url, part, timeout_s, desc, source)
         if exc.code in (408, 429) or exc.code >= 500:
             raise _Interrupted(f"HTTP {exc.code}") from exc
         raise SaganError(f"{url}: HTTP {exc.code} {exc.reason}", hint="check the URL in params (data.urls)") from exc
@@ -149,29 +215,59 @@ def _attempt(url: str, part: Path, timeout_s: float, desc: str) -> str | None:
         raise _Interrupted(str(exc)) from exc
 
     with response:
+        etag = response.headers.get("ETag")
         if response.status == 206:
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:  # a resume at the wrong place would corrupt the file: start over
-                part.unlink()
+                _discard(part)
                 raise _Interrupted(f"server resumed at byte {start} instead of {offset}")
+            if _changed(record, etag, total):  # the .part holds the start of an older version
+                print(f"sagan download: {desc}: the file at {url} changed since {part} was started; "
+                      f"starting over", file=sys.stderr)
+                _discard(part)
+                offset = -1
         else:  # 200: the server sent the whole file (it ignored Range, or none was asked); restart
             offset = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length is not None else -1
-        mode = "ab" if offset else "wb"
+        if offset > 0:  # a resume keeps what the record already knows
+            etag, total = etag or record.get("etag"), total if total >= 0 else record.get("total", -1)
+        if offset >= 0:
+            return _receive(response, part, offset, {"url": source, "etag": etag, "total": total}, desc)
+    return _attempt(url, part, timeout_s, desc, source)  # from the first byte, on a new connection
+
+
+def _receive(response, part: Path, offset: int, record: dict, desc: str) -> str | None:
+    """Write `response`'s body to `part` from byte `offset`; see _attempt."""
+    total = record["total"]
+    try:
+        first = response.read(CHUNK)
+        if _html_title(first) is not None:
+            return (first + response.read(1 << 20)).decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Interrupted(str(exc)) from exc
+    write_json(_record_path(part), record)  # before the first byte: a killed download keeps its origin
+    try:
+        f = open(part, "ab" if offset else "wb")
+    except OSError as exc:
+        _raise_disk_error(exc, part)
+    with f, tqdm(total=total if total >= 0 else None, initial=offset, unit="B",
+                 unit_scale=True, unit_divisor=1024, desc=desc) as bar:
+        chunk = first
+        while chunk:
+            try:
+                f.write(chunk)
+            except OSError as exc:  # a full disk is not worth retrying
+                _raise_disk_error(exc, part)
+            bar.update(len(chunk))
+            try:
+                chunk = response.read(CHUNK)
+            except (OSError, http.client.HTTPException) as exc:
+                raise _Interrupted(str(exc)) from exc
         try:
-            first = response.read(CHUNK)
-            if _html_title(first) is not None:
-                return (first + response.read(1 << 20)).decode("utf-8", "replace")
-            with open(part, mode) as f, tqdm(total=total if total >= 0 else None, initial=offset, unit="B",
-                                              unit_scale=True, unit_divisor=1024, desc=desc) as bar:
-                chunk = first
-                while chunk:
-                    f.write(chunk)
-                    bar.update(len(chunk))
-                    chunk = response.read(CHUNK)
-        except (OSError, http.client.HTTPException) as exc:
-            raise _Interrupted(str(exc)) from exc
+            f.flush()
+        except OSError as exc:
+            _raise_disk_error(exc, part)
     received = part.stat().st_size
     if total >= 0 and received < total:  # http.client returns b"" when a connection drops early
         raise _Interrupted(f"connection closed after {received} of {total} bytes")
@@ -184,13 +280,23 @@ def fetch(url: str, dest: Path, name: str, data: DataParams,
 
     `follow_html(page, url)` may turn an HTML page into the URL to follow (Drive's confirm form).
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _raise_disk_error(exc, dest)
     part = dest.with_name(dest.name + ".part")
+    source = url
+    if not part.exists():
+        _record_path(part).unlink(missing_ok=True)
+    elif (origin := _read_record(part).get("url")) != source:  # the start of another file
+        print(f"sagan download: {name}: {part} was left by a download of {origin or 'an unknown URL'}, "
+              f"not {source}; starting over", file=sys.stderr)
+        _discard(part)
     failures = hops = 0
     while True:
         size_before = part.stat().st_size if part.exists() else 0
         try:
-            page = _attempt(url, part, data.timeout_s, desc=name)
+            page = _attempt(url, part, data.timeout_s, desc=name, source=source)
         except _Interrupted as exc:
             if part.exists() and part.stat().st_size > size_before:
                 failures = 0  # progress was made: only consecutive failures count against data.retries
@@ -214,9 +320,13 @@ def fetch(url: str, dest: Path, name: str, data: DataParams,
     try:
         _verify(part, name, data, what=f"{url} ({name})")
     except SaganError:
-        part.unlink()  # resuming from corrupt bytes can never succeed
+        _discard(part)  # resuming from corrupt bytes can never succeed
         raise
-    os.replace(part, dest)  # the .part file is the temporary name; rename only once verified
+    try:
+        os.replace(part, dest)  # the .part file is the temporary name; rename only once verified
+    except OSError as exc:
+        _raise_disk_error(exc, dest)
+    _record_path(part).unlink(missing_ok=True)
 
 
 def _place_local(src: Path, dest: Path) -> None:

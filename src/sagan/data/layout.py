@@ -7,7 +7,9 @@ loader (and so train, fid_ref, evaluate) does not depend on the download or prep
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +18,8 @@ import pyarrow.parquet as pq
 from sagan import paths
 
 CHUNK = 1 << 20
+# manifest.parquet's schema metadata key for the shards' sha256s: a JSON list, shard index -> hex digest
+SHARD_SHA256_KEY = b"shard_sha256"
 
 
 def shard_name(index: int) -> str:
@@ -28,6 +32,31 @@ def read_manifest_column(manifest: Path, column: str) -> pa.Array:
         return pq.read_table(paths.require(manifest), columns=[column]).column(column).combine_chunks()
     except (pa.ArrowException, OSError) as exc:
         raise paths.bad_input(manifest, f"unreadable ({exc})") from exc
+
+
+def read_shard_checksums(manifest: Path) -> list[str] | None:
+    """The sha256 of each shard as prepare recorded it (index -> hex), or None for a manifest
+    written before prepare recorded them; a one-line error when the manifest is unreadable."""
+    try:
+        meta = pq.read_schema(paths.require(manifest)).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise paths.bad_input(manifest, f"unreadable ({exc})") from exc
+    if SHARD_SHA256_KEY not in meta:
+        return None
+    try:
+        checksums = json.loads(meta[SHARD_SHA256_KEY])
+    except ValueError:
+        checksums = None
+    if not (isinstance(checksums, list) and all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{64}", c)
+                                                for c in checksums)):
+        raise paths.bad_input(manifest, f"{SHARD_SHA256_KEY.decode()} metadata is not a JSON list of sha256 hex digests")
+    return checksums
+
+
+def sha256sum(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in chunks: the shards' checksums in the manifest."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def md5sum(path: str | os.PathLike) -> str:

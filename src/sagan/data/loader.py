@@ -2,11 +2,18 @@
 
 Shards are memory-mapped and only the selected rows are copied, so loading the training set is
 one sequential read of the shards (docs/benchmarks.md), not a per-image decode each epoch.
+
+Each shard is checked against the sha256 that the manifest records for it the first time this
+process opens it (bit rot, a partial copy); `configure(verify_shards=...)` (a stage passes
+`data.verify_shards`) or `load_split(..., verify=False)` turns the check off. It changes speed,
+never a result.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,10 +21,21 @@ import pyarrow.parquet as pq
 import torch
 
 from sagan import paths
-from sagan.data.layout import read_manifest_column, shard_name
+from sagan.data.layout import read_manifest_column, read_shard_checksums, sha256sum, shard_name
 from sagan.errors import SaganError
 
 SPLITS = ("train", "val", "all")
+
+_verify_by_default = True  # load_split's `verify` when not given: data.verify_shards, via configure()
+# Shards whose sha256 matched in this process: (path, device, inode, size, mtime, ctime, expected sha256).
+# A file replaced or rewritten since has another key, so it is checked again.
+_verified: set[tuple] = set()
+
+
+def configure(verify_shards: bool) -> None:
+    """Whether load_split checks shards against the manifest's sha256s by default (data.verify_shards)."""
+    global _verify_by_default
+    _verify_by_default = bool(verify_shards)
 
 
 @dataclass(frozen=True)
@@ -51,10 +69,29 @@ def _selected_rows(split: str) -> np.ndarray:
     return np.flatnonzero(labels == split)
 
 
-def _open_shard(index: int) -> np.ndarray:
+def _check_shard(path: Path, index: int, checksums: list[str]) -> None:
+    """Raise unless `path` (shard `index`) has the sha256 the manifest records; once per process."""
+    if index >= len(checksums):
+        raise paths.bad_input(paths.MANIFEST, f"no sha256 recorded for shard {index} ({len(checksums)} recorded)")
+    expected = checksums[index]
+    stat = path.stat()
+    key = (os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, expected)
+    if key in _verified:
+        return
+    actual = sha256sum(path)
+    if actual != expected:
+        raise paths.bad_input(path, f"sha256 {actual} does not match the manifest's {expected} "
+                                    f"(bit rot or a partial copy)")
+    _verified.add(key)
+
+
+def _open_shard(index: int, checksums: list[str] | None = None) -> np.ndarray:
+    """Shard `index`, memory-mapped; checked against `checksums` (the manifest's) when given."""
     path = paths.PREPARED_DIR / shard_name(index)
     if not path.is_file():
         raise paths.bad_input(path, f"not found (listed in {paths.MANIFEST})")
+    if checksums is not None:
+        _check_shard(path, index, checksums)
     try:
         shard = np.load(path, mmap_mode="r")
     except (ValueError, OSError) as exc:
@@ -64,24 +101,30 @@ def _open_shard(index: int) -> np.ndarray:
     return shard
 
 
-def load_split(split: str = "train", device: torch.device | str | None = None, max_images: int = 0) -> torch.Tensor:
+def load_split(split: str = "train", device: torch.device | str | None = None, max_images: int = 0,
+               verify: bool | None = None) -> torch.Tensor:
     """The images of `split` (`train`, `val` or `all`) as one uint8 (n, size, size, 3) tensor.
 
     Rows are in manifest order; `max_images > 0` keeps the first N; `device` moves the tensor there.
+    `verify` checks each shard read against the manifest's sha256 (the first time this process
+    reads it); None: as configure() set it (default on). A manifest that records no sha256s
+    (written before prepare recorded them) is read unchecked.
     """
     selected = _selected_rows(split)
+    verify = _verify_by_default if verify is None else verify
+    checksums = read_shard_checksums(paths.MANIFEST) if verify else None
     if max_images > 0:
         selected = selected[:max_images]
     table = pq.read_table(paths.MANIFEST, columns=["shard", "row"])
     shard_of = table.column("shard").to_numpy()[selected]
     row_of = table.column("row").to_numpy()[selected]
 
-    first = _open_shard(0)
+    first = _open_shard(0, checksums)
     out = np.empty((len(selected), *first.shape[1:]), dtype=np.uint8)
     # Rows are in manifest order, which is shard order: each shard's rows form one contiguous run.
     bounds = np.flatnonzero(np.diff(shard_of, prepend=-1, append=-1))
     for start, stop in zip(bounds[:-1], bounds[1:]):
-        shard = _open_shard(int(shard_of[start]))
+        shard = _open_shard(int(shard_of[start]), checksums)
         rows = row_of[start:stop]
         if rows[-1] >= len(shard) or shard.shape[1:] != out.shape[1:]:
             raise paths.bad_input(paths.PREPARED_DIR / shard_name(int(shard_of[start])),

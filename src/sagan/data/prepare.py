@@ -13,6 +13,7 @@ byte-identical for any number of workers.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import warnings
@@ -31,7 +32,7 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_dir, write_json
-from sagan.data.layout import md5sum, shard_name
+from sagan.data.layout import SHARD_SHA256_KEY, md5sum, sha256sum, shard_name
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import Params, PrepareParams
@@ -108,6 +109,7 @@ def read_partition(path: Path, files: list[str]) -> np.ndarray:
     """CelebA partition (0 train, 1 valid, 2 test) of each of `files`, from list_eval_partition.txt."""
     paths.require(path)
     partition: dict[str, int] = {}
+    line_of: dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
@@ -115,7 +117,12 @@ def read_partition(path: Path, files: list[str]) -> np.ndarray:
         if not match:
             raise SaganError(f"{path}:{lineno}: malformed line {line[:60]!r}, expected '<name>.jpg <0|1|2>'",
                              hint=REDOWNLOAD_HINT)
-        partition[match.group(1)] = int(match.group(2))
+        name = match.group(1)
+        if name in line_of:  # which line would win is a guess: CelebA's file lists each image once
+            raise SaganError(f"{path}:{lineno}: duplicate entry for {name} (first on line {line_of[name]})",
+                             hint=REDOWNLOAD_HINT)
+        line_of[name] = lineno
+        partition[name] = int(match.group(2))
     missing = [f for f in files if f not in partition]
     if missing:
         raise SaganError(f"{path}: no partition for {len(missing)} of the zip's {len(files)} images "
@@ -185,7 +192,8 @@ def decode_all(zip_path: Path, names: list[str], crop: int, size: int,
 
 @dataclass
 class ShardWriter:
-    """Packs images, in arrival order, into `shard_size`-image .npy files in `out_dir`."""
+    """Packs images, in arrival order, into `shard_size`-image .npy files in `out_dir`, and
+    records the sha256 of each file it writes (`sha256`, shard index -> hex)."""
 
     out_dir: Path
     shard_size: int
@@ -195,6 +203,7 @@ class ShardWriter:
         self.buffer = np.empty((self.shard_size, self.image_size, self.image_size, 3), np.uint8)
         self.filled = 0
         self.shard = 0
+        self.sha256: list[str] = []
 
     def add(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append `images`; return the (shard, row) of each."""
@@ -213,7 +222,9 @@ class ShardWriter:
 
     def flush(self) -> None:
         if self.filled:
-            np.save(self.out_dir / shard_name(self.shard), self.buffer[:self.filled])
+            path = self.out_dir / shard_name(self.shard)
+            np.save(path, self.buffer[:self.filled])
+            self.sha256.append(sha256sum(path))  # of the bytes on disk, still in the page cache
             self.shard += 1
             self.filled = 0
 
@@ -261,7 +272,8 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, prepare: Prepar
         kept_idx = np.array(kept, dtype=np.int64)
         metadata = {b"crop": str(prepare.crop).encode(), b"size": str(prepare.size).encode(),
                     b"synthetic": b"true" if synthetic else b"false",
-                    b"source_zip_md5": md5sum(zip_path).encode()}
+                    b"source_zip_md5": md5sum(zip_path).encode(),
+                    SHARD_SHA256_KEY: json.dumps(writer.sha256).encode()}
         table = pa.table({
             "file": pa.array([files[i] for i in kept], pa.string()),
             "shard": pa.array(np.concatenate(shard_of), pa.int32()),
