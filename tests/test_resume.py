@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import (assert_same_tensors, generator_tensors, make_project, read_losses, tiny_params,
-                      tiny_raw_params, train, without_speed)
+from conftest import (assert_same_tensors, comparable, generator_tensors, make_project, read_losses, tiny_params,
+                      tiny_raw_params, train)
 from sagan import paths
 from sagan.train import checkpoint
 
@@ -23,7 +23,8 @@ RESUME_TRAIN = dict(max_steps=12, ema_decay=0.9)  # checkpoints at 5, 8 (epoch e
 
 
 def outputs() -> dict:
-    return {"G": generator_tensors(), "losses": without_speed(read_losses()),
+    losses = comparable(read_losses())
+    return {"G": generator_tensors(), "losses": losses,
             "grids": {p.name: p.read_bytes() for p in sorted(paths.SAMPLES_DIR.iterdir())},
             "run": yaml.safe_load(paths.RUN_RECORD.read_text())}
 
@@ -78,6 +79,31 @@ def test_resume_after_interruption_equals_uninterrupted_run(train_project, monke
     assert result["run"]["mlflow_run_id"] == run_id  # the same MLflow run, reopened
 
 
+def published() -> dict[str, bytes]:
+    """The train stage's published outputs, by path."""
+    files = [paths.GENERATOR, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
+    return {str(p): p.read_bytes() for p in files if p.is_file()}
+
+
+def test_a_run_killed_after_its_first_checkpoint_leaves_the_published_outputs_untouched(train_project,
+                                                                                        monkeypatch):
+    train(tiny_params(seed=1, max_steps=8))  # an earlier run's outputs
+    before = published()
+    real_save, calls = checkpoint.save, []
+
+    def die_at_the_second_checkpoint(state, step, keep, *args):  # step 8: after step 5's, at epoch 1's end
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_save(state, step, keep, *args)
+
+    monkeypatch.setattr(checkpoint, "save", die_at_the_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_params(**RESUME_TRAIN))
+    assert calls == [5, 8] and (paths.CHECKPOINTS_DIR / "step_0000005.pt").is_file()
+    assert published() == before
+
+
 def newest_step(project: Path) -> int:
     return max((int(p.stem.split("_")[1]) for p in (project / paths.CHECKPOINTS_DIR).glob("step_*.pt")), default=0)
 
@@ -105,6 +131,7 @@ def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, ml
     proc.wait()
     killed_at = newest_step(killed)
     assert 0 < killed_at < 40 and not (killed / paths.GENERATOR).exists()
+    assert not (killed / paths.TRAIN_REPORTS_DIR).exists()  # nothing published before the end
 
     resumed = subprocess.run(sagan, cwd=killed, env=env, check=True, capture_output=True, text=True)
     assert f"resuming from models/checkpoints/step_{killed_at:07d}.pt" in resumed.stdout

@@ -6,19 +6,31 @@ reddish images of a known mean colour, so that learning is measurable against an
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from conftest import (DATA_MEAN_RGB, assert_same_tensors, generator_tensors, make_project, read_losses,
-                      tiny_params, train, without_speed)
+from conftest import (DATA_MEAN_RGB, assert_same_tensors, comparable, generator_tensors, make_project,
+                      read_losses, tiny_params, tiny_raw_params, train)
 from sagan import paths
 from sagan.errors import SaganError
-from sagan.params import Params
+from sagan.params import Params, flatten
+from sagan.train import checkpoint
 
-LOSS_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "gamma_g", "gamma_d", "img_per_s"]
+LOSS_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "gamma_g", "gamma_d", "img_per_s",
+                "run_id"]
+SUPERSEDED = paths.CHECKPOINTS_DIR / "superseded"
+LOCK = paths.MODELS_DIR / ".train.lock"
 
 
 def mean_rgb(images_u8: torch.Tensor) -> np.ndarray:
@@ -31,7 +43,8 @@ def test_outputs_follow_the_contract(train_project, monkeypatch):
     git_calls = []
     real_git_commit = tracking.git_commit
     monkeypatch.setattr(tracking, "git_commit", lambda: git_calls.append(1) or real_git_commit())
-    train(tiny_params())
+    params = tiny_params()
+    train(params)
     assert len(git_calls) == 1  # one run metadata for the MLflow tags and run.json
 
     rows = read_losses()
@@ -54,6 +67,9 @@ def test_outputs_follow_the_contract(train_project, monkeypatch):
     record = json.loads(paths.RUN_RECORD.read_text())
     assert record["steps"] == 12 and record["epochs"] == 2 and record["synthetic_data"] is True
     assert record["profile"] == "smoke" and record["device"] == "cpu"
+    # The files of one run name it: every losses.csv row its MLflow run, run.json its params.
+    assert {r["run_id"] for r in rows} == {record["mlflow_run_id"]}
+    assert record["params"] == json.loads(json.dumps(flatten(params)))
     import mlflow
 
     run = mlflow.MlflowClient(record["tracking_uri"]).get_run(record["mlflow_run_id"])
@@ -74,7 +90,7 @@ def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):
         monkeypatch.chdir(root)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
         train(tiny_params(max_steps=3, log_every=1, ema_decay=0.9))
-        results.append((generator_tensors(), without_speed(read_losses())))
+        results.append((generator_tensors(), comparable(read_losses())))
     assert_same_tensors(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
 
@@ -98,14 +114,108 @@ def test_a_completed_run_is_not_trained_again(train_project):
     assert sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == ["epoch_001.png"]
 
 
+def identity_set(identity: dict) -> Path:
+    """Where a superseded run's checkpoints are kept: sha256 of its identity's sorted JSON, 16 hex."""
+    return SUPERSEDED / hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def test_changed_params_train_from_scratch_and_keep_old_checkpoints(train_project, capsys):
     train(tiny_params(max_steps=6))
     old = sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt"))
+    kept = identity_set(torch.load(paths.CHECKPOINTS_DIR / old[-1], weights_only=True)["identity"])
     train(tiny_params(max_steps=3, lr_g=3e-4))
-    assert "trained with other params (train.lr_g 0.0001 -> 0.0003)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"trained with other params (train.lr_g 0.0001 -> 0.0003); moved its checkpoints to {kept}/" in out
+    assert "training from scratch" in out
     assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000003.pt"]
-    assert sorted(p.name for p in (paths.CHECKPOINTS_DIR / "superseded").glob("*.pt")) == old
+    assert sorted(p.name for p in kept.glob("*.pt")) == old
     assert [int(r["step"]) for r in read_losses()] == [3]
+
+
+def test_a_mistaken_run_keeps_the_first_runs_checkpoints_and_the_first_run_resumes_from_them(train_project,
+                                                                                             capsys):
+    """A -> B (other params) -> A: A's second run resumes from A's newest checkpoint, trains nothing."""
+    a = tiny_params()  # 12 steps: checkpoints 8, 10, 12 kept
+    train(a)
+    a_checkpoints = {p.name: p.read_bytes() for p in paths.CHECKPOINTS_DIR.glob("step_*.pt")}
+    a_generator, a_record = generator_tensors(), json.loads(paths.RUN_RECORD.read_text())
+    a_set = identity_set(torch.load(paths.CHECKPOINTS_DIR / "step_0000012.pt", weights_only=True)["identity"])
+    train(tiny_params(seed=1, max_steps=5))  # the mistake
+    b_set = identity_set(torch.load(paths.CHECKPOINTS_DIR / "step_0000005.pt", weights_only=True)["identity"])
+    capsys.readouterr()
+
+    train(a)
+    out = capsys.readouterr().out
+    assert f"{a_set}/" in out and "back" in out  # says that it moved A's set back
+    assert "resuming from models/checkpoints/step_0000012.pt (step 12 of 12)" in out
+    assert {p.name: p.read_bytes() for p in paths.CHECKPOINTS_DIR.glob("step_*.pt")} == a_checkpoints
+    assert not a_set.exists()
+    assert sorted(p.name for p in b_set.glob("*.pt")) == ["step_0000005.pt"]  # B's set kept in its turn
+    assert_same_tensors(generator_tensors(), a_generator)
+    assert json.loads(paths.RUN_RECORD.read_text())["mlflow_run_id"] == a_record["mlflow_run_id"]
+
+
+def test_superseded_sets_over_the_cap_are_removed_oldest_first(train_project, capsys):
+    sets = [SUPERSEDED / (letter * 16) for letter in "abc"]
+    for age, kept in zip((3, 2, 1), sets):  # hours; a is the oldest
+        kept.mkdir(parents=True)
+        (kept / "step_0000001.pt").write_bytes(b"\0" * 1_000_000)
+        os.utime(kept, (time.time() - age * 3600,) * 2)
+    train(tiny_params(max_steps=2, superseded_max_gb=0.0025))
+    out = capsys.readouterr().out
+    assert sorted(SUPERSEDED.iterdir()) == sets[1:]
+    assert f"removed {sets[0]}/ (1.0 MB)" in out
+
+
+def test_a_second_train_in_the_project_stops_while_the_first_runs(train_project, monkeypatch):
+    """A second `sagan train` started during a run stops at once, naming the running one's pid."""
+    params = tiny_params()
+    Path("params.yaml").write_text(yaml.safe_dump(tiny_raw_params()))
+    real_save, second = checkpoint.save, []
+
+    def save_and_start_another(state, step, keep, *args):
+        if not second:
+            second.append(subprocess.run([sys.executable, "-m", "sagan", "train"], capture_output=True, text=True,
+                                         timeout=300))
+        return real_save(state, step, keep, *args)
+
+    monkeypatch.setattr(checkpoint, "save", save_and_start_another)
+    train(params)
+    assert second[0].returncode == 1, second[0].stderr[-2000:]
+    assert f"another `sagan train` (pid {os.getpid()}) is running in this project" in second[0].stderr
+    assert len(second[0].stderr.strip().splitlines()) == 1
+    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == \
+        ["step_0000008.pt", "step_0000010.pt", "step_0000012.pt"]
+    assert [int(r["step"]) for r in read_losses()] == [4, 8, 12]
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    train(params)  # the lock went with the run: a rerun is not blocked
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()} 2024-01-01T00:00:00\\n".encode())
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_running_trains_lock_stops_another_and_goes_with_a_kill(train_project):
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SaganError, match=rf"^another `sagan train` \(pid {holder.pid}\) is running in this "
+                                             r"project"):
+            train(tiny_params(max_steps=2))
+        assert not paths.CHECKPOINTS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    train(tiny_params(max_steps=2))  # the OS released the killed holder's lock
+    assert [int(r["step"]) for r in read_losses()] == [2]
 
 
 def test_a_non_finite_loss_stops_with_step_and_loss_named(train_project, monkeypatch):
@@ -126,6 +236,56 @@ def test_a_non_finite_loss_stops_with_step_and_loss_named(train_project, monkeyp
     assert all(torch.isfinite(t).all() for t in kept["trainer"]["G"].values() if t.is_floating_point())
     assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000005.pt"]
     assert not paths.GENERATOR.exists()
+
+
+def published() -> dict[str, bytes]:
+    """The train stage's published outputs, by path."""
+    files = [paths.GENERATOR, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
+    return {str(p): p.read_bytes() for p in files if p.is_file()}
+
+
+def test_a_non_finite_loss_leaves_the_published_outputs_untouched(train_project, monkeypatch):
+    train(tiny_params(seed=1, max_steps=8))  # an earlier run's outputs, epoch_001.png among them
+    before = published()
+    assert str(paths.SAMPLES_DIR / "epoch_001.png") in before and str(paths.LOSSES_CSV) in before
+    from sagan.model import losses
+
+    real_g_loss, calls = losses.g_loss, []
+
+    def g_loss_nan_from_step_9(kind, fake_logits):  # after epoch 1 (8 steps) and its grid
+        calls.append(1)
+        loss = real_g_loss(kind, fake_logits)
+        return loss * float("nan") if len(calls) >= 9 else loss
+
+    monkeypatch.setattr(losses, "g_loss", g_loss_nan_from_step_9)
+    with pytest.raises(SaganError, match=r"^train: g_loss became NaN/Inf at step 9"):
+        train(tiny_params())
+    assert published() == before
+
+
+def test_an_old_format_checkpoint_is_superseded_not_reported_corrupt(train_project, capsys):
+    old = checkpoint.checkpoint_path(100)  # a higher step than the new run's
+    old.parent.mkdir(parents=True)
+    torch.save({"format": 1, "identity": {}, "step": 100, "trainer": {}, "rng": {}, "loop": {}}, old)
+    old_bytes = old.read_bytes()
+    train(tiny_params())
+    captured = capsys.readouterr()
+    assert "corrupt" not in captured.err
+    assert f"moved it to {SUPERSEDED / 'format-1'}/" in captured.out
+    assert (SUPERSEDED / "format-1" / old.name).read_bytes() == old_bytes
+    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == \
+        ["step_0000008.pt", "step_0000010.pt", "step_0000012.pt"]
+
+
+def test_pruning_considers_only_the_current_runs_checkpoints(tmp_path):
+    def state(seed: int) -> dict:
+        return {"identity": {"train.seed": seed}, "trainer": {}, "rng": {}, "loop": {}}
+
+    checkpoint.save(state(1), 100, 2, tmp_path)  # another run's, at a higher step
+    for step in (1, 2, 3):
+        checkpoint.save(state(0), step, 2, tmp_path)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == \
+        ["step_0000100.pt", "step_0000003.pt", "step_0000002.pt"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

@@ -1,13 +1,25 @@
-"""Checkpoints in models/checkpoints/step_XXXXXXX.pt: atomic writes, newest-valid resume, pruning.
+"""Checkpoints in models/checkpoints/step_XXXXXXX.pt: atomic writes, newest-valid resume, pruning,
+and the sets of other runs' checkpoints kept for later.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts so that it loads with
 `torch.load(weights_only=True)`; RNG states are stored as the uint8 tensors torch returns. Keys:
 `format`, `identity` (training_identity), `trainer` (GanTrainer.state_dict), `rng` (capture_rng),
 `loop` (loop.LoopState.state_dict: the step and all other loop state), and `epoch` / `position`
 (the step's place in its epoch, for people reading the file).
+
+models/checkpoints/ holds the checkpoints of one training identity: before a run, `arrange` moves
+every checkpoint of another identity into `superseded/<set_name(identity)>/` and every checkpoint of
+another format into `superseded/format-N/`, one set per identity (superseding never touches another
+identity's set), and moves this identity's set back when there is one, so that a run resumes where
+its params left off however many other runs came between. The sets are capped at
+`train.superseded_max_gb`, the oldest (by mtime) removed first. Pruning deletes only checkpoints of
+the run being saved.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -27,7 +39,7 @@ SUPERSEDED = "superseded"
 
 # Params that may change between a run and its resume without changing what is trained so far.
 RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.device", "train.compile"}
+                     "train.device", "train.compile", "train.superseded_max_gb"}
 
 
 def training_identity(params: Params, data_fingerprint: str, world_size: int) -> dict:
@@ -36,6 +48,11 @@ def training_identity(params: Params, data_fingerprint: str, world_size: int) ->
                 if k.split(".")[0] in ("model", "train") and k not in RESUMABLE_CHANGES}
     identity.update({"data.fingerprint": data_fingerprint, "world_size": world_size})
     return identity
+
+
+def set_name(identity: dict) -> str:
+    """The name of an identity's superseded set: sha256 of its sorted JSON, first 16 hex digits."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def checkpoint_path(step: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
@@ -51,18 +68,50 @@ def list_checkpoints(directory: Path = paths.CHECKPOINTS_DIR) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+def peek(path: Path) -> dict:
+    """The checkpoint at `path` with its tensors memory-mapped, not read (for its format and identity).
+
+    Raises when the file is not a readable checkpoint."""
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(state, dict) or "format" not in state:
+        raise ValueError("not a checkpoint (no 'format' key)")
+    return state
+
+
+def owner(state: dict) -> str:
+    """The superseded set a checkpoint belongs to: `format-N` for another format, else its identity's."""
+    if state["format"] != FORMAT:
+        return f"format-{state['format']}"
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"not a format-{FORMAT} checkpoint (missing {missing})")
+    return set_name(state["identity"])
+
+
 def save(state: dict, step: int, keep: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
-    """Write `state` atomically as step `step`, then delete all but the newest `keep`."""
+    """Write `state` atomically as step `step`, then delete all but the newest `keep` of this run's
+    checkpoints (those of its format and identity); any other file is left alone."""
     path = checkpoint_path(step, directory)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-    for old in list_checkpoints(directory)[keep:]:
-        old.unlink(missing_ok=True)
+    mine, kept = set_name(state["identity"]), 0
+    for other in list_checkpoints(directory):
+        if other != path:
+            try:
+                if owner(peek(other)) != mine:
+                    continue
+            except Exception:  # unreadable: not known to be this run's
+                continue
+        kept += 1
+        if kept > keep:
+            other.unlink(missing_ok=True)
     return path
 
 
-def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads; a corrupt one is reported and the previous one tried."""
+def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR, identity: dict | None = None
+                      ) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads (and has `identity`, when given); a corrupt one is reported
+    and the previous one tried."""
     for path in list_checkpoints(directory):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -74,6 +123,8 @@ def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR) -> tuple[Path, di
             print(f"sagan train: {path}: corrupt checkpoint ({reason}); falling back to the previous one",
                   file=sys.stderr)
             continue
+        if identity is not None and identity_change(state["identity"], identity):
+            continue  # another run's (arrange moves those away first; never resumed)
         return path, state
     return None
 
@@ -86,17 +137,94 @@ def identity_change(saved: dict, current: dict) -> str | None:
     return None
 
 
-def supersede(directory: Path = paths.CHECKPOINTS_DIR) -> Path:
-    """Move a run's checkpoints into `superseded/` (replacing an older set) so a new run starts.
+def supersede(files: list[Path], name: str, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
+    """Move `files` into the set `superseded/<name>/` (joining what it holds) and return the set.
 
-    Kept rather than deleted: a mistaken --params must not destroy a long run's checkpoints.
+    Kept rather than deleted: a mistaken --params must not destroy a long run's checkpoints, and
+    another identity's set is never touched. The set's mtime becomes now (the cap removes the oldest).
     """
-    target = Path(directory) / SUPERSEDED
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for path in list_checkpoints(directory):
+    target = Path(directory) / SUPERSEDED / name
+    target.mkdir(parents=True, exist_ok=True)
+    for path in files:
         os.replace(path, target / path.name)
+    os.utime(target)
     return target
+
+
+def restore(name: str, directory: Path = paths.CHECKPOINTS_DIR) -> Path | None:
+    """Move the set `superseded/<name>/` back into `directory`; the set's path, or None if there is none."""
+    source = Path(directory) / SUPERSEDED / name
+    files = list_checkpoints(source)
+    if not files:
+        return None
+    for path in files:
+        os.replace(path, Path(directory) / path.name)
+    with contextlib.suppress(OSError):
+        source.rmdir()
+    return source
+
+
+def _size(n_bytes: int) -> str:
+    if n_bytes >= 1e8:
+        return f"{n_bytes / 1e9:.2f} GB"
+    return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.0f} kB"
+
+
+def cap_superseded(max_gb: float, directory: Path = paths.CHECKPOINTS_DIR) -> list[tuple[Path, int]]:
+    """Remove superseded sets, oldest (mtime) first, until they use at most `max_gb` GB (10^9 bytes);
+    each removed set is printed with its size, and returned."""
+    root = Path(directory) / SUPERSEDED
+    if not root.is_dir():
+        return []
+    sets = {d: sum(f.stat().st_size for f in d.rglob("*") if f.is_file()) for d in root.iterdir() if d.is_dir()}
+    total, removed = sum(sets.values()), []
+    for d in sorted(sets, key=lambda d: (d.stat().st_mtime, d.name)):
+        if total <= max_gb * 1e9:
+            break
+        shutil.rmtree(d)
+        total -= sets[d]
+        removed.append((d, sets[d]))
+        print(f"sagan train: superseded checkpoints over train.superseded_max_gb ({max_gb:g} GB): "
+              f"removed {d}/ ({_size(sets[d])})")
+    return removed
+
+
+def arrange(identity: dict, max_superseded_gb: float, directory: Path = paths.CHECKPOINTS_DIR) -> bool:
+    """Leave in `directory` only checkpoints of `identity` (and unreadable files, which
+    load_newest_valid reports), before any rank reads it: others go to their superseded sets, and
+    this identity's set comes back when `directory` has none of its own. Then the cap. Prints what
+    it moves; True when it moved another run's checkpoints away. Rank 0 only, under the run's lock.
+    """
+    directory, mine = Path(directory), set_name(identity)
+    root = directory / SUPERSEDED
+    for path in list_checkpoints(root):  # the layout before per-identity sets: step files in superseded/
+        with contextlib.suppress(Exception):
+            supersede([path], owner(peek(path)), directory)
+    others: dict[str, list[tuple[Path, dict]]] = {}
+    have_mine = False
+    for path in list_checkpoints(directory):
+        try:
+            state = peek(path)
+            name = owner(state)
+        except Exception:  # unreadable: reported by load_newest_valid, left in place
+            continue
+        if name == mine:
+            have_mine = True
+        else:
+            others.setdefault(name, []).append((path, state))
+    for name, found in others.items():
+        newest, state = found[0]
+        if state["format"] != FORMAT:
+            why = f"is a format-{state['format']} checkpoint (this version reads format {FORMAT})"
+        else:
+            why = f"was trained with other params ({identity_change(state['identity'], identity)})"
+        target = supersede([path for path, _ in found], name, directory)
+        print(f"sagan train: {newest} {why}; moved {'its checkpoints' if len(found) > 1 else 'it'} to {target}/")
+    if not have_mine and (restored := restore(mine, directory)) is not None:
+        print(f"sagan train: these params' checkpoints were superseded by another run; moved {restored}/ back "
+              f"to resume from them")
+    cap_superseded(max_superseded_gb, directory)
+    return bool(others)
 
 
 def capture_rng(device: torch.device, generators: dict[str, torch.Generator]) -> dict:

@@ -15,8 +15,13 @@ steps (the incomplete tail is dropped); train.max_steps caps the run.
 
 Outputs are a pure function of the newest checkpoint (whose LoopState holds the log rows and
 sample grids), so a resumed run writes the same files as an uninterrupted one, and a rerun of a
-completed run only rewrites them. MLflow is written only at log points, epoch ends and the end of
-the run, never per step.
+completed run only rewrites them. During training only checkpoints are written; generator.pt,
+losses.csv, samples/ and run.json are published together after a successful run, run.json last, so
+that a killed or failed run leaves the previous run's outputs as they were, never half of each.
+MLflow is written only at log points, epoch ends and the end of the run, never per step.
+
+One run per project at a time (sagan.train.lock); before any rank reads a checkpoint, rank 0 leaves
+in models/checkpoints/ only those of this run's identity (checkpoint.arrange).
 """
 from __future__ import annotations
 
@@ -25,18 +30,20 @@ import contextlib
 import dataclasses
 import math
 import os
+import tempfile
 import time
 from functools import cached_property
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from sagan import paths, tracking
-from sagan.atomic import atomic_dir
+from sagan.atomic import atomic_dir, atomic_path
 from sagan.errors import SaganError
 from sagan.model.sample import save_grid
 from sagan.params import Params, flatten
-from sagan.train import checkpoint, dist, records
+from sagan.train import checkpoint, dist, lock, records
 from sagan.train.dist import DistContext
 from sagan.train.step import LOSSES, METRICS, GanTrainer
 
@@ -127,18 +134,16 @@ class Training:
 
     # -- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        found = checkpoint.load_newest_valid()
-        dist.barrier(self.ctx)  # every rank has read the checkpoints before rank 0 may move them
+        superseded = False
+        if self.ctx.is_main:  # other identities' and formats' checkpoints out, this identity's set back in
+            superseded = checkpoint.arrange(self.identity, self.train.superseded_max_gb)
+        dist.barrier(self.ctx)  # rank 0 has arranged the checkpoints before any rank reads them
+        found = checkpoint.load_newest_valid(identity=self.identity)
         if found is None:
+            if superseded:
+                print("sagan train: no checkpoint of these params; training from scratch")
             return
         path, state = found
-        change = checkpoint.identity_change(state["identity"], self.identity)
-        if change:
-            if self.ctx.is_main:
-                moved = checkpoint.supersede()
-                print(f"sagan train: {path} was trained with other params ({change}); "
-                      f"moved its checkpoints to {moved}/ and training from scratch")
-            return
         self.trainer.load_state_dict(state["trainer"])
         checkpoint.restore_rng(state["rng"], self.ctx.device, {"noise": self.noise_gen})
         self.state.load_state_dict(state["loop"], self.ctx.device)
@@ -158,7 +163,6 @@ class Training:
                  "rng": checkpoint.capture_rng(self.ctx.device, {"noise": self.noise_gen}),
                  "loop": self.state.state_dict()}
         self.last_checkpoint = str(checkpoint.save(state, self.state.step, self.train.keep_checkpoints))
-        records.write_losses(self.state.log_rows)
 
     def check_finite(self) -> None:
         """Stop at the first non-finite loss (one host sync; called at log points and checkpoints)."""
@@ -233,14 +237,16 @@ class Training:
             self.mlflow_run.log_metrics({k: float(v) for k, v in row.items() if k != "step"}, step=state.step)
 
     def epoch_grid(self, epoch: int) -> None:
-        """The fixed-z grid after an epoch (kept in the checkpoint, shown now, logged to MLflow)."""
+        """The fixed-z grid after an epoch: kept in the checkpoint (published by write_outputs at the
+        end) and logged to MLflow now, from a temporary file."""
         if not self.ctx.is_main:
             return
         self.state.grids[epoch] = self.trainer.sample_u8(self.fixed_z)
-        path = paths.SAMPLES_DIR / grid_name(epoch)
-        save_grid(self.state.grids[epoch], path)
         if self.mlflow_run is not None:
-            self.mlflow_run.log_artifact(path, "samples")
+            with tempfile.TemporaryDirectory(prefix="sagan-grid-") as tmp:
+                path = Path(tmp) / grid_name(epoch)
+                save_grid(self.state.grids[epoch], path)
+                self.mlflow_run.log_artifact(path, "samples")
 
     # -- records and outputs -----------------------------------------------------------------
     @cached_property
@@ -254,33 +260,44 @@ class Training:
         self.state.mlflow_run_id = self.mlflow_run.run_id
 
     def write_outputs(self) -> None:
-        """generator.pt, losses.csv, samples/, run.json, all from the final state."""
+        """generator.pt, losses.csv, samples/, run.json, all from the final state, published together.
+
+        Each is written to its temporary name first; only when all are written are they renamed into
+        place, run.json last (ExitStack renames in reverse order of entry). A failure before that
+        leaves the previous outputs untouched."""
         from sagan.model.io import save_generator
 
         state = self.state
-        save_generator(paths.GENERATOR, self.trainer.sampling_model(), self.model, self.info.size,
-                       ema=self.trainer.ema is not None)
-        records.write_losses(state.log_rows)
-        with atomic_dir(paths.SAMPLES_DIR) as tmp:
-            for epoch, images in sorted(state.grids.items()):
-                save_grid(images, tmp / grid_name(epoch))
         images_seen = state.step * self.train.n_critic * self.global_batch
         img_per_s = images_seen / state.wall_time_s if state.wall_time_s > 0 else 0.0
         device = self.ctx.device.type + (f" x{self.ctx.world_size}" if self.ctx.distributed else "")
-        records.write_run_record({
-            **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step,
-            "epochs": math.ceil(state.step / self.steps_per_epoch), "wall_time_s": state.wall_time_s,
-            "img_per_s": img_per_s, "device": device,
-        })
+        with contextlib.ExitStack() as publish:
+            run_record = publish.enter_context(atomic_path(paths.RUN_RECORD))
+            samples = publish.enter_context(atomic_dir(paths.SAMPLES_DIR))
+            losses = publish.enter_context(atomic_path(paths.LOSSES_CSV))
+            generator = publish.enter_context(atomic_path(paths.GENERATOR))
+            save_generator(generator, self.trainer.sampling_model(), self.model, self.info.size,
+                           ema=self.trainer.ema is not None)
+            records.write_losses(state.log_rows, state.mlflow_run_id, losses)
+            for epoch, images in sorted(state.grids.items()):
+                save_grid(images, samples / grid_name(epoch))
+            records.write_run_record({
+                **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step,
+                "epochs": math.ceil(state.step / self.steps_per_epoch), "wall_time_s": state.wall_time_s,
+                "img_per_s": img_per_s, "device": device, "params": flatten(self.params),
+            }, run_record)
         if self.mlflow_run is not None:  # run-level summary, for the report's run-history table
             self.mlflow_run.log_metrics({"steps": state.step, "train_wall_time_s": state.wall_time_s,
                                          "mean_img_per_s": img_per_s}, step=state.step)
 
 
 def run(params: Params, args: argparse.Namespace | None = None) -> None:
+    from sagan.data.loader import configure
+
+    configure(verify_shards=params.data.verify_shards)
     ctx = dist.init(params.train.device)
     try:
-        with determinism(params.train.deterministic):
+        with lock.exclusive(ctx), determinism(params.train.deterministic):
             training = Training(params, ctx)
             training.resume()
             if ctx.is_main:
