@@ -99,6 +99,8 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     assert kid_diff > 0.5  # poly kernel (x.y/32 + 1)^3: the mean shift of 1 per dim gives ~1.1
     # the subset is capped at the smaller pool, so a few features still give a value
     assert np.isfinite(kernel_inception_distance(same1[:10], shifted, subset_size=1000, seed=0)[0])
+    with pytest.raises(ValueError, match="^KID subsets need at least 2 features, got subset_size 1$"):
+        kernel_inception_distance(same1, shifted, subset_size=1, seed=0)
 
 
 # --- weights --------------------------------------------------------------------------------
@@ -213,6 +215,82 @@ def test_download_moves_checked_file_into_place(hub_dir, served_file, monkeypatc
     assert weights == extractor.Weights(hub_dir, digest, "official")
     assert hub_dir.read_bytes() == body
     assert extractor.resolve_weights("auto") == weights  # cached: found without the network
+
+
+class _Payload:
+    """Unpickling this runs code: open(marker, "w") creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def _plant_weights(path: Path, marker: Path) -> str:
+    """A torch.save file whose pickle runs _Payload when unpickled without weights_only; its sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"Conv2d_1a_3x3.conv.weight": _Payload(marker)}, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_planted_standin_weights_with_a_pickle_payload_are_refused(tmp_path):
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / "cache" / extractor.STANDIN_FILE
+    digest = _plant_weights(planted, marker)
+    planted.with_name(planted.name + ".sha256").write_text(digest + "\n")  # a matching record beside it
+    weights = extractor.standin_weights(tmp_path / "cache")
+    assert weights.sha256 == digest
+    with pytest.raises(SaganError) as exc:
+        extractor.load_extractor(weights, torch.device("cpu"))
+    assert not marker.exists()
+    message = str(exc.value)
+    assert message.startswith(f"{planted}: holds objects other than tensors") and "weights_only=True" in message
+    assert "\n" not in message
+
+
+def test_official_weights_with_a_pickle_payload_are_refused(tmp_path, monkeypatch):
+    """The official file's only hash check is the 8-digit prefix: the safe load is the guard."""
+    marker = tmp_path / "payload-ran"
+    planted = tmp_path / extractor.OFFICIAL_FILE
+    digest = _plant_weights(planted, marker)
+    monkeypatch.setattr(extractor, "OFFICIAL_SHA256_PREFIX", digest[:8])  # a forged prefix match
+    weights = extractor.resolve_weights(str(planted))
+    with pytest.raises(SaganError, match=rf"^{planted}: holds objects other than tensors[^\n]*$"):
+        extractor.load_extractor(weights, torch.device("cpu"))
+    assert not marker.exists()
+
+
+def test_weights_that_are_not_an_inception_state_dict_are_one_line(tmp_path):
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"fc.weight": torch.zeros(3)}, wrong)
+    weights = extractor.Weights(wrong, hashlib.sha256(wrong.read_bytes()).hexdigest(), "official")
+    with pytest.raises(SaganError) as exc:
+        extractor.load_extractor(weights, torch.device("cpu"))
+    assert str(exc.value).startswith(f"{wrong}: not InceptionV3 weights (") and "\n" not in str(exc.value)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"\x00" * 64)
+    weights = extractor.Weights(garbage, hashlib.sha256(garbage.read_bytes()).hexdigest(), "official")
+    with pytest.raises(SaganError, match=rf"^{garbage}: not a readable weights file \([^\n]*$"):
+        extractor.load_extractor(weights, torch.device("cpu"))
+
+
+def test_weights_are_only_ever_unpickled_safely(standin_dir, monkeypatch):
+    """Neither the stand-in recipe nor the extractor lets torch-fidelity unpickle anything itself."""
+    calls = []
+    real_load = torch.load
+
+    def recording_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    extractor.standin_state_dict(extractor.STANDIN_SEED)
+    model = extractor.load_extractor(extractor.standin_weights(standin_dir), torch.device("cpu"))
+    assert calls == [True]  # one load: ours, of the hash-checked weights
+    saved = real_load(standin_dir / extractor.STANDIN_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    assert isinstance(model, extractor.FeatureExtractorInceptionV3) and not model.training
 
 
 def test_device_param_errors():

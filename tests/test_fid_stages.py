@@ -17,6 +17,7 @@ from sagan.fid import evaluate, extractor, reference
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params
+from sagan.profiles import read_profile, write_profile
 
 ARGS = argparse.Namespace(params="params.yaml")
 N_REF = 4
@@ -118,7 +119,7 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     metrics = json.loads(paths.METRICS.read_text())
     types = {"fid": float, "kid_mean": float, "kid_std": float, "n_gen": int, "n_ref": int, "reference_split": str,
              "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
-             "synthetic_data": bool, "wall_time_s": float}
+             "synthetic_data": bool, "wall_time_s": float, "run_id": type(None)}  # no run.json: run_id null
     assert set(metrics) == set(types)
     assert {k: type(v) for k, v in metrics.items()} == types
     assert metrics["fid"] > 0 and metrics["kid_std"] >= 0
@@ -155,7 +156,7 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
 
 def test_generated_images_do_not_depend_on_batch_size():
     torch.manual_seed(0)
-    generator = Generator(load_params(Path(__file__).parents[1] / "configs/smoke.yaml").model, 32).eval()
+    generator = Generator(read_profile("smoke", Path(__file__).parents[1]).params.model, 32).eval()
     one = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 10, seed=3)))
     three = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 3, seed=3)))
     assert one.shape == (10, 3, 32, 32) and one.dtype == torch.uint8
@@ -210,3 +211,124 @@ def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
 def test_an_unknown_device_is_named_with_its_param(project):
     with pytest.raises(SaganError, match=r"^fid.device: unknown device 'gpu0' \(hint: use auto, cpu or cuda\)$"):
         evaluate.evaluate(_with_fid(base_params(), device="gpu0"))
+
+
+def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, capsys):
+    import mlflow
+
+    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    params = _with_fid(base_params(), kid=False)
+    mlflow.set_tracking_uri(params.mlflow.tracking_uri)
+    mlflow.set_experiment(params.mlflow.experiment)
+    with mlflow.start_run() as training_run:
+        pass
+    record = Path("run_for_evaluate.json")
+    record.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
+    monkeypatch.setattr(paths, "RUN_RECORD", record)
+    evaluate.run(params, ARGS)
+    metrics = json.loads(paths.METRICS.read_text())
+    assert metrics["run_id"] == training_run.info.run_id
+    assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(metrics["fid"])
+    # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
+    monkeypatch.setattr(paths, "RUN_RECORD", Path("no_such_run.json"))
+    capsys.readouterr()
+    evaluate.run(params, ARGS)
+    assert json.loads(paths.METRICS.read_text())["run_id"] is None
+    assert "no_such_run.json not found; metrics not logged to MLflow" in capsys.readouterr().err
+
+
+def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
+    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    with pytest.raises(SaganError) as exc:
+        evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1))
+    assert str(exc.value).startswith(f"fid.kid_subset_size: 1; KID needs subsets of at least 2 and at most "
+                                     f"min(fid.num_samples, reference features) = {min(N_GEN, N_REF)} ")
+    assert "\n" not in str(exc.value)
+    # larger than the pools: capped (small runs still get a KID), as before
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000))
+    assert metrics["kid_mean"] is not None
+
+
+@pytest.mark.parametrize("kid", [True, False])
+def test_num_samples_below_two_names_the_param(project, kid):
+    with pytest.raises(SaganError, match=r"^fid.num_samples: 1; FID needs at least 2 samples [^\n]*$"):
+        evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid))
+
+
+# --- sagan check-fid -------------------------------------------------------------------------
+
+PROTOCOL = {"n_gen": 6, "n_ref": 4, "reference_split": "val", "weights_kind": "standin", "weights_sha256": "ab" * 32,
+            "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}}
+
+
+def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict) -> tuple[int, str]:
+    write_profile("smoke", tmp_path / "smoke.yaml", root=Path(__file__).resolve().parents[1])
+    monkeypatch.chdir(tmp_path)
+    paths.METRICS.parent.mkdir(exist_ok=True)
+    paths.METRICS.write_text(json.dumps(metrics))
+    Path("baseline.json").write_text(json.dumps(baseline))
+    rc = cli.main(["check-fid", "--params", "smoke.yaml", "--baseline", "baseline.json"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err  # one line
+    return rc, err.strip()
+
+
+def test_check_fid_still_reports_a_regression(tmp_path, monkeypatch, capsys):
+    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 20.0, **PROTOCOL},
+                         {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
+    assert rc == 1 and err.startswith("sagan check-fid: error: FID regressed: 20.0000 > baseline 10.0000")
+
+
+@pytest.mark.parametrize("fid", ["n/a", None, True, float("nan")])
+def test_check_fid_refuses_a_non_number_fid_in_metrics(tmp_path, monkeypatch, capsys, fid):
+    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": fid, **PROTOCOL},
+                         {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
+    assert rc == 1 and err.startswith(f"sagan check-fid: error: reports/metrics.json: 'fid' is {fid!r}, not a "
+                                      f"number; it is written by `sagan evaluate`")
+
+
+def test_check_fid_names_a_key_missing_from_metrics(tmp_path, monkeypatch, capsys):
+    metrics = {"fid": 9.0, **PROTOCOL}
+    del metrics["weights_kind"]
+    rc, err = _check_fid(tmp_path, monkeypatch, capsys, metrics, {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
+    assert rc == 1 and err.startswith("sagan check-fid: error: reports/metrics.json: missing 'weights_kind'; it is "
+                                      "written by `sagan evaluate`")
+
+
+@pytest.mark.parametrize("baseline,problem", [
+    ({"fid": 10.0, "tolerance": 0.15}, "missing 'protocol'"),
+    ({"tolerance": 0.15, "protocol": PROTOCOL}, "missing 'fid'"),
+    ({"fid": 10.0, "protocol": PROTOCOL}, "missing 'tolerance'"),
+    ({"fid": 10.0, "tolerance": 0.15, "protocol": {k: v for k, v in PROTOCOL.items() if k != "n_ref"}},
+     "missing 'protocol.n_ref'"),
+    ({"fid": 10.0, "tolerance": 0.15, "protocol": ["n_gen"]}, "'protocol' is ['n_gen'], not an object"),
+    ({"fid": "ten", "tolerance": 0.15, "protocol": PROTOCOL}, "'fid' is 'ten', not a number"),
+    ([1, 2], "not a JSON object"),
+])
+def test_check_fid_names_the_baseline_file_and_key(tmp_path, monkeypatch, capsys, baseline, problem):
+    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0, **PROTOCOL}, baseline)
+    assert rc == 1 and err.startswith(f"sagan check-fid: error: baseline.json: {problem}"), err
+
+
+class _Payload:
+    """Unpickling this runs code: open(marker, "w") creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_fid_ref_refuses_planted_standin_weights_without_running_them(project, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(project / "params.yaml", "params.yaml")
+    shutil.copytree(project / "data", "data")
+    assert load_params("params.yaml").fid.weights == "standin"
+    marker = tmp_path / "payload-ran"
+    planted = paths.STANDIN_WEIGHTS_DIR / extractor.STANDIN_FILE
+    planted.parent.mkdir(parents=True)
+    torch.save({"fc.weight": _Payload(marker)}, planted)
+    planted.with_name(planted.name + ".sha256").write_text(extractor.sha256_bytes(planted.read_bytes()) + "\n")
+    assert _error(capsys, "fid-ref").startswith(f"sagan fid-ref: error: {planted}: holds objects other than tensors")
+    assert not marker.exists()

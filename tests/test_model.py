@@ -20,7 +20,6 @@ from sagan.model.sample import save_grid
 from sagan.params import ModelParams
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
 SMALL = ModelParams(z_dim=16, g_channels=8, d_channels=8)
 
 
@@ -267,6 +266,22 @@ def test_generator_file_round_trips_exactly(tmp_path, style):
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
 
 
+def test_generator_file_bytes_depend_only_on_weights_and_config(tmp_path):
+    """DVC hashes models/generator.pt: the same weights and config must give the same bytes, whatever
+    the file is called and whenever it is written."""
+    G = trained_generator(SMALL, 32)
+    save_generator(tmp_path / "a" / "generator.pt", G, SMALL, 32, ema=False)
+    save_generator(tmp_path / "b" / "other_name.pt", G, SMALL, 32, ema=False)
+    first = (tmp_path / "a" / "generator.pt").read_bytes()
+    assert (tmp_path / "b" / "other_name.pt").read_bytes() == first
+    save_generator(tmp_path / "a" / "generator.pt", G, SMALL, 32, ema=False)  # rewritten in place
+    assert (tmp_path / "a" / "generator.pt").read_bytes() == first
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["generator.pt"]
+    save_generator(tmp_path / "c.pt", G, SMALL, 32, ema=True)  # another ema flag: different bytes
+    assert (tmp_path / "c.pt").read_bytes() != first
+    assert load_generator(tmp_path / "b" / "other_name.pt")[1] == {**dataclasses.asdict(SMALL), "image_size": 32}
+
+
 def test_a_compiled_generator_is_saved_under_its_plain_names(tmp_path):
     G = trained_generator(SMALL, 32)
     save_generator(tmp_path / "g.pt", torch.compile(G), SMALL, 32, ema=False)  # compiles lazily: cheap
@@ -327,11 +342,11 @@ def test_save_grid_writes_the_uint8_pixels_as_given(tmp_path):
 
 
 @pytest.mark.parametrize("n,cols,rows", [(64, 8, 8), (10, 4, 3)])
-def test_sample_command_writes_a_grid_png(tmp_path, n, cols, rows):
+def test_sample_command_writes_a_grid_png(tmp_path, smoke_params_file, n, cols, rows):
     generator_file = tmp_path / "generator.pt"
     save_generator(generator_file, trained_generator(SMALL, 32), SMALL, 32, ema=False)
     out = tmp_path / "grid.png"
-    args = ["sample", "--params", SMOKE, "--generator", str(generator_file), "--n", str(n), "--out", str(out)]
+    args = ["sample", "--params", smoke_params_file, "--generator", str(generator_file), "--n", str(n), "--out", str(out)]
     assert main(args + ["--seed", "3"]) == 0
     assert Image.open(out).size == (cols * (32 + 2) + 2, rows * (32 + 2) + 2)
     first = out.read_bytes()
@@ -339,10 +354,21 @@ def test_sample_command_writes_a_grid_png(tmp_path, n, cols, rows):
     assert main(args + ["--seed", "4"]) == 0 and out.read_bytes() != first
 
 
-def test_sample_command_reports_a_bad_generator_in_one_line(tmp_path, capsys):
+def test_sample_command_reports_a_bad_generator_in_one_line(tmp_path, smoke_params_file, capsys):
     bad = tmp_path / "generator.pt"
     bad.write_bytes(b"\x00" * 100)
-    assert main(["sample", "--params", SMOKE, "--generator", str(bad), "--out", str(tmp_path / "g.png")]) == 1
+    assert main(["sample", "--params", smoke_params_file, "--generator", str(bad), "--out", str(tmp_path / "g.png")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"sagan sample: error: {bad}: not a generator file") and err.count("\n") == 1
     assert not (tmp_path / "g.png").exists()
+
+
+def test_sample_command_refuses_a_directory_as_out(tmp_path, smoke_params_file, capsys):
+    generator_file = tmp_path / "generator.pt"
+    save_generator(generator_file, trained_generator(SMALL, 32), SMALL, 32, ema=False)
+    out = tmp_path / "grids"
+    out.mkdir()
+    assert main(["sample", "--params", smoke_params_file, "--generator", str(generator_file), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"sagan sample: error: --out: {out} is a directory") and err.count("\n") == 1
+    assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["generator.pt", "grids"]

@@ -5,10 +5,12 @@ Generator seeded with `fid.seed` (drawn on the CPU in sequence, so the images ar
 any batch size or device), converted to uint8 exactly as the training data is stored, and
 streamed through the extractor: memory stays flat as `num_samples` grows. KID uses the first
 KID_MAX_FEATURES generated features against the reference's stored `kid_features`, with subsets
-of min(fid.kid_subset_size, both pool sizes).
+of min(fid.kid_subset_size, both pool sizes); FID needs fid.num_samples >= 2 and KID subsets of at
+least 2, both checked before any image is drawn.
 
-The numbers go to reports/metrics.json and into the training run's MLflow run (when
-reports/train/run.json exists; else a warning: evaluating a foreign generator still works).
+The numbers go to reports/metrics.json, with the MLflow run id of the training run they belong to
+(`run_id`, from reports/train/run.json), and into that MLflow run. Without run.json `run_id` is
+null and a warning says the metrics were not logged: evaluating a foreign generator still works.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, r
 from sagan.fid.reference import read_reference
 from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
 from sagan.model.io import load_generator
-from sagan.params import Params
+from sagan.params import FidParams, Params
 from sagan.pixels import to_uint8
 
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
@@ -49,11 +51,30 @@ def generated_batches(generator: torch.nn.Module, z_dim: int, n: int, batch_size
         yield to_uint8(generator(z.to(device)))
 
 
+def check_sample_sizes(fid: FidParams, reference: dict) -> None:
+    """The sample-size params against what FID and KID need, before any image is drawn."""
+    if fid.num_samples < 2:
+        raise SaganError(f"fid.num_samples: {fid.num_samples}; FID needs at least 2 samples (it compares "
+                         f"covariances)", hint="set fid.num_samples to 2 or more (the paper's protocol: 50000)")
+    if not fid.kid:
+        return
+    n_ref_kid = len(reference["kid_features"])
+    if n_ref_kid < 2:
+        raise paths.bad_input(paths.FID_REFERENCE, f"holds {n_ref_kid} KID features, KID needs at least 2")
+    largest = min(fid.num_samples, KID_MAX_FEATURES, n_ref_kid)
+    if fid.kid_subset_size < 2:
+        raise SaganError(f"fid.kid_subset_size: {fid.kid_subset_size}; KID needs subsets of at least 2 and at most "
+                         f"min(fid.num_samples, reference features) = {largest} (larger values are capped)",
+                         hint=f"set fid.kid_subset_size between 2 and {largest}, or fid.kid: false")
+
+
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
-    """The metrics.json content for a generator (default: the pipeline's) against the reference."""
+    """The metrics.json content for a generator (default: the pipeline's) against the reference,
+    without `run_id` (that is the pipeline's, added by `run`)."""
     started = time.perf_counter()
     fid = params.fid
     reference = read_reference()
+    check_sample_sizes(fid, reference)
     device = resolve_device(fid.device, param="fid.device")
     generator, config = load_generator(generator_path, device)
     if int(config["image_size"]) != int(reference["size"]):
@@ -106,8 +127,22 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
     training_run.set_tags(tags)
 
 
+def training_run_id(record_path: Path | None = None) -> str | None:
+    """The MLflow run id in reports/train/run.json (the run that wrote the generator), or None when
+    there is no readable record with one (log_to_training_run warns about that)."""
+    record_path = paths.RUN_RECORD if record_path is None else record_path
+    if not record_path.is_file():
+        return None
+    try:
+        record = tracking.read_run_record(record_path)
+    except SaganError:
+        return None
+    run_id = record.get("mlflow_run_id") if isinstance(record, dict) else None
+    return run_id if isinstance(run_id, str) and run_id else None
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = evaluate(params)
+    metrics = {**evaluate(params), "run_id": training_run_id()}
     write_json(paths.METRICS, metrics)
     log_to_training_run(params, metrics)
     kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""

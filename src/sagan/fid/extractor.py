@@ -10,14 +10,22 @@
   They make FID runnable offline; their numbers are not comparable with published FIDs and
   every output labels them (`weights_kind: standin`).
 
-Whatever the kind, the bytes are hashed and that very buffer is handed to torch-fidelity, so
-what is loaded is exactly what was checked.
+Whatever the kind, the bytes are hashed and that very buffer is loaded here, with
+`torch.load(weights_only=True)`: what is loaded is exactly what was checked, and a file whose pickle
+would build anything but tensors and plain containers is refused without running it (the only
+check on the official file's hash is the 8-digit prefix in its name, so the safe load is the guard).
+torch-fidelity's extractor is handed the resulting state dict, never a path or bytes: its own loader
+unpickles with `weights_only=False`.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import pickle
+import re
+import types
 import urllib.error
+import zipfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +50,8 @@ EXTRACTOR_LABEL = f"torch-fidelity {torch_fidelity.__version__} {EXTRACTOR_NAME}
 RESIZE_LABEL = "torch-fidelity bilinear 299"
 
 OFFICIAL_FILE = URL_INCEPTION_V3.rsplit("/", 1)[1]  # weights-inception-2015-12-05-6726825d.pth
-# torch hub's convention: the file name ends in the first 8 hex digits of the file's sha256.
+# torch hub's convention: the file name ends in the first 8 hex digits of the file's sha256. The
+# full sha256 is not published with the file, so the prefix is all that is checked (see load_weights).
 OFFICIAL_SHA256_PREFIX = OFFICIAL_FILE.rsplit("-", 1)[1].split(".")[0]
 
 STANDIN_SEED = 0
@@ -134,11 +143,26 @@ def standin_weights(cache_dir: Path) -> Weights:
     return Weights(path, digest, "standin")
 
 
-class _BareInceptionV3(FeatureExtractorInceptionV3):
-    """torch-fidelity's architecture left at PyTorch's init: its constructor gets an empty state dict."""
+# torch-fidelity's constructor loads the weights itself: torch.load(path, weights_only=False), or
+# torch hub's download when the path is None. _InceptionV3 runs that constructor with the hub loader
+# swapped for one that hands over a state dict we loaded safely; check that it still loads that way.
+_TF_INIT = FeatureExtractorInceptionV3.__init__
+if "load_state_dict_from_url" not in _TF_INIT.__code__.co_names:
+    raise ImportError(f"torch-fidelity {torch_fidelity.__version__}: FeatureExtractorInceptionV3 no longer loads "
+                      f"its weights through load_state_dict_from_url; {__name__}._InceptionV3 needs updating")
 
-    def load_state_dict(self, state_dict, strict=True, assign=False):
-        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+class _InceptionV3(FeatureExtractorInceptionV3):
+    """torch-fidelity's TF-compatible InceptionV3 built around `state_dict` (None: PyTorch's default
+    init). torch-fidelity gets no path and no bytes, so it unpickles nothing."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor] | None):
+        def hand_over(*args, **kwargs) -> dict[str, torch.Tensor]:
+            return self.state_dict() if state_dict is None else state_dict  # its own state: a no-op load
+
+        init = types.FunctionType(_TF_INIT.__code__, {**_TF_INIT.__globals__, "load_state_dict_from_url": hand_over},
+                                  _TF_INIT.__name__, _TF_INIT.__defaults__, _TF_INIT.__closure__)
+        init(self, EXTRACTOR_NAME, [FEATURE], feature_extractor_weights_path=None)
 
 
 def standin_state_dict(seed: int) -> dict[str, torch.Tensor]:
@@ -150,10 +174,7 @@ def standin_state_dict(seed: int) -> dict[str, torch.Tensor]:
     identity, so no data is needed. Measured on synthetic faces: per-dimension feature std across
     images ~0.1, and FID ranks real/real < colour-shifted < noise (tests/test_fid.py).
     """
-    empty = io.BytesIO()
-    torch.save({}, empty)
-    empty.seek(0)
-    model = _BareInceptionV3(EXTRACTOR_NAME, [FEATURE], feature_extractor_weights_path=empty)
+    model = _InceptionV3(None)
     rng = np.random.default_rng(seed)
     for module in model.modules():
         if not isinstance(module, BasicConv2d):
@@ -178,12 +199,53 @@ def standin_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorInceptionV3:
-    """torch-fidelity's InceptionV3 (pool3 output) with `weights`, re-verified as they are loaded."""
-    data = weights.path.read_bytes()
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def load_weights(weights: Weights) -> dict[str, torch.Tensor]:
+    """The state dict in `weights`, re-verified against its sha256 and unpickled safely.
+
+    `torch.load(weights_only=True)` builds tensors and plain containers only: a pickle that names
+    anything else (a payload that would run code) is refused, never run.
+    """
+    path = weights.path
+    data = path.read_bytes()
     if sha256_bytes(data) != weights.sha256:
-        raise SaganError(f"{weights.path}: changed since it was checked (sha256 differs)", hint="rerun")
-    model = FeatureExtractorInceptionV3(EXTRACTOR_NAME, [FEATURE], feature_extractor_weights_path=io.BytesIO(data))
+        raise SaganError(f"{path}: changed since it was checked (sha256 differs)", hint="rerun")
+    if weights.kind == "standin":
+        hint = f"delete {path} and {path.name}.sha256 beside it to regenerate the stand-in weights"
+    else:
+        hint = f"download {URL_INCEPTION_V3} again"
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise SaganError(f"{path}: holds objects other than tensors (its pickle calls {refused.group(1)}), "
+                             f"which safe loading (weights_only=True) refuses; nothing in it was run",
+                             hint=hint) from exc
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", str(exc), re.S)
+        raise SaganError(f"{path}: not a readable weights file "
+                         f"({_one_line(detail.group(1) if detail else str(exc))})", hint=hint) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise SaganError(f"{path}: not a readable weights file ({_one_line(str(exc)) or type(exc).__name__})",
+                         hint=hint) from exc
+    if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                            for k, v in state.items())):
+        raise SaganError(f"{path}: not InceptionV3 weights (expected a state dict of tensors)", hint=hint)
+    return state
+
+
+def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorInceptionV3:
+    """torch-fidelity's InceptionV3 (pool3 output) with `weights`, re-verified and safely loaded."""
+    state = load_weights(weights)
+    try:
+        model = _InceptionV3(state)
+    except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
+        raise SaganError(f"{weights.path}: not InceptionV3 weights ({_one_line(str(exc))})",
+                         hint=f"use the official {OFFICIAL_FILE} ({URL_INCEPTION_V3}), auto, or standin") from exc
     if device.type == "cpu":
         # oneDNN's convolutions and pooling make the pass ~1.5x faster in NHWC on the CPU
         # (docs/benchmarks.md); features agree with NCHW to float32 rounding.

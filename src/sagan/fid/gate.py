@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -36,6 +37,50 @@ def read_json(path: Path) -> dict:
         raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
 
 
+BASELINE_HINT = "fix it, or rewrite it from the current run with `make update-baseline`"
+
+
+def _number_problem(data: dict, key: str) -> str | None:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"{key!r} is {value!r}, not a number"
+    return None
+
+
+def read_metrics(path: Path) -> dict:
+    """reports/metrics.json with the keys the gate reads, its FID a number; else one line naming the key."""
+    metrics = read_json(path)
+    if not isinstance(metrics, dict):
+        raise paths.bad_input(path, "not a JSON object")
+    for key in ("fid", *PROTOCOL_KEYS):
+        if key not in metrics:
+            raise paths.bad_input(path, f"missing {key!r}")
+    problem = _number_problem(metrics, "fid")
+    if problem:
+        raise paths.bad_input(path, problem)
+    return metrics
+
+
+def read_baseline(path: Path) -> dict:
+    """The baseline with its FID, tolerance and every protocol key; else one line naming the file and key."""
+    baseline = read_json(path)
+    if not isinstance(baseline, dict):
+        raise SaganError(f"{path}: not a JSON object", hint=BASELINE_HINT)
+    for key in ("fid", "tolerance", "protocol"):
+        if key not in baseline:
+            raise SaganError(f"{path}: missing {key!r}", hint=BASELINE_HINT)
+    if not isinstance(baseline["protocol"], dict):
+        raise SaganError(f"{path}: 'protocol' is {baseline['protocol']!r}, not an object", hint=BASELINE_HINT)
+    for key in PROTOCOL_KEYS:
+        if key not in baseline["protocol"]:
+            raise SaganError(f"{path}: missing 'protocol.{key}'", hint=BASELINE_HINT)
+    for key in ("fid", "tolerance"):
+        problem = _number_problem(baseline, key)
+        if problem:
+            raise SaganError(f"{path}: {problem}", hint=BASELINE_HINT)
+    return baseline
+
+
 def untrained_fid(params: Params) -> float:
     """FID of a freshly initialised generator (same config, seeded by train.seed), same protocol."""
     from sagan.fid.evaluate import evaluate
@@ -52,7 +97,9 @@ def untrained_fid(params: Params) -> float:
 
 
 def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
-    old = json.loads(baseline_path.read_text()) if baseline_path.is_file() else {}
+    old = read_json(baseline_path) if baseline_path.is_file() else {}
+    if not isinstance(old, dict):
+        old = {}
     write_json(baseline_path, {
         "fid": metrics["fid"],
         "tolerance": old.get("tolerance", DEFAULT_TOLERANCE),
@@ -63,14 +110,14 @@ def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = read_json(paths.METRICS)
+    metrics = read_metrics(paths.METRICS)
     baseline_path = Path(args.baseline)
     if args.update:
         update_baseline(metrics, baseline_path, params)
         return
     if not baseline_path.is_file():
         raise SaganError(f"{baseline_path}: no FID baseline", hint="create it with `make update-baseline`")
-    baseline = read_json(baseline_path)
+    baseline = read_baseline(baseline_path)
     for key in PROTOCOL_KEYS:
         if metrics[key] != baseline["protocol"][key]:
             raise SaganError(f"{paths.METRICS}: {key}={metrics[key]!r} but {baseline_path} was measured with "

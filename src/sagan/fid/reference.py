@@ -26,7 +26,7 @@ import torch
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.data.loader import dataset_info, load_split
+from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid.extractor import EXTRACTOR_LABEL, load_extractor, resolve_weights, summarise
@@ -89,6 +89,7 @@ def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
+    configure(verify_shards=params.data.verify_shards)
     arrays = compute_reference(params.fid)
     write_npz(paths.FID_REFERENCE, arrays)
     print(f"sagan fid-ref: {int(arrays['n'])} {params.fid.reference_split} images -> {paths.FID_REFERENCE} "

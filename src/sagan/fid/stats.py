@@ -85,8 +85,10 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, subs
                               seed: int) -> tuple[float, float]:
     """KID (mean, std over KID_SUBSETS random subsets) with torch-fidelity's polynomial kernel.
 
-    `subset_size` is capped at the smaller feature set so small runs still get a value.
+    `subset_size` (at least 2) is capped at the smaller feature set so small runs still get a value.
     """
+    if subset_size < 2:
+        raise ValueError(f"KID subsets need at least 2 features, got subset_size {subset_size}")
     size = min(subset_size, len(features1), len(features2))
     if size < 2:
         raise ValueError(f"KID needs at least 2 features per set, got {len(features1)} and {len(features2)}")

@@ -8,6 +8,7 @@ generator in eval mode computes exactly the saved one's weights.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pickle
 import zipfile
@@ -37,11 +38,18 @@ def _unwrapped(module: nn.Module) -> nn.Module:
 
 def save_generator(path: str | os.PathLike, generator: nn.Module, model: ModelParams,
                    image_size: int, ema: bool) -> None:
-    """Write `generator`'s weights and the config that rebuilds it, atomically."""
+    """Write `generator`'s weights and the config that rebuilds it, atomically.
+
+    The bytes depend on the weights and config only (DVC hashes the file): torch.save names the
+    records inside its zip after the file it writes, so it writes to memory (records `archive/...`,
+    fixed timestamps), not to the temporary file, whose name is random.
+    """
     state = {k: v.detach().cpu() for k, v in _unwrapped(generator).state_dict().items()}
     config = {**dataclasses.asdict(model), "image_size": int(image_size)}
+    buffer = io.BytesIO()
+    torch.save({"state_dict": state, "config": config, "ema": bool(ema)}, buffer)
     with atomic_path(path) as tmp:
-        torch.save({"state_dict": state, "config": config, "ema": bool(ema)}, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, dict]:
@@ -62,7 +70,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise paths.bad_input(path, "not a generator file (expected a state_dict and a config with image_size)")
     config = dict(saved["config"])
     model = parse_params({"model": {k: v for k, v in config.items() if k != "image_size"}},
-                             where=str(path)).model
+                             where=str(path), partial=True).model
     try:
         generator = Generator(model, int(config["image_size"]))
         generator.load_state_dict(saved["state_dict"])

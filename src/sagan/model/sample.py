@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from pathlib import Path
 
 import torch
 from PIL import Image
@@ -45,6 +46,14 @@ def sample_images(generator: torch.nn.Module, n: int, seed: int, z_dim: int) -> 
 def run(params: Params, args: argparse.Namespace) -> None:
     if args.n < 1:
         raise SaganError(f"--n: must be at least 1, got {args.n}")
+    out = Path(args.out)
+    if out.is_dir():  # checked before the generator runs: the rename onto it would fail at the end
+        raise SaganError(f"--out: {out} is a directory; give the PNG file to write",
+                         hint=f"e.g. --out {out / 'samples.png'}")
     generator, config = load_generator(args.generator or paths.GENERATOR, resolve_device("auto"))
-    save_grid(sample_images(generator, args.n, args.seed, config["z_dim"]), args.out)
+    images = sample_images(generator, args.n, args.seed, config["z_dim"])
+    try:
+        save_grid(images, out)
+    except OSError as exc:  # full disk and unwritable directories are already SaganErrors (sagan.atomic)
+        raise SaganError(f"--out: cannot write {out} ({exc.strerror or exc})") from exc
     print(f"sagan sample: wrote {args.n} images to {args.out}")
