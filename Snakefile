@@ -42,11 +42,6 @@ def all_cores(wildcards):
 shell.prefix("export SAGAN_ORCHESTRATOR=snakemake; ")
 
 
-onstart:
-    # Create the MLflow store once, before any parallel job could race to create it.
-    shell(f"python -m sagan.tracking --params {DEFAULT_PARAMS}")
-
-
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/fid.smk"

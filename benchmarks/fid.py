@@ -40,9 +40,9 @@ def _setup(root: Path, device: str) -> None:
     from sagan.fid import extractor, reference
     from sagan.model.io import save_generator
     from sagan.model.networks import Generator
-    from sagan.params import load_params
+    from sagan.profiles import read_profile
 
-    model = load_params(REPO / "configs" / "smoke.yaml").model
+    model = read_profile("smoke", REPO).params.model
     torch.manual_seed(0)
     save_generator(paths.GENERATOR, Generator(model, 32), model, 32, ema=False)
     weights = extractor.resolve_weights("standin", standin_dir=REPO / paths.STANDIN_WEIGHTS_DIR)
@@ -61,9 +61,9 @@ def _setup(root: Path, device: str) -> None:
 
 def _ours(n: int, batch_size: int, device: str) -> float:
     from sagan.fid import evaluate
-    from sagan.params import load_params
+    from sagan.profiles import read_profile
 
-    params = load_params(REPO / "configs" / "smoke.yaml")
+    params = read_profile("smoke", REPO).params
     params = dataclasses.replace(params, fid=dataclasses.replace(
         params.fid, weights="standin", num_samples=n, batch_size=batch_size, kid=False, device=device))
     return evaluate.evaluate(params)["fid"]

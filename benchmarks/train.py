@@ -3,7 +3,7 @@
     python benchmarks/train.py [--steps 5] [--warmup 2] [--repeats 2] [--images 512] [--device auto]
                                [--configs smoke paper]
 
-Configs: `smoke` (32 px, configs/smoke.yaml's widths) and `paper` (64 px, params.yaml: widths 64,
+Configs: `smoke` (32 px, the smoke profile's widths) and `paper` (64 px, the paper's: widths 64,
 batch 64). Both loops train the same networks with the same losses (bce + gradient penalty):
   ours:     `sagan.train.step.GanTrainer`, the training split as uint8 on the device, batches
             gathered by a device permutation and normalised there, metrics kept on the device
@@ -29,12 +29,13 @@ from torchvision import datasets, transforms
 from sagan.data.synthetic import draw_face
 from sagan.model import losses
 from sagan.model.networks import Discriminator, Generator
-from sagan.params import Params, load_params
+from sagan.params import Params
+from sagan.profiles import read_profile
 from sagan.train.dist import DistContext, resolve_device
 from sagan.train.step import GanTrainer, to_model_input
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"smoke": REPO / "configs/smoke.yaml", "paper": REPO / "params.yaml"}
+CONFIGS = ("smoke", "paper")  # profiles (configs/*.yaml; paper = the defaults)
 
 
 def sync(device: torch.device) -> None:
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", type=int, default=512, help="JPEGs for the baseline's ImageFolder")
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of both loops; best kept")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         write_jpegs(Path(tmp), args.images)
         rows = []
         for name in args.configs:
-            params = load_params(CONFIGS[name])
+            params = read_profile(name, REPO).params
             size = 32 if name == "smoke" else 64
             ours_ips = base_ips = data_share = 0.0
             for _ in range(args.repeats):  # alternate the two loops; keep the best of each

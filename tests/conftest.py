@@ -26,6 +26,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import yaml  # noqa: E402
 
 from sagan import paths  # noqa: E402
 from sagan.data import prepare, split  # noqa: E402
@@ -45,6 +46,24 @@ def synthetic_raw(tmp_path_factory) -> tuple[Path, Path]:
     zip_path, partition_path = raw / paths.RAW_ZIP.name, raw / paths.RAW_PARTITION.name
     write_synthetic_celeba(zip_path, partition_path, SYNTHETIC_IMAGES, seed=0)
     return zip_path, partition_path
+
+
+def write_params(path: Path, profile: str = "paper", **sections: dict) -> Path:
+    """A complete params file (params files spell out every key): `profile`'s values with the
+    keys in `sections` changed, e.g. write_params(p, prepare={"size": 32})."""
+    raw = dataclasses.asdict(read_profile(profile, REPO_ROOT).params)
+    for section, changes in sections.items():
+        raw[section].update(changes)
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smoke_params_file(tmp_path_factory) -> str:
+    """The smoke profile as the complete file `sagan params --profile smoke` writes."""
+    path = tmp_path_factory.mktemp("smoke_params") / "params.yaml"
+    write_profile("smoke", path, root=REPO_ROOT)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -145,8 +164,9 @@ def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def without_speed(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "img_per_s"} for row in rows]
+def comparable(rows: list[dict]) -> list[dict]:
+    """losses.csv rows less what differs between two runs of the same params: speed and MLflow run id."""
+    return [{k: v for k, v in row.items() if k not in ("img_per_s", "run_id")} for row in rows]
 
 
 def generator_tensors(path: Path = paths.GENERATOR) -> dict[str, torch.Tensor]:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import write_params
 from sagan import stages
 from sagan.cli import COMMANDS, main
 from sagan.params import Params, load_params
@@ -44,3 +45,18 @@ def test_sagan_params_repairs_a_broken_params_file(tmp_path, monkeypatch):
     assert main(["prepare", "--params", str(broken)]) == 1
     assert main(["params", "--profile", "paper", "--params", str(broken)]) == 0
     assert load_params(broken) == Params()
+
+
+def test_an_mlflow_failure_mid_stage_is_one_line(tmp_path, monkeypatch, capsys):
+    from mlflow.exceptions import MlflowException
+
+    from sagan.report import build
+
+    def fail(params, args):
+        raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'abc' not found\n  (a long server trace)")
+
+    monkeypatch.setattr(build, "run", fail)
+    params = write_params(tmp_path / "params.yaml")
+    assert main(["report", "--params", str(params)]) == 1
+    assert capsys.readouterr().err == ("sagan report: error: MLflow: MlflowException: RESOURCE_DOES_NOT_EXIST: "
+                                       "run 'abc' not found\n")

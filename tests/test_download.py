@@ -108,7 +108,7 @@ def workdir(tmp_path, monkeypatch):
 
 
 def _params(**data):
-    return parse_params({"data": data})
+    return parse_params({"data": data}, partial=True)
 
 
 def _url_params(server, **extra):

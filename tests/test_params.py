@@ -85,7 +85,7 @@ def test_bad_params_give_one_line_naming_the_key(raw, message):
 def test_scientific_notation_strings_are_floats(tmp_path):
     # PyYAML (YAML 1.1) reads `1e-4` without a dot as a string; users write it that way.
     f = tmp_path / "p.yaml"
-    f.write_text("train:\n  lr_g: 1e-4\n")
+    f.write_text(render(read_profile("paper", ROOT)).replace("  lr_g: 0.0001", "  lr_g: 1e-4"))
     assert load_params(f).train.lr_g == 1e-4
 
 
@@ -101,3 +101,32 @@ def test_missing_and_malformed_files(tmp_path):
 def test_flatten_uses_dotted_keys():
     flat = flatten(Params())
     assert flat["train.lr_d"] == 4e-4 and flat["data.urls.zip"] == "" and flat["prepare.crop"] == 160
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "p.yaml: empty (hint: a params file spells out every key"),
+    ("prepare:\n  size: 32\n", "p.yaml: missing param 'prepare.crop' (hint: "),
+    (None, "p.yaml: missing section 'report' (hint: "),
+    ("data: {urls: {zip: ''}}\n", "p.yaml: missing param 'data.urls.partition' (hint: "),
+])
+def test_an_empty_or_partial_params_file_is_refused(tmp_path, text, message):
+    """Before, an empty file or a missing key silently meant the paper's value: `sagan prepare
+    --params empty.yaml` replaced the 32 px smoke data with 64 px data."""
+    if text is None:  # a complete file less its last section
+        text = render(read_profile("paper", ROOT)).split("\nreport:")[0] + "\n"
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(SaganError) as err:
+        load_params(f)
+    assert str(err.value).startswith(f"{f.parent}/{message}")
+
+
+def test_a_key_given_twice_is_refused_not_last_one_wins(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("train:\n  lr_d: 4.0e-4\n  lr_d: 1.0e-2\n")
+    with pytest.raises(SaganError, match=r"params.yaml: not valid YAML \(duplicate key 'lr_d' at line 3\)$"):
+        load_params(f)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/twice.yaml").write_text("train:\n  seed: 1  # a\ntrain:\n  seed: 2  # b\n")
+    with pytest.raises(SaganError, match=r"configs/twice.yaml: not valid YAML \(duplicate key 'train' at line 3\)"):
+        read_profile("twice", tmp_path)

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from conftest import write_params
 from sagan import cli, paths
 from sagan.data.prepare import crop_resize, prepare
 from sagan.errors import SaganError
@@ -237,7 +238,7 @@ def test_cli_prints_one_line_and_keeps_the_old_output(synthetic_raw, tmp_path, m
     paths.RAW_DIR.mkdir(parents=True)
     zip_path.rename(paths.RAW_ZIP)
     partition_path.rename(paths.RAW_PARTITION)
-    Path("params.yaml").write_text("prepare: {size: 32, shard_size: 5, workers: 1}\n")
+    write_params(Path("params.yaml"), prepare={"size": 32, "shard_size": 5, "workers": 1})
     assert cli.main(["prepare"]) == 0
     assert sorted(p.name for p in paths.PREPARED_DIR.iterdir()) == [
         "manifest.parquet", "shard_00000.npy", "shard_00001.npy", "shard_00002.npy", "summary.json"]

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_params
 from sagan import paths
 from sagan.errors import SaganError
-from sagan.params import MlflowParams, Params, ReportParams, TrainParams
+from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
 from sagan.report import build, figures, history
 
 # Table 1 of the paper, spelled out here independently of sagan.report.paper.
@@ -78,25 +79,28 @@ def report_params(store: Store, **report) -> Params:
 
 
 def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
-                 synthetic_metrics: bool = True, synthetic_run: bool = True) -> None:
-    """The upstream stages' outputs in their contract formats (docs/contracts.md)."""
-    metrics = {"fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
+                 synthetic_metrics: bool = True, synthetic_run: bool = True, params: Params | None = None) -> None:
+    """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
+    trained with `params` (default: report_params(store))."""
+    run_id = store.run_ids["beta"]
+    metrics = {"run_id": run_id, "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
                "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": "ab12",
                "weights_kind": weights_kind,
                "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
                "synthetic_data": synthetic_metrics, "wall_time_s": 3.0}
     (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
     (root / paths.METRICS).write_text(json.dumps(metrics))
-    lines = ["step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
-    lines += [f"{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
+    lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
+    lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
     (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
     (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     for name, colour in SAMPLE_COLOURS.items():
         Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
-    run_record = {"mlflow_run_id": store.run_ids["beta"], "mlflow_experiment": EXPERIMENT,
+    run_record = {"mlflow_run_id": run_id, "mlflow_experiment": EXPERIMENT,
                   "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
                   "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
-                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "cli"}
+                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "cli",
+                  "params": flatten(params or report_params(store))}
     (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
 
 
@@ -110,7 +114,7 @@ def project_dir(root: Path):
 
 
 def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
-    write_inputs(root, store, **inputs)
+    write_inputs(root, store, params=params, **inputs)
     with project_dir(root):
         build.run(params or report_params(store), None)
     return root
@@ -324,7 +328,7 @@ def test_html_escapes_all_text(tmp_path, store):
     md, html_text = read(make_report(tmp_path, store, params))
     assert "<script>" not in html_text
     assert "<title>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co</title>" in html_text
-    assert md.startswith('# <script>alert("x")</script> & co\n')
+    assert md.startswith('# &lt;script&gt;alert("x")&lt;/script&gt; &amp; co\n')  # shown, not rendered, in Markdown
 
 
 # -- missing or bad inputs ----------------------------------------------------------------------
@@ -354,8 +358,66 @@ def test_missing_samples_and_bad_columns_are_named(tmp_path, store):
         build.run(report_params(store), None)
     write_inputs(tmp_path, store)
     (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
-    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns g_loss;"):
+    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
         build.run(report_params(store), None)
+
+
+def _rewrite_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("mix, message", [
+    ("metrics", r"^reports/metrics\.json: measures run 0{32}, but reports/train/run\.json is from run \w{32}; "
+                r"it is written by `sagan evaluate`"),
+    ("losses", r"^reports/train/losses\.csv: is from run 0{32}, but reports/train/run\.json is from run \w{32}; "
+               r"it is written by `sagan train`"),
+])
+def test_inputs_of_two_runs_are_refused(tmp_path, store, mix, message):
+    """A killed run's losses, or metrics evaluated before the newest run finished, must not end up
+    beside another run's numbers."""
+    write_inputs(tmp_path, store)
+    if mix == "metrics":
+        _rewrite_json(tmp_path / paths.METRICS, run_id="0" * 32)
+    else:
+        csv = tmp_path / paths.LOSSES_CSV
+        csv.write_text(csv.read_text().replace(store.run_ids["beta"], "0" * 32))
+    with project_dir(tmp_path), pytest.raises(SaganError, match=message):
+        build.run(report_params(store), None)
+    assert not (tmp_path / paths.REPORT_MD).exists()
+
+
+def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, store):
+    trained_with = replace(report_params(store), train=TrainParams(lr_d=1e-3))
+    write_inputs(tmp_path, store, params=trained_with)
+    with project_dir(tmp_path):
+        build.run(report_params(store), None)  # params.yaml of now: lr_d 2e-4
+    md, _ = read(tmp_path)
+    diff_rows = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
+    assert ["train.lr_d", "0.0004", "0.001"] in diff_rows
+
+
+def test_a_non_number_fid_is_one_line(tmp_path, store):
+    write_inputs(tmp_path, store)
+    _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
+    with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
+                                                                 r"not a finite number; it is written by"):
+        build.run(report_params(store), None)
+
+
+def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
+    make_report(tmp_path, store)
+    before = {p: (tmp_path / p).read_bytes() for p in (paths.REPORT_MD, paths.REPORT_HTML)}
+    figures_before = sorted((tmp_path / paths.FIGURES_DIR).iterdir())
+    missing_run = "0" * 32  # consistent inputs of a run the MLflow store does not have
+    for path in (paths.METRICS, paths.RUN_RECORD):
+        key = "run_id" if path == paths.METRICS else "mlflow_run_id"
+        _rewrite_json(tmp_path / path, **{key: missing_run})
+    csv = tmp_path / paths.LOSSES_CSV
+    csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
+    with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
+        build.run(report_params(store), None)
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before
+    assert sorted((tmp_path / paths.FIGURES_DIR).iterdir()) == figures_before
 
 
 def test_an_unknown_experiment_is_named(tmp_path, store):
@@ -369,7 +431,7 @@ def test_an_unknown_experiment_is_named(tmp_path, store):
 def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
     from sagan.cli import main
 
-    (tmp_path / "params.yaml").write_text("report:\n  history_max_runs: 5\n")
+    write_params(tmp_path / "params.yaml", report={"history_max_runs": 5})
     with project_dir(tmp_path):
         assert main(["report"]) == 1
     assert capsys.readouterr().err == ("sagan report: error: reports/train/samples/epoch_*.png: no sample grids "

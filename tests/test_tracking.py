@@ -1,12 +1,14 @@
-"""Later stages log into the training run named by reports/train/run.json, through the client."""
+"""MLflow plumbing: later stages log into the training run named by run.json, through the client; the
+store opens safely under concurrency or fails in one line; recorded URLs carry no secrets."""
 import json
+import multiprocessing
 
 import mlflow
 import pytest
 
 from sagan.errors import SaganError
-from sagan.params import MlflowParams
-from sagan.tracking import MlflowRun
+from sagan.params import DataParams, MlflowParams, Params, flatten
+from sagan.tracking import MlflowRun, client, run_metadata
 
 
 @pytest.fixture
@@ -44,3 +46,47 @@ def test_errors_while_logging_are_not_reported_as_a_missing_run(store):
 def test_missing_run_record_names_the_file(tmp_path):
     with pytest.raises(SaganError, match="run.json: not found"):
         MlflowRun.from_run_record(MlflowParams(), tmp_path / "run.json")
+
+
+def _open_store(uri: str, barrier, results) -> None:
+    barrier.wait()  # every process opens the new store at the same moment
+    try:
+        client(MlflowParams(tracking_uri=uri))
+        results.put("ok")
+    except Exception as exc:  # what the user would see instead of a result
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_succeed(tmp_path, monkeypatch):
+    """Without the creation lock, two of three processes failed creating the tables ("table ...
+    already exists", alembic "expected to match one row")."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    ctx = multiprocessing.get_context("fork")  # mlflow is already imported: cheap children
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    uri = f"sqlite:///{tmp_path / 'new.db'}"
+    procs = [ctx.Process(target=_open_store, args=(uri, barrier, results)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [results.get(timeout=1) for _ in procs] == ["ok"] * 3
+
+
+def test_an_unusable_tracking_uri_is_one_line_naming_the_param(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SaganError) as err:
+        client(MlflowParams(tracking_uri="bogus://host/store"))
+    assert str(err.value).startswith("mlflow.tracking_uri: cannot open the MLflow store bogus://host/store (")
+    assert "\n" not in str(err.value)
+
+
+def test_secrets_in_recorded_urls_are_redacted(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://alice:s3cret@mlflow.example/?token=abc")
+    params = Params(data=DataParams(urls={"zip": "https://u:pw@bucket.example/celeba.zip?X-Amz-Signature=abc",
+                                          "partition": "https://mirror.example/list_eval_partition.txt"}))
+    flat = flatten(params)
+    assert flat["data.urls.zip"] == "https://bucket.example/celeba.zip?<redacted>"
+    assert flat["data.urls.partition"] == "https://mirror.example/list_eval_partition.txt"  # nothing to hide
+    metadata = run_metadata(params.mlflow, "f" * 64, synthetic_data=True)
+    assert metadata["tracking_uri"] == "https://mlflow.example/?<redacted>"
+    assert "s3cret" not in json.dumps([flat, metadata]) and "abc" not in json.dumps([flat, metadata])

@@ -11,7 +11,7 @@ import sys
 from typing import NamedTuple
 
 from sagan import paths
-from sagan.errors import SaganError
+from sagan.errors import SaganError, first_line
 from sagan.params import DEFAULT_PARAMS, load_params
 
 class Command(NamedTuple):
@@ -67,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sagan {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # an MLflow store failing mid-run is the user's to fix, not a bug of ours
+        if not type(exc).__module__.startswith("mlflow"):
+            raise
+        print(f"sagan {args.command}: error: MLflow: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
+        return 1
     return 0
 
 

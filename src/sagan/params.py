@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -171,7 +172,14 @@ def _unknown(key: str, allowed, where: str) -> SaganError:
     return SaganError(f"{where}: unknown param '{key}'", hint=hint)
 
 
-def _parse_section(cls, raw: Any, prefix: str, where: str):
+COMPLETE_HINT = "a params file spells out every key; `sagan params --profile NAME` writes a complete one"
+
+
+def _missing(where: str, what: str) -> SaganError:
+    return SaganError(f"{where}: missing {what}", hint=COMPLETE_HINT)
+
+
+def _parse_section(cls, raw: Any, prefix: str, where: str, partial: bool):
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -197,6 +205,9 @@ def _parse_section(cls, raw: Any, prefix: str, where: str):
             extra = set(value) - set(default)
             if extra:
                 raise _unknown(f"{dotted}.{sorted(extra)[0]}", [f"{dotted}.{k}" for k in default], where)
+            absent = [k for k in default if k not in value]
+            if absent and not partial:
+                raise _missing(where, f"param '{dotted}.{absent[0]}'")
             value = {**default, **value}
         choices, check = f.metadata.get("choices"), f.metadata.get("check")
         if choices and value not in choices:
@@ -204,11 +215,21 @@ def _parse_section(cls, raw: Any, prefix: str, where: str):
         if check and not check(value):
             raise SaganError(f"{where}: '{dotted}' must be {f.metadata['expect']}; got {value!r}")
         values[key] = value
+    absent = [k for k in fields if k not in values]
+    if absent and not partial:
+        raise _missing(where, f"param '{prefix}.{absent[0]}'")
     return cls(**values)
 
 
-def parse_params(raw: Any, where: str = "params") -> Params:
-    """Validate a params mapping (as read from YAML) into `Params`."""
+def parse_params(raw: Any, where: str = "params", partial: bool = False) -> Params:
+    """Validate a params mapping (as read from YAML) into `Params`.
+
+    A params file must spell out every section and key, so that what a run used is written down
+    and a forgotten key never silently means the paper's value. `partial=True` fills the gaps with
+    the defaults: for profiles, which list only their changes, and for saved generator configs.
+    """
+    if not raw and not partial:
+        raise SaganError(f"{where}: empty", hint=COMPLETE_HINT)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -218,29 +239,68 @@ def parse_params(raw: Any, where: str = "params") -> Params:
     for name, section in raw.items():
         if name not in hints:
             raise _unknown(name, list(hints), where)
-        sections[name] = _parse_section(hints[name], section, name, where)
+        sections[name] = _parse_section(hints[name], section, name, where, partial)
+    absent = [name for name in hints if name not in sections]
+    if absent and not partial:
+        raise _missing(where, f"section '{absent[0]}'")
     return Params(**sections)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error: plain YAML
+    keeps the last one, so `lr_d` set twice silently trains with whichever came second."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                problem=f"duplicate key '{key}' at line {key_node.start_mark.line + 1}")
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A params or profile file's YAML, or one line naming the file and the problem."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as exc:
+        raise SaganError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from exc
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
     if not path.is_file():
         raise SaganError(f"{path}: params file not found", hint="run from the project root or pass --params")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SaganError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    return parse_params(raw, where=str(path))
+    return parse_params(parse_yaml(path.read_text(), str(path)), where=str(path))
+
+
+def redact_url(value: Any) -> Any:
+    """A URL without the parts that may carry secrets (user:password@, the query of a presigned
+    URL, the fragment); anything else unchanged. Applied wherever params are recorded."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parts = urllib.parse.urlsplit(value)
+    if "@" not in parts.netloc and not parts.query and not parts.fragment:
+        return value  # nothing secret; and a round trip could rewrite it (sqlite:////abs/path)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "<redacted>" if parts.query else "", ""))
 
 
 def flatten(params: Params) -> dict[str, Any]:
-    """Dotted keys (`train.lr_d`) to values, for MLflow and params diffs."""
+    """Dotted keys (`train.lr_d`) to values, for MLflow, run records and params diffs; URLs
+    redacted (`redact_url`), since everything flattened is recorded somewhere."""
     out: dict[str, Any] = {}
     for section, values in dataclasses.asdict(params).items():
         for key, value in values.items():
             if isinstance(value, dict):
                 for sub, v in value.items():
-                    out[f"{section}.{key}.{sub}"] = v
+                    out[f"{section}.{key}.{sub}"] = redact_url(v)
             else:
-                out[f"{section}.{key}"] = value
+                out[f"{section}.{key}"] = redact_url(value)
     return out

@@ -17,7 +17,7 @@ import yaml
 
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
-from sagan.params import Params, flatten, load_params, parse_params
+from sagan.params import Params, flatten, load_params, parse_params, parse_yaml
 
 PROFILES_DIR = Path("configs")
 PAPER = "paper"
@@ -40,7 +40,7 @@ class Profile:
 
     @property
     def params(self) -> Params:
-        return parse_params(self.changes, where=str(PROFILES_DIR / f"{self.name}.yaml"))
+        return parse_params(self.changes, where=str(PROFILES_DIR / f"{self.name}.yaml"), partial=True)
 
 
 def _reasons(text: str) -> dict[str, str]:
@@ -63,11 +63,7 @@ def read_profile(name: str, root: Path = Path(".")) -> Profile:
         raise SaganError(f"profile '{name}': {PROFILES_DIR / (name + '.yaml')} not found",
                          hint=f"known profiles: {', '.join(profile_names(root))}")
     text = path.read_text()
-    try:
-        changes = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise SaganError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    profile = Profile(name, changes, _reasons(text))
+    profile = Profile(name, parse_yaml(text, str(PROFILES_DIR / path.name)) or {}, _reasons(text))
     profile.params  # validate now: one line naming the bad key
     return profile
 

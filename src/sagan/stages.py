@@ -16,7 +16,9 @@ from pathlib import Path
 
 from sagan.cli import COMMANDS
 
-SRC = Path(__file__).resolve().parents[1]  # the directory that holds the `sagan` package
+# The project's sources, relative to the project root (the working directory) like every path of
+# the pipeline: the code deps are the project's files, whichever checkout sagan was installed from.
+SRC = Path("src")
 # The stages in graph order, by their dvc.yaml / Snakemake names.
 STAGES = ("download", "prepare", "split", "fid_ref", "train", "evaluate", "report")
 
@@ -70,7 +72,7 @@ def import_closure(module_name: str) -> set[str]:
 def code_deps(stage: str) -> list[str]:
     """The source files whose edits must rerun `stage`, relative to the project root."""
     modules = import_closure(module(stage)) - set(SHARED_PLUMBING)
-    return sorted(str(source_file(m).relative_to(SRC.parent)) for m in modules)
+    return sorted(str(source_file(m)) for m in modules)
 
 
 def param_keys(stage: str) -> tuple[str, ...]:

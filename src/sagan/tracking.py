@@ -7,6 +7,8 @@ mlflow's fluent API and its process-global active run.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -15,8 +17,8 @@ import time
 from pathlib import Path
 
 from sagan import paths
-from sagan.errors import SaganError
-from sagan.params import MlflowParams
+from sagan.errors import SaganError, first_line
+from sagan.params import MlflowParams, redact_url
 
 _MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
 # The run_metadata keys that also tag the MLflow run, as `sagan.KEY`.
@@ -48,7 +50,7 @@ def git_commit() -> str:
 def run_metadata(mlflow_params: MlflowParams, data_fingerprint: str, synthetic_data: bool) -> dict:
     """Where a training run is tracked and what it ran on: run.json's fields and, through run_tags,
     the MLflow run's tags. Calls git: compute it once per run."""
-    return {"mlflow_experiment": mlflow_params.experiment, "tracking_uri": tracking_uri(mlflow_params),
+    return {"mlflow_experiment": mlflow_params.experiment, "tracking_uri": redact_url(tracking_uri(mlflow_params)),
             "profile": mlflow_params.profile, "git_commit": git_commit(), "data_fingerprint": data_fingerprint,
             "synthetic_data": bool(synthetic_data), "orchestrator": orchestrator()}
 
@@ -60,11 +62,37 @@ def run_tags(metadata: dict) -> dict[str, str]:
     return {**tags, "mlflow.source.git.commit": metadata["git_commit"]}
 
 
+@contextlib.contextmanager
+def _creation_lock(uri: str):
+    """For a SQLite store, an exclusive lock on `<db>.lock` while the store is first opened: MLflow
+    creates and migrates the tables on first use, and two processes doing that at once fail
+    ("table ... already exists"). Other stores create nothing locally."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock_path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
 def client(mlflow_params: MlflowParams):
-    """An MlflowClient on the params' store (mlflow is imported here: it is slow to import)."""
+    """An MlflowClient on the params' store, opened (and, if new, created) under _creation_lock,
+    or one line naming mlflow.tracking_uri. mlflow is imported here: it is slow to import."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri(mlflow_params))
+    uri = tracking_uri(mlflow_params)
+    try:
+        with _creation_lock(uri):
+            mlflow_client = MlflowClient(uri)
+            mlflow_client.search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types for a bad or unreachable store
+        source = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow.tracking_uri"
+        raise SaganError(f"{source}: cannot open the MLflow store {redact_url(uri)} "
+                         f"({type(exc).__name__}: {first_line(exc)[:200]})",
+                         hint="use sqlite:///mlflow.db, a file: path or an http(s):// tracking server") from exc
+    return mlflow_client
 
 
 def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
@@ -141,18 +169,3 @@ class MlflowRun:
 
     def finish(self, ok: bool) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
-
-
-def ensure_store(mlflow_params: MlflowParams) -> None:
-    """Create the store's schema now, so parallel jobs never race to create it ("database is locked")."""
-    client(mlflow_params).search_experiments(max_results=1)
-
-
-if __name__ == "__main__":  # python -m sagan.tracking --params params.yaml (the Snakefile's onstart)
-    import argparse
-
-    from sagan.params import load_params
-
-    parser = argparse.ArgumentParser(description="create the MLflow store named by the params")
-    parser.add_argument("--params", default="params.yaml")
-    ensure_store(load_params(parser.parse_args().params).mlflow)

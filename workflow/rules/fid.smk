@@ -17,6 +17,7 @@ rule fid_ref:
 rule evaluate:
     input:
         rules.train.output.generator,
+        rules.train.output.run_record,  # metrics.json records which training run it measures
         rules.fid_ref.output,
         stages.code_deps("evaluate"),
     output:

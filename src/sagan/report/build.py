@@ -91,19 +91,20 @@ def history_section(hist: run_history.History, this_run_id: str) -> Section:
     ])
 
 
-def metadata_section(inputs: ReportInputs, params: Params) -> Section:
+def metadata_section(inputs: ReportInputs) -> Section:
+    """The run's own facts and params, from its run.json: never from the params.yaml of now."""
     record, metrics = inputs.run_record, inputs.metrics
     facts = [
         ["Git commit", str(record["git_commit"])],
         ["Data fingerprint (sha256 of the manifest)", str(record["data_fingerprint"])],
         ["MLflow run id", str(record["mlflow_run_id"])],
-        ["MLflow experiment", params.mlflow.experiment],
+        ["MLflow experiment", str(record.get("mlflow_experiment", NOT_AVAILABLE))],
         ["Synthetic data", str(bool(metrics.get("synthetic_data") or record["synthetic_data"])).lower()],
         ["FID weights", f"{metrics['weights_kind']} (sha256 {metrics.get('weights_sha256', NOT_AVAILABLE)})"],
         ["Training", f"{record.get('steps', NOT_AVAILABLE)} steps, {fmt(record.get('wall_time_s'), '.1f')} s, "
                      f"{fmt(record.get('img_per_s'), '.1f')} img/s on {record.get('device', NOT_AVAILABLE)}"],
     ]
-    ours, paper = flatten(params), flatten(Params())
+    ours, paper = record["params"], flatten(Params())
     diff = [[key, str(paper.get(key, NOT_AVAILABLE)), str(ours[key])]
             for key in sorted(ours) if ours[key] != paper.get(key)]
     blocks = [Table(["Field", "Value"], facts)]
@@ -121,21 +122,22 @@ def build_document(params: Params, inputs: ReportInputs, hist: run_history.Histo
         title=params.report.title,
         warnings=comparability_warnings(inputs.metrics, inputs.run_record),
         sections=[table1_section(inputs.metrics), figures_section(written),
-                  history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs, params)],
+                  history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs)],
     )
 
 
 def run(params: Params, args: argparse.Namespace | None = None) -> None:
     inputs = read_inputs()
     hist = run_history.build_history(params.mlflow, params.report.history_max_runs)
-    with atomic_dir(paths.FIGURES_DIR) as tmp:
-        names = figures.write_figures(inputs.losses, inputs.first_sample, inputs.last_sample, tmp)
-    written = {name: paths.FIGURES_DIR / name for name in names}
-    doc = build_document(params, inputs, hist, written)
-    for path, text in ((paths.REPORT_MD, to_markdown(doc)), (paths.REPORT_HTML, to_html(doc))):
-        with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
     training_run = tracking.MlflowRun.from_run_record(params.mlflow)
+    # Everything is built in temporaries first and published together at the end of the block, so
+    # a failure leaves the previous report whole rather than half replaced.
+    with atomic_dir(paths.FIGURES_DIR) as figures_tmp, atomic_path(paths.REPORT_MD) as md_tmp, \
+            atomic_path(paths.REPORT_HTML) as html_tmp:
+        names = figures.write_figures(inputs.losses, inputs.first_sample, inputs.last_sample, figures_tmp)
+        doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names})
+        md_tmp.write_text(to_markdown(doc), encoding="utf-8")
+        html_tmp.write_text(to_html(doc), encoding="utf-8")
     training_run.log_artifact(paths.REPORT_MD, "report")
     training_run.log_artifact(paths.REPORT_HTML, "report")
     training_run.log_artifacts(paths.FIGURES_DIR, "report/figures")

@@ -46,8 +46,13 @@ BANNER_HEADLINE = "These numbers cannot be compared with the paper's."
 
 
 # -- Markdown -----------------------------------------------------------------------------------
+def _md(text: str) -> str:
+    """Text as Markdown shows it literally: raw HTML (a run name, a title) is escaped, not rendered."""
+    return html.escape(text, quote=False)
+
+
 def _md_cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    return _md(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
 def _md_block(block: Block) -> str:
@@ -57,16 +62,16 @@ def _md_block(block: Block) -> str:
         lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
         return "\n".join(lines)
     if isinstance(block, Figure):
-        return f"![{_md_cell(block.caption)}]({block.href})\n\n*{block.caption}*"
-    return block
+        return f"![{_md_cell(block.caption)}]({block.href})\n\n*{_md(block.caption)}*"
+    return _md(block)
 
 
 def to_markdown(doc: Document) -> str:
-    parts = [f"# {doc.title}"]
+    parts = [f"# {_md(doc.title)}"]
     if doc.warnings:
-        parts.append("\n".join([f"> **{BANNER_HEADLINE}**", ">"] + [f"> - {w}" for w in doc.warnings]))
+        parts.append("\n".join([f"> **{BANNER_HEADLINE}**", ">"] + [f"> - {_md(w)}" for w in doc.warnings]))
     for section in doc.sections:
-        parts.append(f"## {section.title}")
+        parts.append(f"## {_md(section.title)}")
         parts += [_md_block(b) for b in section.blocks]
     return "\n\n".join(parts) + "\n"
 

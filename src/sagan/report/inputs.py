@@ -5,6 +5,7 @@ Every error names the file and the stage that writes it, so the fix is obvious.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +14,9 @@ import pandas as pd
 from sagan import paths, tracking
 
 # Keys of reports/metrics.json the report shows (docs/contracts.md, evaluate).
-METRICS_KEYS = ("fid", "n_gen", "n_ref", "reference_split", "extractor", "weights_kind", "preprocessing")
-LOSS_KEYS = ("epoch", "d_loss", "g_loss")
-RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data")
+METRICS_KEYS = ("fid", "n_gen", "n_ref", "reference_split", "extractor", "weights_kind", "preprocessing", "run_id")
+LOSS_KEYS = ("run_id", "epoch", "d_loss", "g_loss")
+RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data", "params")
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,15 @@ def read_metrics(path: Path = paths.METRICS) -> dict:
     except json.JSONDecodeError as exc:
         raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
     _require_keys(metrics, METRICS_KEYS, path)
+    fid = metrics["fid"]
+    if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid):
+        raise paths.bad_input(path, f"'fid' is {fid!r}, not a finite number")
     return metrics
 
 
 def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
     try:
-        losses = pd.read_csv(paths.require(path))
+        losses = pd.read_csv(paths.require(path), dtype={"run_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise paths.bad_input(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
     absent = [c for c in LOSS_KEYS if c not in losses.columns]
@@ -69,7 +73,22 @@ def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
     return record
 
 
+def check_one_run(run_record: dict, metrics: dict, losses: pd.DataFrame) -> None:
+    """The report's inputs must come from one training run: a killed or failed run, or a generator
+    evaluated before the newest run finished, must not put its numbers beside another run's."""
+    run_id = run_record["mlflow_run_id"]
+    loss_runs = sorted(set(map(str, losses["run_id"])))
+    if loss_runs != [run_id]:
+        raise paths.bad_input(paths.LOSSES_CSV, f"is from run {', '.join(loss_runs)}, but {paths.RUN_RECORD} "
+                                                f"is from run {run_id}")
+    if metrics["run_id"] != run_id:
+        raise paths.bad_input(paths.METRICS, f"measures run {metrics['run_id']}, but {paths.RUN_RECORD} is from "
+                                             f"run {run_id}")
+
+
 def read_inputs() -> ReportInputs:
     first, last = sample_grids()
-    return ReportInputs(metrics=read_metrics(), losses=read_losses(), first_sample=first,
-                        last_sample=last, run_record=read_run_record())
+    inputs = ReportInputs(metrics=read_metrics(), losses=read_losses(), first_sample=first,
+                          last_sample=last, run_record=read_run_record())
+    check_one_run(inputs.run_record, inputs.metrics, inputs.losses)
+    return inputs
