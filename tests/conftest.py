@@ -8,10 +8,14 @@ directory set to it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -162,6 +166,31 @@ def train(params: Params) -> None:
 def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+_HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+os.ftruncate(fd, 0)
+os.write(fd, f"{os.getpid()} 2024-01-01T00:00:00\\n".encode())
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def train_lock_held_elsewhere(lock: Path):
+    """Another process holding `sagan train`'s project lock (as a running train does), killed with
+    SIGKILL when the block ends; yields the process."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
 
 
 def comparable(rows: list[dict]) -> list[dict]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import generator_tensors, make_project, read_losses, tiny_raw_params
+from conftest import generator_tensors, make_project, read_losses, tiny_raw_params, train_lock_held_elsewhere
 from sagan import paths
 
 pytestmark = pytest.mark.integration  # real torchrun subprocesses (about 35 s in all)
@@ -56,29 +55,11 @@ def test_two_gloo_ranks_train_the_paper_setup_and_rank_0_alone_writes(tmp_path, 
     assert [r.info.run_id for r in runs] == [record["mlflow_run_id"]]  # one run: rank 0 alone logs
 
 
-HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
-fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-os.ftruncate(fd, 0)
-os.write(fd, f"{os.getpid()} 2024-01-01T00:00:00\\n".encode())
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
 def test_when_another_train_holds_the_project_every_rank_stops(tmp_path, env):
     """Rank 0 alone takes models/.train.lock; when it cannot, no rank trains and none waits forever."""
     root = make_project(tmp_path / "project")
-    lock = root / paths.MODELS_DIR / ".train.lock"
-    lock.parent.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with train_lock_held_elsewhere(root / paths.MODELS_DIR / ".train.lock") as holder:
         done = sagan_train(root, tiny_raw_params(max_steps=2, batch_size=8), env, 2)
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     assert done.returncode != 0
     assert f"another `sagan train` (pid {holder.pid}) is running in this project" in done.stderr
     assert not (root / paths.CHECKPOINTS_DIR).exists() and not (root / paths.TRAIN_REPORTS_DIR).exists()

@@ -132,17 +132,24 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
 
 
-def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
+def _recorded_training_run(params: Params, record: Path, monkeypatch):
+    """An MLflow run in the params' store, named by `record` as train's run.json would name it."""
     import mlflow
 
-    params = base_params()
     mlflow.set_tracking_uri(params.mlflow.tracking_uri)
     mlflow.set_experiment(params.mlflow.experiment)
     with mlflow.start_run() as training_run:
         pass
-    record = Path("run.json")
     record.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
     monkeypatch.setattr(paths, "RUN_RECORD", record)
+    return training_run
+
+
+def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
+    import mlflow
+
+    params = base_params()
+    training_run = _recorded_training_run(params, Path("run.json"), monkeypatch)
     metrics = {"fid": 12.5, "kid_mean": 0.25, "kid_std": None, "n_gen": 6, "n_ref": 4, "reference_split": "val",
                "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
                "synthetic_data": True}
@@ -218,13 +225,7 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, c
 
     monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
     params = _with_fid(base_params(), kid=False)
-    mlflow.set_tracking_uri(params.mlflow.tracking_uri)
-    mlflow.set_experiment(params.mlflow.experiment)
-    with mlflow.start_run() as training_run:
-        pass
-    record = Path("run_for_evaluate.json")
-    record.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
-    monkeypatch.setattr(paths, "RUN_RECORD", record)
+    training_run = _recorded_training_run(params, Path("run_for_evaluate.json"), monkeypatch)
     evaluate.run(params, ARGS)
     metrics = json.loads(paths.METRICS.read_text())
     assert metrics["run_id"] == training_run.info.run_id

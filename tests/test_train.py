@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ import torch
 import yaml
 
 from conftest import (DATA_MEAN_RGB, assert_same_tensors, comparable, generator_tensors, make_project,
-                      read_losses, tiny_params, tiny_raw_params, train)
+                      read_losses, tiny_params, tiny_raw_params, train, train_lock_held_elsewhere)
 from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import Params, flatten
@@ -191,29 +190,12 @@ def test_a_second_train_in_the_project_stops_while_the_first_runs(train_project,
     train(params)  # the lock went with the run: a rerun is not blocked
 
 
-HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
-fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-os.ftruncate(fd, 0)
-os.write(fd, f"{os.getpid()} 2024-01-01T00:00:00\\n".encode())
-print("locked", flush=True)
-time.sleep(600)
-"""
-
-
 def test_a_running_trains_lock_stops_another_and_goes_with_a_kill(train_project):
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(LOCK)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with train_lock_held_elsewhere(LOCK) as holder:
         with pytest.raises(SaganError, match=rf"^another `sagan train` \(pid {holder.pid}\) is running in this "
                                              r"project"):
             train(tiny_params(max_steps=2))
         assert not paths.CHECKPOINTS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     train(tiny_params(max_steps=2))  # the OS released the killed holder's lock
     assert [int(r["step"]) for r in read_losses()] == [2]
 

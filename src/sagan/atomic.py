@@ -142,6 +142,18 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+def _write_errors_as_one_line(path: Path) -> Iterator[None]:
+    """A full disk or an unwritable directory met while the caller writes `path`: one line (write_error)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        error = write_error(exc, path)
+        if error is None:
+            raise
+        raise error from exc
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
@@ -150,13 +162,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = _new_temp(path, f".{path.stem}.", f".tmp{path.suffix}", tempfile.mkstemp)
     try:
-        try:
+        with _write_errors_as_one_line(path):
             yield tmp
-        except (OSError, RuntimeError) as exc:
-            error = write_error(exc, path)
-            if error is None:
-                raise
-            raise error from exc
         try:
             if tmp.exists():  # mkstemp creates 0600; give the file the mode a plain open() would
                 os.chmod(tmp, 0o666 & ~_umask())
@@ -178,13 +185,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     tmp = _new_temp(path, f".{path.name}.", ".tmp", tempfile.mkdtemp)
     try:
-        try:
+        with _write_errors_as_one_line(path):
             yield tmp
-        except (OSError, RuntimeError) as exc:
-            error = write_error(exc, path)
-            if error is None:
-                raise
-            raise error from exc
         try:
             os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700; give it a plain mkdir's mode
             old = None
