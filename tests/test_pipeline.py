@@ -3,9 +3,9 @@
 Proves the caching behaviour users rely on: a second run does nothing; a report param reruns only
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
 kill during training resumes from the checkpoint; and the FID regression check passes (in the
-Snakemake scenario, the shorter of the two). What each
-orchestrator did is recorded once per session by tests/scenarios.py (started in the background by
-conftest.py); these tests assert on the records.
+Snakemake scenario, the shorter of the two). What each orchestrator did is recorded once per
+session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
+the records.
 """
 from __future__ import annotations
 
