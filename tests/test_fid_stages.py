@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import torch
 
 from sagan import cli, paths, pixels
 from sagan.errors import SaganError
-from sagan.fid import evaluate, extractor, reference
+from sagan.fid import evaluate, extractor, reference, results
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params
@@ -116,12 +117,15 @@ def test_reference_batch_size_changes_only_rounding(project):
 
 def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     evaluate.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
-    metrics = json.loads(paths.METRICS.read_text())
-    types = {"fid": float, "kid_mean": float, "kid_std": float, "n_gen": int, "n_ref": int, "reference_split": str,
-             "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
-             "synthetic_data": bool, "wall_time_s": float, "run_id": type(None)}  # no run.json: run_id null
-    assert set(metrics) == set(types)
-    assert {k: type(v) for k, v in metrics.items()} == types
+    numbers = json.loads(paths.METRICS.read_text())  # numbers only: what `dvc metrics show` tabulates
+    assert {k: type(v) for k, v in numbers.items()} == {"fid": float, "kid_mean": float, "kid_std": float,
+                                                        "n_gen": int, "n_ref": int, "wall_time_s": float}
+    protocol = json.loads(paths.METRICS_PROTOCOL.read_text())
+    assert {k: type(v) for k, v in protocol.items()} == {
+        "reference_split": str, "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
+        "synthetic_data": bool, "run_id": type(None), "metrics_sha256": str}  # no run.json: run_id null
+    assert protocol["metrics_sha256"] == hashlib.sha256(paths.METRICS.read_bytes()).hexdigest()
+    metrics = results.read()
     assert metrics["fid"] > 0 and metrics["kid_std"] >= 0
     assert (metrics["n_gen"], metrics["n_ref"], metrics["weights_kind"], metrics["synthetic_data"]) == \
         (N_GEN, N_REF, "standin", True)
@@ -227,14 +231,15 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, c
     params = _with_fid(base_params(), kid=False)
     training_run = _recorded_training_run(params, Path("run_for_evaluate.json"), monkeypatch)
     evaluate.run(params, ARGS)
-    metrics = json.loads(paths.METRICS.read_text())
+    metrics = results.read()
     assert metrics["run_id"] == training_run.info.run_id
+    assert "kid_mean" not in json.loads(paths.METRICS.read_text())  # fid.kid off: no KID column, not a null
     assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(metrics["fid"])
     # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
     monkeypatch.setattr(paths, "RUN_RECORD", Path("no_such_run.json"))
     capsys.readouterr()
     evaluate.run(params, ARGS)
-    assert json.loads(paths.METRICS.read_text())["run_id"] is None
+    assert results.read()["run_id"] is None
     assert "no_such_run.json not found; metrics not logged to MLflow" in capsys.readouterr().err
 
 
@@ -260,13 +265,20 @@ def test_num_samples_below_two_names_the_param(project, kid):
 
 PROTOCOL = {"n_gen": 6, "n_ref": 4, "reference_split": "val", "weights_kind": "standin", "weights_sha256": "ab" * 32,
             "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}}
+# The rest of an evaluation's two files, beside PROTOCOL and the FID each test sets.
+EVALUATION = {**PROTOCOL, "fid": 9.0, "kid_mean": None, "kid_std": None, "wall_time_s": 1.0, "run_id": None,
+              "extractor": "inception-v3-compat", "synthetic_data": True}
 
 
-def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict) -> tuple[int, str]:
+def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict, drop: str = "") -> tuple[int, str]:
+    """`sagan check-fid` on an evaluation of `metrics` (the rest from EVALUATION) without the key `drop`."""
     write_profile("smoke", tmp_path / "smoke.yaml", root=Path(__file__).resolve().parents[1])
     monkeypatch.chdir(tmp_path)
     paths.METRICS.parent.mkdir(exist_ok=True)
-    paths.METRICS.write_text(json.dumps(metrics))
+    results.write({**EVALUATION, **metrics})
+    if drop:
+        path = paths.METRICS if drop in results.NUMBER_KEYS else paths.METRICS_PROTOCOL
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != drop}))
     Path("baseline.json").write_text(json.dumps(baseline))
     rc = cli.main(["check-fid", "--params", "smoke.yaml", "--baseline", "baseline.json"])
     err = capsys.readouterr().err
@@ -285,15 +297,26 @@ def test_check_fid_refuses_a_non_number_fid_in_metrics(tmp_path, monkeypatch, ca
     rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": fid, **PROTOCOL},
                          {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
     assert rc == 1 and err.startswith(f"sagan check-fid: error: reports/metrics.json: 'fid' is {fid!r}, not a "
-                                      f"number; it is written by `sagan evaluate`")
+                                      f"finite number; it is written by `sagan evaluate`")
 
 
 def test_check_fid_names_a_key_missing_from_metrics(tmp_path, monkeypatch, capsys):
-    metrics = {"fid": 9.0, **PROTOCOL}
-    del metrics["weights_kind"]
-    rc, err = _check_fid(tmp_path, monkeypatch, capsys, metrics, {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
-    assert rc == 1 and err.startswith("sagan check-fid: error: reports/metrics.json: missing 'weights_kind'; it is "
-                                      "written by `sagan evaluate`")
+    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0}, {"fid": 10.0, "tolerance": 0.15,
+                                                                       "protocol": PROTOCOL}, drop="weights_kind")
+    assert rc == 1 and err.startswith("sagan check-fid: error: reports/metrics_protocol.json: missing "
+                                      "'weights_kind'; it is written by `sagan evaluate`")
+
+
+def test_metrics_from_another_evaluation_are_refused(tmp_path, monkeypatch):
+    """A kill between evaluate's two writes, or a hand edit, must not pair numbers with the wrong protocol."""
+    monkeypatch.chdir(tmp_path)
+    results.write(EVALUATION)
+    assert results.read()["fid"] == 9.0
+    paths.METRICS.write_text(json.dumps({**json.loads(paths.METRICS.read_text()), "fid": 8.0}))
+    with pytest.raises(SaganError, match=r"^reports/metrics\.json: is not the file reports/metrics_protocol\.json "
+                                         r"describes \(its sha256 differs\): the two come from different evaluations; "
+                                         r"it is written by `sagan evaluate`"):
+        results.read()
 
 
 @pytest.mark.parametrize("baseline,problem", [

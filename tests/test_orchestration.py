@@ -12,8 +12,6 @@ from sagan import paths, stages
 from sagan.params import Params, flatten
 
 ROOT = Path(__file__).resolve().parents[1]
-# DVC's persistent checkpoint directory is not a Snakemake output on purpose (see train.smk).
-PERSISTENT = {str(paths.CHECKPOINTS_DIR)}
 PATH_CONSTANTS = {str(v) for v in vars(paths).values() if isinstance(v, Path)}
 
 
@@ -42,8 +40,7 @@ def dvc_stages() -> dict:
         stages[name] = {
             "cmd": s["cmd"],
             "inputs": _expand_sources(s["deps"]),
-            "outputs": set(outs) - PERSISTENT,
-            "persistent": set(outs) & PERSISTENT,
+            "outputs": set(outs),
             "params": set(s.get("params", [])),
         }
     return stages
@@ -91,7 +88,7 @@ def test_dvc_yaml_paths_are_the_paths_module():
     for stage, s in dvc_stages().items():
         data_deps = {i for i in s["inputs"] if not i.startswith("src/")}
         assert data_deps <= produced, f"{stage} depends on {sorted(data_deps - produced)}, no earlier output"
-        for out in s["outputs"] | s["persistent"]:
+        for out in s["outputs"]:
             assert out in PATH_CONSTANTS, f"dvc.yaml {stage}: {out} is not a sagan.paths constant"
             assert paths.written_by(out) == stages.command(stage), f"paths.WRITTEN_BY[{out}] is not {stage}"
         produced |= s["outputs"]
@@ -108,10 +105,28 @@ def test_param_keys_are_the_stage_declarations(stage):
         assert key in flat or any(k.startswith(key + ".") for k in flat), f"{stage}: no param {key}"
 
 
-def test_checkpoints_persist_in_dvc():
-    train = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["train"]
-    ckpt = [o for o in train["outs"] if isinstance(o, dict) and str(paths.CHECKPOINTS_DIR) in o]
-    assert ckpt and ckpt[0][str(paths.CHECKPOINTS_DIR)]["persist"] is True
+def _dvc_outputs() -> dict[str, dict]:
+    """Every declared output of dvc.yaml with its options (cache defaults to true)."""
+    raw = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    return {_name(o): (o[_name(o)] if isinstance(o, dict) else {})
+            for s in raw.values() for key in ("outs", "metrics", "plots") for o in s.get(key, [])}
+
+
+def test_git_tracks_exactly_the_uncached_outputs():
+    """The rule of docs/architecture.md: git holds the `cache: false` files (what `dvc metrics`,
+    `dvc plots` and `dvc exp show` read from commits), DVC's cache the rest, never both."""
+    outputs = _dvc_outputs()
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, capture_output=True,
+                             text=True, input="\n".join(outputs) + "\n").stdout.split()
+    assert {o for o, opts in outputs.items() if opts.get("cache", True)} == set(ignored)
+    assert all(not opts.get("persist") for opts in outputs.values())
+
+
+def test_checkpoints_are_neither_a_dvc_nor_a_snakemake_output(snakemake_rules):
+    """A declared output that is missing makes DVC rerun its stage, so a clone that pulls would
+    retrain; neither orchestrator must delete them before a rerun (train.smk)."""
+    assert str(paths.CHECKPOINTS_DIR) not in _dvc_outputs()
+    assert str(paths.CHECKPOINTS_DIR) not in snakemake_rules["train"]["outputs"]
 
 
 def test_import_closure_sees_lazy_and_package_imports():

@@ -19,6 +19,7 @@ from PIL import Image
 from conftest import write_params
 from sagan import paths
 from sagan.errors import SaganError
+from sagan.fid import results
 from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
 from sagan.report import build, figures, history
 
@@ -89,7 +90,7 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
                "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
                "synthetic_data": synthetic_metrics, "wall_time_s": 3.0}
     (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
-    (root / paths.METRICS).write_text(json.dumps(metrics))
+    results.write(metrics, root / paths.METRICS, root / paths.METRICS_PROTOCOL)
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
     lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
     (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
@@ -367,7 +368,7 @@ def _rewrite_json(path: Path, **changes) -> None:
 
 
 @pytest.mark.parametrize("mix, message", [
-    ("metrics", r"^reports/metrics\.json: measures run 0{32}, but reports/train/run\.json is from run \w{32}; "
+    ("metrics", r"^reports/metrics_protocol\.json: measures run 0{32}, but reports/train/run\.json is from run \w{32}; "
                 r"it is written by `sagan evaluate`"),
     ("losses", r"^reports/train/losses\.csv: is from run 0{32}, but reports/train/run\.json is from run \w{32}; "
                r"it is written by `sagan train`"),
@@ -377,7 +378,7 @@ def test_inputs_of_two_runs_are_refused(tmp_path, store, mix, message):
     beside another run's numbers."""
     write_inputs(tmp_path, store)
     if mix == "metrics":
-        _rewrite_json(tmp_path / paths.METRICS, run_id="0" * 32)
+        _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, run_id="0" * 32)
     else:
         csv = tmp_path / paths.LOSSES_CSV
         csv.write_text(csv.read_text().replace(store.run_ids["beta"], "0" * 32))
@@ -409,8 +410,8 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
     before = {p: (tmp_path / p).read_bytes() for p in (paths.REPORT_MD, paths.REPORT_HTML)}
     figures_before = sorted((tmp_path / paths.FIGURES_DIR).iterdir())
     missing_run = "0" * 32  # consistent inputs of a run the MLflow store does not have
-    for path in (paths.METRICS, paths.RUN_RECORD):
-        key = "run_id" if path == paths.METRICS else "mlflow_run_id"
+    for path in (paths.METRICS_PROTOCOL, paths.RUN_RECORD):
+        key = "run_id" if path == paths.METRICS_PROTOCOL else "mlflow_run_id"
         _rewrite_json(tmp_path / path, **{key: missing_run})
     csv = tmp_path / paths.LOSSES_CSV
     csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))

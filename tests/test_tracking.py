@@ -8,7 +8,7 @@ import pytest
 
 from sagan.errors import SaganError
 from sagan.params import DataParams, MlflowParams, Params, flatten
-from sagan.tracking import MlflowRun, client, run_metadata
+from sagan.tracking import MlflowRun, client, run_metadata, run_tags, tracking_uri
 
 
 @pytest.fixture
@@ -90,3 +90,31 @@ def test_secrets_in_recorded_urls_are_redacted(monkeypatch):
     metadata = run_metadata(params.mlflow, "f" * 64, synthetic_data=True)
     assert metadata["tracking_uri"] == "https://mlflow.example/?<redacted>"
     assert "s3cret" not in json.dumps([flat, metadata]) and "abc" not in json.dumps([flat, metadata])
+
+
+@pytest.mark.parametrize("configured,expected", [
+    ("sqlite:///mlflow.db", "sqlite:////home/u/project/mlflow.db"),      # relative: the project's store
+    ("sqlite:///stores/a.db", "sqlite:////home/u/project/stores/a.db"),
+    ("sqlite:////srv/mlflow.db", "sqlite:////srv/mlflow.db"),             # absolute: as given
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_a_relative_store_is_the_dvc_projects_even_from_a_queued_experiments_copy(monkeypatch, configured, expected):
+    """A queued `dvc exp run` runs its stages in .dvc/tmp/exps/...; DVC_ROOT names the project."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", "/home/u/project")
+    params = MlflowParams(tracking_uri=configured)
+    assert tracking_uri(params) == expected
+    assert run_metadata(params, "f" * 64, synthetic_data=True)["tracking_uri"] == configured  # as configured
+    monkeypatch.delenv("DVC_ROOT")
+    assert tracking_uri(params) == configured  # Snakemake or by hand: the working directory's
+
+
+def test_a_dvc_experiments_run_is_named_and_tagged_after_it(store, monkeypatch):
+    p, _, _ = store
+    monkeypatch.setenv("DVC_EXP_NAME", "rabid-plop")
+    metadata = run_metadata(p, "f" * 64, synthetic_data=True)
+    run = MlflowRun.start_or_resume(p, None, run_tags(metadata), {"train.lr_d": 1e-4})
+    info = mlflow.MlflowClient(p.tracking_uri).get_run(run.run_id)
+    assert (info.info.run_name, info.data.tags["sagan.dvc_experiment"]) == ("rabid-plop", "rabid-plop")
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert "sagan.dvc_experiment" not in run_tags(run_metadata(p, "f" * 64, synthetic_data=True))

@@ -35,6 +35,7 @@ LOSSES_CSV = TRAIN_REPORTS_DIR / "losses.csv"
 SAMPLES_DIR = TRAIN_REPORTS_DIR / "samples"
 RUN_RECORD = TRAIN_REPORTS_DIR / "run.json"
 METRICS = REPORTS_DIR / "metrics.json"
+METRICS_PROTOCOL = REPORTS_DIR / "metrics_protocol.json"
 REPORT_MD = REPORTS_DIR / "report.md"
 REPORT_HTML = REPORTS_DIR / "report.html"
 FIGURES_DIR = REPORTS_DIR / "figures"
@@ -51,6 +52,7 @@ WRITTEN_BY: dict[Path, str] = {
     MODELS_DIR: "train",
     TRAIN_REPORTS_DIR: "train",
     METRICS: "evaluate",
+    METRICS_PROTOCOL: "evaluate",
     REPORT_MD: "report",
     REPORT_HTML: "report",
     FIGURES_DIR: "report",

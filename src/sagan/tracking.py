@@ -25,9 +25,21 @@ _MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
 TAGGED_METADATA = ("git_commit", "data_fingerprint", "profile", "orchestrator", "synthetic_data")
 
 
-def tracking_uri(mlflow_params: MlflowParams) -> str:
-    """MLFLOW_TRACKING_URI wins (a shared server); else the params' URI."""
+def configured_uri(mlflow_params: MlflowParams) -> str:
+    """MLFLOW_TRACKING_URI wins (a shared server); else the params' URI. As written: run.json
+    records this, not a path of the machine it ran on."""
     return os.environ.get("MLFLOW_TRACKING_URI") or mlflow_params.tracking_uri
+
+
+def tracking_uri(mlflow_params: MlflowParams) -> str:
+    """The store to open: configured_uri, with a relative SQLite path taken relative to the project
+    root. That is DVC_ROOT when DVC runs the stage (a queued `dvc exp run` runs in a temporary copy
+    of the project, and DVC sets DVC_ROOT to the project it came from, so its runs land in the
+    project's store, not in the copy's), else the working directory."""
+    uri = configured_uri(mlflow_params)
+    root = os.environ.get("DVC_ROOT")
+    relative = uri.startswith("sqlite:///") and not uri.startswith("sqlite:////")
+    return f"sqlite:///{Path(root) / uri.removeprefix('sqlite:///')}" if root and relative else uri
 
 
 def orchestrator() -> str:
@@ -50,16 +62,22 @@ def git_commit() -> str:
 def run_metadata(mlflow_params: MlflowParams, data_fingerprint: str, synthetic_data: bool) -> dict:
     """Where a training run is tracked and what it ran on: run.json's fields and, through run_tags,
     the MLflow run's tags. Calls git: compute it once per run."""
-    return {"mlflow_experiment": mlflow_params.experiment, "tracking_uri": redact_url(tracking_uri(mlflow_params)),
+    return {"mlflow_experiment": mlflow_params.experiment, "tracking_uri": redact_url(configured_uri(mlflow_params)),
             "profile": mlflow_params.profile, "git_commit": git_commit(), "data_fingerprint": data_fingerprint,
-            "synthetic_data": bool(synthetic_data), "orchestrator": orchestrator()}
+            "synthetic_data": bool(synthetic_data), "orchestrator": orchestrator(),
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")}  # set by `dvc exp run`, queued or not
 
 
 def run_tags(metadata: dict) -> dict[str, str]:
-    """The MLflow tags for `metadata`: `sagan.KEY` (booleans as true/false) and MLflow's git tag."""
+    """The MLflow tags for `metadata`: `sagan.KEY` (booleans as true/false) and MLflow's git tag.
+    A DVC experiment's run is tagged with, and named after, the experiment, so that `dvc exp show`
+    and the MLflow UI can be matched row by row."""
     tags = {f"sagan.{key}": str(metadata[key]).lower() if isinstance(metadata[key], bool) else str(metadata[key])
             for key in TAGGED_METADATA}
-    return {**tags, "mlflow.source.git.commit": metadata["git_commit"]}
+    tags["mlflow.source.git.commit"] = metadata["git_commit"]
+    if metadata["dvc_experiment"]:
+        tags |= {"sagan.dvc_experiment": metadata["dvc_experiment"], "mlflow.runName": metadata["dvc_experiment"]}
+    return tags
 
 
 @contextlib.contextmanager

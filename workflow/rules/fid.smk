@@ -21,7 +21,8 @@ rule evaluate:
         rules.fid_ref.output,
         stages.code_deps("evaluate"),
     output:
-        paths.METRICS,
+        metrics=paths.METRICS,
+        protocol=paths.METRICS_PROTOCOL,
     params:
         **stage_params("evaluate"),
     threads: all_cores

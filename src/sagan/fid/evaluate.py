@@ -8,8 +8,9 @@ KID_MAX_FEATURES generated features against the reference's stored `kid_features
 of min(fid.kid_subset_size, both pool sizes); FID needs fid.num_samples >= 2 and KID subsets of at
 least 2, both checked before any image is drawn.
 
-The numbers go to reports/metrics.json, with the MLflow run id of the training run they belong to
-(`run_id`, from reports/train/run.json), and into that MLflow run. Without run.json `run_id` is
+The numbers go to reports/metrics.json, their protocol and the MLflow run id of the training run
+they belong to (`run_id`, from reports/train/run.json) to reports/metrics_protocol.json
+(sagan.fid.results), and the numbers into that MLflow run. Without run.json `run_id` is
 null and a warning says the metrics were not logged: evaluating a foreign generator still works.
 """
 from __future__ import annotations
@@ -24,10 +25,10 @@ import numpy as np
 import torch
 
 from sagan import paths, tracking
-from sagan.atomic import write_json
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_weights, summarise
+from sagan.fid import results
 from sagan.fid.reference import read_reference
 from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
 from sagan.model.io import load_generator
@@ -69,8 +70,8 @@ def check_sample_sizes(fid: FidParams, reference: dict) -> None:
 
 
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
-    """The metrics.json content for a generator (default: the pipeline's) against the reference,
-    without `run_id` (that is the pipeline's, added by `run`)."""
+    """The evaluation of a generator (default: the pipeline's) against the reference: every
+    results.NUMBER_KEYS and PROTOCOL_KEYS entry but `run_id` (the pipeline's, added by `run`)."""
     started = time.perf_counter()
     fid = params.fid
     reference = read_reference()
@@ -143,8 +144,8 @@ def training_run_id(record_path: Path | None = None) -> str | None:
 
 def run(params: Params, args: argparse.Namespace) -> None:
     metrics = {**evaluate(params), "run_id": training_run_id()}
-    write_json(paths.METRICS, metrics)
+    results.write(metrics)
     log_to_training_run(params, metrics)
     kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
     print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
-          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights) -> {paths.METRICS}")
+          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights) -> {paths.METRICS}, {paths.METRICS_PROTOCOL.name}")

@@ -1,7 +1,7 @@
 """`sagan check-fid`: the FID regression gate that CI runs on the smoke profile.
 
 It fails when
-- this run's FID (reports/metrics.json) exceeds the baseline by more than its tolerance, or
+- this run's FID (reports/metrics.json, read with its protocol by sagan.fid.results) exceeds the baseline by more than its tolerance, or
 - the trained generator is not clearly better than an untrained one with the same config and
   seed, measured now with the same protocol (trained FID must be below UNTRAINED_RATIO times
   the untrained FID).
@@ -23,6 +23,7 @@ import torch
 from sagan import paths
 from sagan.atomic import write_json
 from sagan.errors import SaganError
+from sagan.fid import results
 from sagan.params import Params
 
 DEFAULT_TOLERANCE = 0.15
@@ -45,20 +46,6 @@ def _number_problem(data: dict, key: str) -> str | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return f"{key!r} is {value!r}, not a number"
     return None
-
-
-def read_metrics(path: Path) -> dict:
-    """reports/metrics.json with the keys the gate reads, its FID a number; else one line naming the key."""
-    metrics = read_json(path)
-    if not isinstance(metrics, dict):
-        raise paths.bad_input(path, "not a JSON object")
-    for key in ("fid", *PROTOCOL_KEYS):
-        if key not in metrics:
-            raise paths.bad_input(path, f"missing {key!r}")
-    problem = _number_problem(metrics, "fid")
-    if problem:
-        raise paths.bad_input(path, problem)
-    return metrics
 
 
 def read_baseline(path: Path) -> dict:
@@ -110,7 +97,7 @@ def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = read_metrics(paths.METRICS)
+    metrics = results.read()
     baseline_path = Path(args.baseline)
     if args.update:
         update_baseline(metrics, baseline_path, params)
@@ -120,7 +107,8 @@ def run(params: Params, args: argparse.Namespace) -> None:
     baseline = read_baseline(baseline_path)
     for key in PROTOCOL_KEYS:
         if metrics[key] != baseline["protocol"][key]:
-            raise SaganError(f"{paths.METRICS}: {key}={metrics[key]!r} but {baseline_path} was measured with "
+            source = paths.METRICS_PROTOCOL if key in results.PROTOCOL_KEYS else paths.METRICS
+            raise SaganError(f"{source}: {key}={metrics[key]!r} but {baseline_path} was measured with "
                              f"{baseline['protocol'][key]!r}; the FIDs are not comparable",
                              hint="run the smoke profile (`sagan params --profile smoke`), or update the baseline")
     fid, base, tol = float(metrics["fid"]), float(baseline["fid"]), float(baseline["tolerance"])

@@ -4,17 +4,14 @@ Every error names the file and the stage that writes it, so the fix is obvious.
 """
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from sagan import paths, tracking
+from sagan.fid import results
 
-# Keys of reports/metrics.json the report shows (docs/contracts.md, evaluate).
-METRICS_KEYS = ("fid", "n_gen", "n_ref", "reference_split", "extractor", "weights_kind", "preprocessing", "run_id")
 LOSS_KEYS = ("run_id", "epoch", "d_loss", "g_loss")
 RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data", "params")
 
@@ -32,18 +29,6 @@ def _require_keys(obj: dict, keys: tuple[str, ...], path: Path) -> None:
     absent = [k for k in keys if k not in obj]
     if absent:
         raise paths.bad_input(path, f"lacks {', '.join(absent)}")
-
-
-def read_metrics(path: Path = paths.METRICS) -> dict:
-    try:
-        metrics = json.loads(paths.require(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
-    _require_keys(metrics, METRICS_KEYS, path)
-    fid = metrics["fid"]
-    if isinstance(fid, bool) or not isinstance(fid, (int, float)) or not math.isfinite(fid):
-        raise paths.bad_input(path, f"'fid' is {fid!r}, not a finite number")
-    return metrics
 
 
 def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
@@ -82,13 +67,13 @@ def check_one_run(run_record: dict, metrics: dict, losses: pd.DataFrame) -> None
         raise paths.bad_input(paths.LOSSES_CSV, f"is from run {', '.join(loss_runs)}, but {paths.RUN_RECORD} "
                                                 f"is from run {run_id}")
     if metrics["run_id"] != run_id:
-        raise paths.bad_input(paths.METRICS, f"measures run {metrics['run_id']}, but {paths.RUN_RECORD} is from "
+        raise paths.bad_input(paths.METRICS_PROTOCOL, f"measures run {metrics['run_id']}, but {paths.RUN_RECORD} is from "
                                              f"run {run_id}")
 
 
 def read_inputs() -> ReportInputs:
     first, last = sample_grids()
-    inputs = ReportInputs(metrics=read_metrics(), losses=read_losses(), first_sample=first,
+    inputs = ReportInputs(metrics=results.read(), losses=read_losses(), first_sample=first,
                           last_sample=last, run_record=read_run_record())
     check_one_run(inputs.run_record, inputs.metrics, inputs.losses)
     return inputs
