@@ -90,6 +90,39 @@ def mlflow_tags(project: Path) -> list[dict]:
 MORE_EPOCHS = 6
 
 
+# README's committed workflow: after a run, git takes the lock file, the params and the small
+# outputs DVC compares (everything else under reports/ is git-ignored and in DVC's cache).
+COMMITTED = ["dvc.lock", "params.yaml", "reports"]
+# README's worked sweep, one epoch each here to keep the test session short.
+SWEEP = [["-S", "train.lr_d=1e-4", "-S", "train.epochs=1"], ["-S", "train.lr_d=2e-4", "-S", "train.epochs=1"]]
+
+
+def commit(project: Path, message: str) -> str:
+    """Commit as README says; returns `git status --porcelain` after it (empty: nothing left out)."""
+    run(["git", "add", *COMMITTED], project)
+    run(["git", "commit", "-qm", message], project)
+    return run(["git", "status", "--porcelain"], project, capture_output=True, text=True).stdout
+
+
+def run_queue(project: Path, sweep: list[list[str]], timeout: float = 900) -> None:
+    """Queue every experiment of `sweep`, start the queue's worker, and wait until none is left.
+    DVC's worker (a dvc-task TemporaryWorker) exits by itself 10 s after the queue is empty."""
+    for overrides in sweep:
+        run(["dvc", "exp", "run", "--queue", *overrides], project, capture_output=True)
+    run(["dvc", "queue", "start"], project, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], project, capture_output=True,
+                                                  text=True).stdout):
+        assert time.monotonic() < deadline, "queued experiments did not finish within the timeout"
+        time.sleep(2)
+
+
+def experiments_fid(exp_show: list[dict]) -> dict[str, object]:
+    """{experiment name: its FID} from `dvc exp show --json`."""
+    return {rev["name"]: rev["data"]["metrics"][str(paths.METRICS)]["data"].get("fid")
+            for baseline in exp_show for group in baseline.get("experiments") or [] for rev in group["revs"]}
+
+
 def run_dvc_scenario(project: Path) -> dict:
     rec: dict = {"project": project}
 
@@ -100,17 +133,40 @@ def run_dvc_scenario(project: Path) -> dict:
 
     set_param(project, "report.title", "changed title")
     rec["report_param"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    run(["git", "commit", "-qam", "report title"], project)
-
-    exp = run(["dvc", "exp", "run", "-S", "train.lr_g=2e-4"], project, capture_output=True, text=True)
-    rec["exp_run"] = dvc_ran(exp.stdout)
-    show = run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True)
-    rec["exp_show"] = show.stdout
+    rec["left_out_of_commit"] = commit(project, "first run")
 
     set_param(project, "train.epochs", MORE_EPOCHS)
     rec["killed_at"] = kill_during_training(["dvc", "repro"], project)
     resumed = dvc_repro(project, capture_output=True, text=True)
     rec["resume_ran"], rec["resume_log"] = dvc_ran(resumed.stdout), resumed.stdout + resumed.stderr
+    commit(project, "more epochs")
+    rec["metrics_diff"] = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project,
+                                         capture_output=True, text=True).stdout)
+    plots = run(["dvc", "plots", "diff", "HEAD~1", "--json"], project, check=False, capture_output=True, text=True)
+    rec["plots_diff"] = (plots.returncode, plots.stdout + plots.stderr)
+
+    run_queue(project, SWEEP)
+    rec["exp_show"] = json.loads(run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True).stdout)
+    rec["exp_show_columns"] = run(["dvc", "exp", "show", "--only-changed", "--csv"], project, capture_output=True,
+                                  text=True).stdout.splitlines()[0].split(",")
+    fids = experiments_fid(rec["exp_show"])
+    rec["exp_ran"] = {name: dvc_ran(run(["dvc", "queue", "logs", name], project, capture_output=True,
+                                        text=True).stdout) for name in fids}
+    rec["best"] = min(fids, key=lambda name: fids[name])
+    run(["dvc", "exp", "apply", rec["best"]], project, capture_output=True)
+    rec["after_apply"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    rec["applied_metrics"] = json.loads((project / paths.METRICS).read_text())
+    commit(project, f"best experiment: {rec['best']}")
+
+    # A second machine: push to a remote, clone, pull; nothing may rerun there.
+    run(["dvc", "remote", "add", "-d", "storage", str(project.parent / "remote")], project)
+    run(["git", "commit", "-qam", "DVC remote"], project)
+    run(["dvc", "push"], project, capture_output=True)
+    clone = project.parent / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], project.parent)
+    run(["dvc", "pull"], clone, capture_output=True)
+    rec["clone"] = clone
+    rec["clone_ran"] = dvc_ran(dvc_repro(clone, capture_output=True, text=True).stdout)
     rec["tags"] = mlflow_tags(project)
     return rec
 

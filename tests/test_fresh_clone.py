@@ -54,3 +54,18 @@ def test_dry_runs_leave_the_clone_clean(clone):
     """Nothing a dry run writes may show up as an untracked or modified file."""
     out = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
     assert out.stdout == ""
+
+
+def test_a_scratch_copy_leaves_out_a_committed_run(tmp_path):
+    """A user who commits their runs (README) must still get a smoke copy with no run in it."""
+    from sagan import paths
+    from sagan.smoke import working_tree_files
+
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True)
+    for rel in ("dvc.lock", paths.METRICS, paths.METRICS_PROTOCOL, paths.RUN_RECORD, paths.LOSSES_CSV):
+        (clone / rel).parent.mkdir(parents=True, exist_ok=True)
+        (clone / rel).write_text("{}\n")
+    files = working_tree_files(clone)
+    assert "dvc.yaml" in files and "reports/README.md" in files and "src/sagan/paths.py" in files
+    assert not {"dvc.lock", *map(str, (paths.METRICS, paths.METRICS_PROTOCOL, paths.RUN_RECORD, paths.LOSSES_CSV))} & set(files)

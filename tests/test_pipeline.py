@@ -3,16 +3,21 @@
 Proves the caching behaviour users rely on: a second run does nothing; a report param reruns only
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
 kill during training resumes from the checkpoint; and the FID regression check passes (in the
-Snakemake scenario, the shorter of the two). What each orchestrator did is recorded once per
+Snakemake scenario, the shorter of the two). Through DVC, also README's experiment workflow:
+commits carry the metrics (`dvc metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp
+show` with a FID each and in MLflow under its names, `dvc exp apply` leaves nothing to run, and a
+clone that pulls from a remote runs nothing. What each orchestrator did is recorded once per
 session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
 the records.
 """
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sagan import paths
-from scenarios import AFTER_TRAIN, ALL_STAGES
+from scenarios import AFTER_TRAIN, ALL_STAGES, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration
 
@@ -35,9 +40,36 @@ class TestDvc:
     def test_report_param_reruns_only_report(self, dvc_scenario):
         assert dvc_scenario["report_param"] == {"report"}
 
-    def test_exp_run_with_train_param_reruns_train_evaluate_report(self, dvc_scenario):
-        assert dvc_scenario["exp_run"] == AFTER_TRAIN
-        assert '"fid"' in dvc_scenario["exp_show"] and "2e-04" in dvc_scenario["exp_show"].replace("0.0002", "2e-04")
+    def test_committing_as_readme_says_leaves_nothing_out(self, dvc_scenario):
+        assert dvc_scenario["left_out_of_commit"] == ""
+
+    def test_metrics_diff_between_two_commits_shows_the_fid_change(self, dvc_scenario):
+        fid = dvc_scenario["metrics_diff"][str(paths.METRICS)]["fid"]
+        assert fid["old"] == dvc_scenario["metrics"]["fid"]
+        assert fid["diff"] == pytest.approx(fid["new"] - fid["old"]) and fid["diff"] != 0
+
+    def test_plots_diff_loads_both_commits(self, dvc_scenario):
+        rc, out = dvc_scenario["plots_diff"]
+        assert rc == 0 and "failed to load" not in out, out
+        assert str(paths.LOSSES_CSV) in out
+
+    def test_queued_sweep_lands_in_exp_show_with_a_fid_each(self, dvc_scenario):
+        fids = experiments_fid(dvc_scenario["exp_show"])
+        assert len(fids) == len(SWEEP)
+        assert all(isinstance(fid, float) and fid > 0 for fid in fids.values()), fids
+        assert all(ran == AFTER_TRAIN for ran in dvc_scenario["exp_ran"].values()), dvc_scenario["exp_ran"]
+        assert {"Experiment", "fid", "kid_mean", "train.lr_d", "train.epochs"} <= set(dvc_scenario["exp_show_columns"])
+
+    def test_applying_the_best_experiment_leaves_nothing_to_run(self, dvc_scenario):
+        assert dvc_scenario["after_apply"] == set()
+        fids = experiments_fid(dvc_scenario["exp_show"])
+        assert dvc_scenario["applied_metrics"]["fid"] == fids[dvc_scenario["best"]] == min(fids.values())
+
+    def test_a_clone_that_pulls_from_the_remote_runs_nothing(self, dvc_scenario):
+        project, clone = dvc_scenario["project"], dvc_scenario["clone"]
+        assert dvc_scenario["clone_ran"] == set()
+        for path in (paths.GENERATOR, paths.FID_REFERENCE, paths.REPORT_HTML, paths.METRICS):
+            assert (clone / path).read_bytes() == (project / path).read_bytes(), path
 
     def test_kill_during_train_then_rerun_resumes(self, dvc_scenario):
         assert dvc_scenario["killed_at"] > 0
@@ -47,11 +79,17 @@ class TestDvc:
     def test_outputs_and_labels(self, dvc_scenario):
         project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
         assert (project / paths.REPORT_HTML).stat().st_size > 10_000
-        assert metrics["weights_kind"] == "standin" and metrics["synthetic_data"] is True
+        assert all(isinstance(v, (int, float)) for v in metrics.values()), metrics  # numbers only
         assert metrics["fid"] > 0 and metrics["n_gen"] == 128
+        protocol = json.loads((project / paths.METRICS_PROTOCOL).read_text())
+        assert protocol["weights_kind"] == "standin" and protocol["synthetic_data"] is True
 
-    def test_runs_are_tagged_with_dvc(self, dvc_scenario):
-        assert {t.get("sagan.orchestrator") for t in dvc_scenario["tags"]} == {"dvc"}
+    def test_runs_are_tagged_with_dvc_and_experiments_with_their_names(self, dvc_scenario):
+        tags = dvc_scenario["tags"]
+        assert {t.get("sagan.orchestrator") for t in tags} == {"dvc"}
+        experiments = {t["sagan.dvc_experiment"]: t["mlflow.runName"] for t in tags if "sagan.dvc_experiment" in t}
+        names = set(experiments_fid(dvc_scenario["exp_show"]))
+        assert experiments == {name: name for name in names}  # in the project's store, not the queue's copies
 
 
 class TestSnakemake:

@@ -100,8 +100,8 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
     run_record = {"mlflow_run_id": run_id, "mlflow_experiment": EXPERIMENT,
                   "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
                   "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
-                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "cli",
-                  "params": flatten(params or report_params(store))}
+                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "dvc",
+                  "dvc_experiment": "rabid-plop", "params": flatten(params or report_params(store))}
     (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
 
 
@@ -300,6 +300,7 @@ def test_metadata_and_params_diff_against_the_paper(standin_report, store):
     assert facts["Git commit"] == "0123abc"
     assert facts["Data fingerprint (sha256 of the manifest)"] == "f" * 64
     assert facts["MLflow run id"] == store.run_ids["beta"]
+    assert facts["DVC experiment"] == "rabid-plop"  # so the report and `dvc exp show` can be matched
     diff_table = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert diff_table[0] == ["Param", "Paper", "This run"]
     diff = {key: (paper, ours) for key, paper, ours in diff_table[1:]}

@@ -45,9 +45,12 @@ def run(cmd: list[str], cwd: Path, check: bool = True, **kw) -> subprocess.Compl
 
 
 def working_tree_files(root: Path = REPO_ROOT) -> list[str]:
+    """Tracked and untracked-but-not-ignored files, less the results of a pipeline run that git may
+    hold (dvc.lock, the metrics and run records): a scratch project starts with no run."""
     out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
                          capture_output=True, check=True).stdout
-    return [f for f in out.decode().split("\0") if f and (root / f).is_file()]
+    return [f for f in out.decode().split("\0")
+            if f and (root / f).is_file() and f != "dvc.lock" and paths.written_by(f) is None]
 
 
 def make_scratch_project(dest: Path, profile: str = DEFAULT_PROFILE, root: Path = REPO_ROOT) -> Path:

@@ -1,6 +1,6 @@
-# models/checkpoints/ is DVC's `persist: true` output. It is deliberately not a Snakemake output:
-# Snakemake deletes a job's outputs before rerunning it, and the checkpoints must survive a kill
-# so that the rerun resumes from them.
+# models/checkpoints/ is deliberately no output, here as in dvc.yaml: Snakemake deletes a job's
+# outputs before rerunning it, and the checkpoints must survive a kill so that the rerun resumes
+# from them.
 rule train:
     input:
         rules.prepare.output,

@@ -99,6 +99,7 @@ def metadata_section(inputs: ReportInputs) -> Section:
         ["Data fingerprint (sha256 of the manifest)", str(record["data_fingerprint"])],
         ["MLflow run id", str(record["mlflow_run_id"])],
         ["MLflow experiment", str(record.get("mlflow_experiment", NOT_AVAILABLE))],
+        ["DVC experiment", str(record.get("dvc_experiment") or "none (not run by `dvc exp run`)")],
         ["Synthetic data", str(bool(metrics.get("synthetic_data") or record["synthetic_data"])).lower()],
         ["FID weights", f"{metrics['weights_kind']} (sha256 {metrics.get('weights_sha256', NOT_AVAILABLE)})"],
         ["Training", f"{record.get('steps', NOT_AVAILABLE)} steps, {fmt(record.get('wall_time_s'), '.1f')} s, "
