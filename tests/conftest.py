@@ -34,7 +34,8 @@ import yaml  # noqa: E402
 
 from sagan import paths  # noqa: E402
 from sagan.data import prepare, split  # noqa: E402
-from sagan.data.synthetic import write_synthetic_celeba  # noqa: E402
+from sagan.data.prepare import crop_resize  # noqa: E402
+from sagan.data.synthetic import _jpeg_bytes, draw_face, write_synthetic_celeba  # noqa: E402
 from sagan.params import Params, load_params, parse_params  # noqa: E402
 from sagan.profiles import read_profile, write_profile  # noqa: E402
 
@@ -104,6 +105,13 @@ def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
 
 
 # -- the training tests' tiny project -----------------------------------------------------------
+def prepared_faces(indices, size: int = 32) -> torch.Tensor:
+    """Synthetic faces as `sagan prepare` stores them (the JPEG, centre-cropped to 160 px and
+    resized by prepare's own crop_resize): uint8 NCHW."""
+    images = [crop_resize(_jpeg_bytes(draw_face(0, i)), 160, size) for i in indices]
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
 def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: int = 100, seed: int = 0) -> Path:
     """Shards, manifest and split of `n_images` noisy reddish images (80% train), built here per
     docs/contracts.md with a known mean colour, so that learning is measurable against it."""

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from PIL import Image
 
-from sagan.data.synthetic import draw_face
+from conftest import prepared_faces
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid import extractor
@@ -306,15 +305,6 @@ def test_device_param_errors():
 
 # --- the stand-in extractor on images -----------------------------------------------------------
 
-def _faces(indices, size: int = 32) -> torch.Tensor:
-    """Synthetic faces cropped and resized like `sagan prepare` (160 px centre crop), uint8 NCHW."""
-    out = []
-    for i in indices:
-        img = draw_face(0, i)
-        left, top = (img.width - 160) // 2, (img.height - 160) // 2
-        out.append(np.asarray(img.crop((left, top, left + 160, top + 160)).resize((size, size), Image.LANCZOS)))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
 
 @pytest.fixture(scope="module")
 def standin_extractor(standin_dir):
@@ -323,7 +313,7 @@ def standin_extractor(standin_dir):
 
 
 def test_standin_features_are_not_degenerate(standin_extractor):
-    features = extractor.extract_features(standin_extractor, _faces(range(6)))
+    features = extractor.extract_features(standin_extractor, prepared_faces(range(6)))
     assert features.shape == (6, 2048) and features.dtype == torch.float32
     assert torch.isfinite(features).all()
     # PyTorch's default init gives ~1e-8 here; the stand-in keeps features varying across images
@@ -340,7 +330,7 @@ def _summary(features: torch.Tensor):
 @pytest.mark.slow
 def test_standin_fid_ranks_real_shifted_noise(standin_extractor):
     n = 16
-    real = _faces(range(2 * n))
+    real = prepared_faces(range(2 * n))
     shifted = real[n:].to(torch.int16)
     shifted[:, 0] += 20  # a mild colour cast: redder, less blue
     shifted[:, 2] -= 20

@@ -7,9 +7,8 @@ import pytest
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from sagan.data.synthetic import draw_face
+from conftest import prepared_faces
 from sagan.errors import SaganError
 from sagan.fid.swd import (laplacian_pyramid, normalise, patch_corners, patch_descriptors,
                            sliced_wasserstein, swd)
@@ -70,16 +69,6 @@ def _np_swd(a: np.ndarray, b: np.ndarray, seed: int, patches: int, repeats: int,
     return out
 
 
-def _faces(indices: range, size: int) -> torch.Tensor:
-    """Synthetic faces, centre-cropped to 160 px and resized like prepared data: uint8 NCHW."""
-    out = []
-    for i in indices:
-        img = draw_face(0, i)
-        left, top = (img.width - 160) // 2, (img.height - 160) // 2
-        out.append(np.asarray(img.crop((left, top, left + 160, top + 160)).resize((size, size), Image.BILINEAR)))
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
 def _box_blur(images: torch.Tensor) -> torch.Tensor:
     blurred = F.avg_pool2d(images.float(), 3, stride=1, padding=1, count_include_pad=False)
     return blurred.round().to(torch.uint8)
@@ -92,7 +81,7 @@ def _noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def faces32() -> tuple[torch.Tensor, torch.Tensor]:
     """Two disjoint sets of 32 synthetic faces at 32 px."""
-    return _faces(range(32), 32), _faces(range(32, 64), 32)
+    return prepared_faces(range(32), 32), prepared_faces(range(32, 64), 32)
 
 
 # --- against the independent implementation --------------------------------------------------
@@ -119,8 +108,8 @@ def test_pyramid_equals_explicit_convolution():
 def test_swd_equals_numpy_reference(faces32, size, pixel_range):
     # The module measures [-1, 1]; the reference (and "raw" here) the raw [0, 255]: both agree,
     # since each level's descriptors are normalised per channel.
-    a = _faces(range(64, 67), size) if size == 64 else faces32[0][:3]
-    b = _box_blur(_faces(range(67, 70), size)) if size == 64 else faces32[1][:3]
+    a = prepared_faces(range(64, 67), size) if size == 64 else faces32[0][:3]
+    b = _box_blur(prepared_faces(range(67, 70), size)) if size == 64 else faces32[1][:3]
     to_float = (lambda x: x.numpy() / 127.5 - 1) if pixel_range == "signed" else (lambda x: x.numpy() * 1.0)
     args = dict(seed=7, patches=16, repeats=2, directions=8, min_size=16)
     expected = _np_swd(to_float(a), to_float(b), **args)
