@@ -15,8 +15,9 @@ For each variant, through the project's own code path:
      resumable-change params: they do not change what is trained, only which states are kept);
   2. `sagan download`, `sagan prepare`, `sagan split` (run once per distinct data/prepare/split
      params under `DIR/data-<hash>` and copied), then `sagan train --params params.yaml`, a
-     subprocess timed with time.perf_counter (process start-up and imports included, plus the
-     loop's own wall_time_s from reports/train/run.json);
+     subprocess timed with time.perf_counter (process start-up, imports and the end-of-run
+     outputs included), with its CPU seconds (user + system, getrusage), and the loop's own
+     wall_time_s from reports/train/run.json;
   3. every kept checkpoint at a multiple of --eval-every (and the last step), plus the untrained
      generator (step 0, the same seeded init as the trainer's), is scored: `--images` generated
      images (`sample_images`, seed 0; the EMA generator when train.ema_decay > 0, as published) against
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import resource
 import shlex
 import shutil
 import subprocess
@@ -139,9 +141,12 @@ def run_variant(root: Path, name: str, overrides: dict, eval_every: int, n_image
     params = load_params(params_file)  # validates the overrides
     shutil.copytree(prepared_data(root, project), project / "data", dirs_exist_ok=True)
 
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     sagan(project, "train")
     wall = time.perf_counter() - start
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     record = json.loads((project / "reports/train/run.json").read_text())
 
     size = params.prepare.size
@@ -167,7 +172,7 @@ def run_variant(root: Path, name: str, overrides: dict, eval_every: int, n_image
     shutil.copy2(grids[-1], root / f"{name}-last-grid.png")
     floor = swd(real_images(project, "train", n), val, seed=SWD_SEED)["swd"]
     return {"name": name, "overrides": overrides, "steps": record["steps"], "batch": params.train.batch_size,
-            "wall_s": wall, "loop_s": record["wall_time_s"], "rows": rows, "floor": floor, "n": n,
+            "wall_s": wall, "cpu_s": cpu, "loop_s": record["wall_time_s"], "rows": rows, "floor": floor, "n": n,
             "grid": str(root / f"{name}-last-grid.png")}
 
 
@@ -195,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfloor (real train vs val, {result['n']} images): {result['floor']:.1f}; "
               f"last grid: {result['grid']}\n", flush=True)
 
-    print("| variant | overrides | steps | batch | train wall s | loop s | SWD step 0 | final SWD | floor |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| variant | overrides | steps | batch | train wall s | train CPU s | loop s | SWD step 0 | final SWD | floor |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         over = " ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
-        print(f"| {r['name']} | {over} | {r['steps']} | {r['batch']} | {r['wall_s']:.1f} | {r['loop_s']:.1f} "
+        print(f"| {r['name']} | {over} | {r['steps']} | {r['batch']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {r['loop_s']:.1f} "
               f"| {r['rows'][0]['swd']:.1f} | {r['rows'][-1]['swd']:.1f} | {r['floor']:.1f} |")
     return 0
 

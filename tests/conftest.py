@@ -147,6 +147,7 @@ def tiny_raw_params(**train) -> dict:
     raw["model"].update(z_dim=16, g_channels=8, d_channels=8, attention_after=2)  # 8x8 attention maps: fast
     raw["train"].update({"batch_size": 16, "max_steps": 12, "log_every": 4, "checkpoint_every": 5,
                          "sample_grid": 16, "device": "cpu", "deterministic": True, **train})
+    raw["mlflow"]["log_model"] = False  # seconds per run; tests/test_train.py logs one and test_registry.py more
     return raw
 
 

@@ -158,3 +158,11 @@ def test_snakefile_validates_params_like_sagan(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == \
         "snakemake: error: params.yaml: unknown param 'train.lr_dd' (hint: did you mean 'train.lr_d'?)"
+
+
+def test_dvc_artifacts_name_the_generator_as_a_model():
+    """DVC's model registry convention: the trained generator is a declared artifact of type model."""
+    artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
+    assert artifacts["generator"]["path"] == str(paths.GENERATOR) and artifacts["generator"]["type"] == "model"
+    assert artifacts["generator"]["desc"] and artifacts["generator"]["labels"]
+    assert str(paths.GENERATOR) in dvc_stages()["train"]["outputs"]

@@ -82,6 +82,31 @@ def test_outputs_follow_the_contract(train_project, monkeypatch):
     assert [m.value for m in history] == pytest.approx([float(r["d_loss"]) for r in rows])
 
 
+def test_the_generator_is_an_mlflow_model_of_its_run_and_registered(train_project, capsys):
+    import dataclasses
+
+    from sagan.model import registry
+    from sagan.model.io import load_generator
+
+    params = tiny_params(max_steps=2)
+    params = dataclasses.replace(params, mlflow=dataclasses.replace(params.mlflow, log_model=True,
+                                                                    registered_model="test-train-generator"))
+    train(params)
+    record = json.loads(paths.RUN_RECORD.read_text())
+    import mlflow
+
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    (output,) = client.get_run(record["mlflow_run_id"]).outputs.model_outputs
+    assert client.get_logged_model(output.model_id).name == registry.ARTIFACT
+    (version,) = client.search_model_versions("name='test-train-generator'")
+    assert version.run_id == record["mlflow_run_id"]
+    assert f"registered as models:/test-train-generator/{version.version}" in capsys.readouterr().out
+    module, z_dim = registry.load_model(params.mlflow, f"models:/test-train-generator/{version.version}")
+    z = torch.randn(4, z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(module(z), load_generator(paths.GENERATOR)[0](z))  # the published file's weights
+
+
 def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):
     results = []
     for name in ("a", "b"):

@@ -29,7 +29,7 @@ COMMANDS = {
     "train": Command("sagan.train.loop", f"train SAGAN; resumes from {paths.CHECKPOINTS_DIR}/"),
     "evaluate": Command("sagan.fid.evaluate", f"FID (and KID) of {paths.GENERATOR}"),
     "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
-    "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR}"),
+    "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR} or an MLflow model"),
     "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),
     "params": Command("sagan.profiles", "write params.yaml for a profile (configs/), or show how it "
                       "differs from the paper", reads_params=False),
@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
             p.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
             p.add_argument("--seed", type=int, default=0, help="latent seed (default: %(default)s)")
-            p.add_argument("--generator", default=None, help=f"generator file (default: {paths.GENERATOR})")
+            source = p.add_mutually_exclusive_group()
+            source.add_argument("--generator", default=None, help=f"generator file (default: {paths.GENERATOR})")
+            source.add_argument("--model-uri", default=None, help="an MLflow model instead: models:/NAME/VERSION "
+                                "or runs:/RUN_ID/generator, in the params' MLflow store")
         if name == "check-fid":
             p.add_argument("--baseline", default="tests/baselines/smoke.json")
             p.add_argument("--update", action="store_true", help="write the current FID as the new baseline")

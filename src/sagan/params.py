@@ -136,6 +136,9 @@ class MlflowParams:
     tracking_uri: str = spec("sqlite:///mlflow.db", doc="MLFLOW_TRACKING_URI overrides")
     experiment: str = "sagan-celeba"
     profile: str = spec("paper", doc="the label on every run; each profile sets its own")
+    log_model: bool = spec(True, doc="the generator as an MLflow model of its run (pt2 format), for the registry")
+    registered_model: str = spec("sagan-celeba-generator",
+                                 doc="Model Registry name: one version per training run; empty = do not register")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, r
 from sagan.fid import results
 from sagan.fid.reference import read_reference
 from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
+from sagan.model import registry
 from sagan.model.io import load_generator
 from sagan.params import FidParams, Params
 from sagan.pixels import to_uint8
@@ -126,6 +127,7 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
         return
     training_run.log_metrics(values)
     training_run.set_tags(tags)
+    registry.tag_versions(params.mlflow, training_run.run_id, {"fid": f"{metrics['fid']:.4f}"})
 
 
 def training_run_id(record_path: Path | None = None) -> str | None:

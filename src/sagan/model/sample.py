@@ -1,4 +1,6 @@
-"""`sagan sample --n 64 --out grid.png --seed 0 [--generator path]`: a grid of generated faces.
+"""`sagan sample --n 64 --out grid.png --seed 0 [--generator PATH | --model-uri URI]`: a grid of
+generated faces, from a generator file (default: models/generator.pt) or from an MLflow model
+(`models:/NAME/VERSION`, `runs:/RUN_ID/generator`; sagan.model.registry) in the params' store.
 
 `save_grid` is also the trainer's writer of its per-epoch sample grids.
 """
@@ -50,8 +52,14 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if out.is_dir():  # checked before the generator runs: the rename onto it would fail at the end
         raise SaganError(f"--out: {out} is a directory; give the PNG file to write",
                          hint=f"e.g. --out {out / 'samples.png'}")
-    generator, config = load_generator(args.generator or paths.GENERATOR, resolve_device("auto"))
-    images = sample_images(generator, args.n, args.seed, config["z_dim"])
+    if args.model_uri:
+        from sagan.model.registry import load_model
+
+        generator, z_dim = load_model(params.mlflow, args.model_uri)
+    else:
+        generator, config = load_generator(args.generator or paths.GENERATOR, resolve_device("auto"))
+        z_dim = config["z_dim"]
+    images = sample_images(generator, args.n, args.seed, z_dim)
     try:
         save_grid(images, out)
     except OSError as exc:  # full disk and unwritable directories are already SaganErrors (sagan.atomic)

@@ -30,6 +30,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import sys
 import tempfile
 import time
 from functools import cached_property
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
-from sagan.errors import SaganError
+from sagan.errors import SaganError, first_line
 from sagan.model.sample import save_grid
 from sagan.params import Params, flatten
 from sagan.train import checkpoint, dist, lock, records
@@ -289,6 +290,24 @@ class Training:
         if self.mlflow_run is not None:  # run-level summary, for the report's run-history table
             self.mlflow_run.log_metrics({"steps": state.step, "train_wall_time_s": state.wall_time_s,
                                          "mean_img_per_s": img_per_s}, step=state.step)
+            if self.params.mlflow.log_model:
+                self.log_model()
+
+    def log_model(self) -> None:
+        """The published generator as an MLflow model of this run (and a registered version). It
+        is logged after the outputs are published, so a store that refuses it costs a warning, not
+        the trained generator."""
+        from sagan.model.registry import log_generator
+
+        try:
+            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, paths.GENERATOR)
+        except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
+            print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
+                  f"{first_line(exc)[:200]})", file=sys.stderr)
+            return
+        version = (f", registered as models:/{self.params.mlflow.registered_model}/{info.registered_model_version}"
+                   if info.registered_model_version else "")
+        print(f"sagan train: MLflow model {info.model_uri} (runs:/{self.state.mlflow_run_id}/generator){version}")
 
 
 def run(params: Params, args: argparse.Namespace | None = None) -> None:
