@@ -85,7 +85,7 @@ def mlflow_tags(project: Path) -> list[dict]:
 
 
 # Resuming needs a kill after a checkpoint that this run wrote: more epochs continue the finished
-# run (step 100 of the smoke profile) and checkpoint at the next epoch's end, so the kill comes
+# run (step 400 of the smoke profile) and checkpoint at the next epoch's end, so the kill comes
 # after a quarter of the training a from-scratch change would need.
 MORE_EPOCHS = 6
 

@@ -15,7 +15,8 @@ from conftest import prepared_faces
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid import extractor
-from sagan.fid.stats import FeatureSummary, RunningStats, frechet_distance, kernel_inception_distance
+from sagan.fid.stats import (FeatureSummary, RunningStats, frechet_distance, kernel_inception_distance,
+                             precision_recall)
 
 
 def _gaussian_sets(dim=16, n=400, seed=0):
@@ -341,3 +342,28 @@ def test_standin_fid_ranks_real_shifted_noise(standin_extractor):
                                 ("noise", noise))}
     # measured: real 8.6, shifted 35.5, noise 83
     assert 2 * fid["real"] < fid["shifted"] and 2 * fid["shifted"] < fid["noise"], fid
+
+
+def _precision_recall_by_loops(generated: np.ndarray, real: np.ndarray, k: int = 3) -> tuple[float, float]:
+    """Kynkäänniemi et al.'s definition, one sample at a time: a sample counts when it lies within
+    the k-th-nearest-neighbour radius of some sample of the other set (self excluded)."""
+    def radii(points):
+        return [sorted(np.linalg.norm(points - p, axis=1))[k] for p in points]  # [0] is the point itself
+
+    def share_inside(samples, centres):
+        r = radii(centres)
+        return np.mean([any(np.linalg.norm(s - c) <= rc for c, rc in zip(centres, r)) for s in samples])
+
+    return float(share_inside(generated, real)), float(share_inside(real, generated))
+
+
+def test_precision_recall_matches_the_definition():
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((40, 5))
+    generated = np.concatenate([rng.standard_normal((20, 5)), rng.standard_normal((20, 5)) + 3.0])  # half off
+    expected = _precision_recall_by_loops(generated, real)
+    assert precision_recall(generated, real) == pytest.approx(expected)
+    assert 0.3 < expected[0] < 0.8  # the shifted half falls outside the real manifold
+    assert precision_recall(real, real) == (1.0, 1.0)
+    with pytest.raises(ValueError, match="more than 3 features per set"):
+        precision_recall(real[:3], real)

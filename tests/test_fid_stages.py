@@ -14,7 +14,7 @@ import torch
 
 from sagan import cli, paths, pixels
 from sagan.errors import SaganError
-from sagan.fid import evaluate, extractor, reference, results
+from sagan.fid import bounds, evaluate, extractor, measure, reference, results
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params
@@ -42,6 +42,7 @@ def project(prepared_project, tmp_path_factory) -> Path:
         torch.manual_seed(0)
         save_generator(paths.GENERATOR, Generator(params.model, 32), params.model, 32, ema=False)
         reference.run(params, ARGS)
+        bounds.run(params, ARGS)
         yield root
 
 
@@ -100,9 +101,9 @@ def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, mo
     reference.run(base_params(), ARGS)
     assert paths.FID_REFERENCE.read_bytes() == before
     # evaluating a (new) generator reads the reference but never rewrites it
-    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False, num_samples=2))
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False))
     assert paths.FID_REFERENCE.read_bytes() == before
-    assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, 2)
+    assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, N_GEN)
 
 
 @pytest.mark.slow
@@ -118,12 +119,22 @@ def test_reference_batch_size_changes_only_rounding(project):
 def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     evaluate.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
     numbers = json.loads(paths.METRICS.read_text())  # numbers only: what `dvc metrics show` tabulates
-    assert {k: type(v) for k, v in numbers.items()} == {"fid": float, "kid_mean": float, "kid_std": float,
-                                                        "n_gen": int, "n_ref": int, "wall_time_s": float}
+    scores = {"fid": float, "kid_mean": float, "kid_std": float, "precision": float, "recall": float,
+              "swd": float, "swd_32": float, "swd_16": float, "n_gen": int, "n_ref": int, "n_swd": int}
+    assert {k: type(v) for k, v in numbers.items()} == {**scores, "wall_time_s": float, "floor": dict, "ceiling": dict}
+    stored_bounds = json.loads(paths.FID_BOUNDS.read_text())
+    for row in ("floor", "ceiling"):  # beside every number, measured with the same protocol
+        assert {k: type(v) for k, v in numbers[row].items()} == scores and numbers[row] == stored_bounds[row]
+    assert numbers["ceiling"]["n_gen"] == N_GEN and numbers["n_swd"] == N_REF  # SWD: as many images per side
+    # the fixture's generator is the untrained one (train.seed 0): evaluate scores exactly the ceiling
+    assert base_params().train.seed == 0 and {k: numbers[k] for k in scores} == numbers["ceiling"]
+    assert 0 <= numbers["precision"] <= 1 and 0 <= numbers["recall"] <= 1
     protocol = json.loads(paths.METRICS_PROTOCOL.read_text())
     assert {k: type(v) for k, v in protocol.items()} == {
         "reference_split": str, "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
-        "synthetic_data": bool, "run_id": type(None), "metrics_sha256": str}  # no run.json: run_id null
+        "synthetic_data": bool, "metric_protocols": dict, "run_id": type(None),  # no run.json: run_id null
+        "metrics_sha256": str}
+    assert set(protocol["metric_protocols"]) == {"kid", "precision_recall", "swd"}
     assert protocol["metrics_sha256"] == hashlib.sha256(paths.METRICS.read_bytes()).hexdigest()
     metrics = results.read()
     assert metrics["fid"] > 0 and metrics["kid_std"] >= 0
@@ -154,12 +165,16 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
 
     params = base_params()
     training_run = _recorded_training_run(params, Path("run.json"), monkeypatch)
-    metrics = {"fid": 12.5, "kid_mean": 0.25, "kid_std": None, "n_gen": 6, "n_ref": 4, "reference_split": "val",
+    metrics = {"fid": 12.5, "kid_mean": 0.25, "kid_std": None, "swd": 80.0, "n_gen": 6, "n_ref": 4, "wall_time_s": 2.0,
+               "floor": {"fid": 2.0, "swd": 30.0, "n_gen": 6}, "ceiling": {"fid": 40.0, "swd": 200.0, "n_gen": 6},
+               "reference_split": "val", "preprocessing": {"crop": 160, "size": 32},
                "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
                "synthetic_data": True}
     evaluate.log_to_training_run(params, metrics)
     logged = mlflow.get_run(training_run.info.run_id).data
-    assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25}  # kid_std None: not logged
+    # kid_std None, the sample counts and the protocol are no metrics
+    assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25, "swd": 80.0, "floor/fid": 2.0, "floor/swd": 30.0,
+                              "ceiling/fid": 40.0, "ceiling/swd": 200.0}
     assert logged.tags["sagan.fid_weights_kind"] == "standin"
     assert logged.tags["sagan.fid_weights_sha256"] == "ab" * 32
     assert logged.tags["sagan.synthetic_data"] == "true"
@@ -168,8 +183,8 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
 def test_generated_images_do_not_depend_on_batch_size():
     torch.manual_seed(0)
     generator = Generator(read_profile("smoke", Path(__file__).parents[1]).params.model, 32).eval()
-    one = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 10, seed=3)))
-    three = torch.cat(list(evaluate.generated_batches(generator, generator.z_dim, 10, 3, seed=3)))
+    one = torch.cat(list(measure.generated_batches(generator, generator.z_dim, 10, 10, seed=3)))
+    three = torch.cat(list(measure.generated_batches(generator, generator.z_dim, 10, 3, seed=3)))
     assert one.shape == (10, 3, 32, 32) and one.dtype == torch.uint8
     assert torch.equal(one, three)
 
@@ -267,41 +282,68 @@ PROTOCOL = {"n_gen": 6, "n_ref": 4, "reference_split": "val", "weights_kind": "s
             "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}}
 # The rest of an evaluation's two files, beside PROTOCOL and the FID each test sets.
 EVALUATION = {**PROTOCOL, "fid": 9.0, "kid_mean": None, "kid_std": None, "wall_time_s": 1.0, "run_id": None,
-              "extractor": "inception-v3-compat", "synthetic_data": True}
+              "extractor": "inception-v3-compat", "synthetic_data": True, "metric_protocols": {"swd": "x1e3"},
+              "floor": {"fid": 2.0, "swd": 10.0}, "ceiling": {"fid": 30.0, "swd": 200.0}}
 
 
-def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict, drop: str = "") -> tuple[int, str]:
-    """`sagan check-fid` on an evaluation of `metrics` (the rest from EVALUATION) without the key `drop`."""
+def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict, drop: str = "",
+               one_line: bool = True) -> tuple[int, str, str]:
+    """`sagan check-fid` on an evaluation of `metrics` (the rest from EVALUATION) without the key `drop`:
+    its exit code, stderr and stdout."""
     write_profile("smoke", tmp_path / "smoke.yaml", root=Path(__file__).resolve().parents[1])
     monkeypatch.chdir(tmp_path)
     paths.METRICS.parent.mkdir(exist_ok=True)
     results.write({**EVALUATION, **metrics})
     if drop:
-        path = paths.METRICS if drop in results.NUMBER_KEYS else paths.METRICS_PROTOCOL
+        path = paths.METRICS_PROTOCOL if drop in results.PROTOCOL_KEYS else paths.METRICS
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != drop}))
     Path("baseline.json").write_text(json.dumps(baseline))
     rc = cli.main(["check-fid", "--params", "smoke.yaml", "--baseline", "baseline.json"])
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err  # one line
-    return rc, err.strip()
+    out, err = capsys.readouterr()
+    assert err.count("\n") == (1 if one_line else 0), err  # one line, or none
+    return rc, err.strip(), out
 
 
 def test_check_fid_still_reports_a_regression(tmp_path, monkeypatch, capsys):
-    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 20.0, **PROTOCOL},
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 20.0, **PROTOCOL},
                          {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
     assert rc == 1 and err.startswith("sagan check-fid: error: FID regressed: 20.0000 > baseline 10.0000")
 
 
-@pytest.mark.parametrize("fid", ["n/a", None, True, float("nan")])
+def test_check_fid_passes_a_generator_that_closes_most_of_the_gap(tmp_path, monkeypatch, capsys):
+    # (30 - 9) / (30 - 2) = 75% of the way from the untrained generator to real images
+    rc, err, out = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0}, {"fid": 10.0, "tolerance": 0.15,
+                                                                         "protocol": PROTOCOL}, one_line=False)
+    assert rc == 0 and err == "" and out.endswith("sagan check-fid: OK\n")
+    assert "75% of the gap closed, 50% required" in out
+
+
+def test_check_fid_fails_a_generator_near_the_untrained_one_even_within_tolerance(tmp_path, monkeypatch, capsys):
+    # within the baseline's tolerance (a baseline of a run that learned nothing), but (30 - 20) / 28 = 36%
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 20.0}, {"fid": 19.0, "tolerance": 0.15,
+                                                                        "protocol": PROTOCOL})
+    assert rc == 1 and err.startswith("sagan check-fid: error: the trained generator (FID 20.0000) closes 36% of the "
+                                      "gap between the untrained generator (30.0000) and real images (2.0000); 50% "
+                                      "required")
+
+
+def test_check_fid_refuses_bounds_that_cannot_tell_noise_from_images(tmp_path, monkeypatch, capsys):
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0, "floor": {"fid": 31.0}},
+                         {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
+    assert rc == 1 and err.startswith("sagan check-fid: error: data/fid/bounds.json: its ceiling FID 30.0000 is not "
+                                      "above its floor 31.0000"), err
+
+
+@pytest.mark.parametrize("fid", ["n/a", True, float("nan")])
 def test_check_fid_refuses_a_non_number_fid_in_metrics(tmp_path, monkeypatch, capsys, fid):
-    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": fid, **PROTOCOL},
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": fid, **PROTOCOL},
                          {"fid": 10.0, "tolerance": 0.15, "protocol": PROTOCOL})
     assert rc == 1 and err.startswith(f"sagan check-fid: error: reports/metrics.json: 'fid' is {fid!r}, not a "
                                       f"finite number; it is written by `sagan evaluate`")
 
 
 def test_check_fid_names_a_key_missing_from_metrics(tmp_path, monkeypatch, capsys):
-    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0}, {"fid": 10.0, "tolerance": 0.15,
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0}, {"fid": 10.0, "tolerance": 0.15,
                                                                        "protocol": PROTOCOL}, drop="weights_kind")
     assert rc == 1 and err.startswith("sagan check-fid: error: reports/metrics_protocol.json: missing "
                                       "'weights_kind'; it is written by `sagan evaluate`")
@@ -330,7 +372,7 @@ def test_metrics_from_another_evaluation_are_refused(tmp_path, monkeypatch):
     ([1, 2], "not a JSON object"),
 ])
 def test_check_fid_names_the_baseline_file_and_key(tmp_path, monkeypatch, capsys, baseline, problem):
-    rc, err = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0, **PROTOCOL}, baseline)
+    rc, err, _ = _check_fid(tmp_path, monkeypatch, capsys, {"fid": 9.0, **PROTOCOL}, baseline)
     assert rc == 1 and err.startswith(f"sagan check-fid: error: baseline.json: {problem}"), err
 
 

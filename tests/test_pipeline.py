@@ -17,6 +17,7 @@ import json
 import pytest
 
 from sagan import paths
+from sagan.fid import results
 from scenarios import AFTER_TRAIN, ALL_STAGES, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration
@@ -79,8 +80,11 @@ class TestDvc:
     def test_outputs_and_labels(self, dvc_scenario):
         project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
         assert (project / paths.REPORT_HTML).stat().st_size > 10_000
-        assert all(isinstance(v, (int, float)) for v in metrics.values()), metrics  # numbers only
+        assert all(isinstance(v, (int, float)) for _, v in results.leaves(metrics)), metrics  # numbers only
         assert metrics["fid"] > 0 and metrics["n_gen"] == 128
+        # the trained generator sits between real images and the untrained generator, on FID and SWD
+        for key in ("fid", "swd"):
+            assert metrics["floor"][key] < metrics[key] < metrics["ceiling"][key], (key, metrics)
         protocol = json.loads((project / paths.METRICS_PROTOCOL).read_text())
         assert protocol["weights_kind"] == "standin" and protocol["synthetic_data"] is True
 

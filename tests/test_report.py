@@ -88,7 +88,11 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
                "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": "ab12",
                "weights_kind": weights_kind,
                "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
-               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0}
+               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
+               "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
+                                       "n_gen": 256},
+               "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
+               "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"}}
     (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
     results.write(metrics, root / paths.METRICS, root / paths.METRICS_PROTOCOL)
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
@@ -292,6 +296,19 @@ def test_md_links_the_figures_and_html_embeds_them(standin_report):
         assert f"](figures/{name})" in md
     assert html_text.count('<img src="data:image/png;base64,') == 3
     assert "figures/" not in html_text  # self-contained: no links to files beside it
+
+
+def test_every_metric_sits_between_its_floor_and_ceiling(standin_report):
+    md, html_text = read(standin_report)
+    table = md_table(md, "Metrics with a scale")
+    assert table[0] == ["", "FID", "KID", "precision", "recall", "SWD (x1e3)"]
+    assert table[1:] == [["Floor: 256 real training images", "20.00", "0.00100", "0.750", "0.750", "30.0"],
+                         ["This run", "123.46", "0.01230", "0.500", "0.250", "80.0"],
+                         ["Ceiling: the untrained generator", "300.00", "0.30000", "0.000", "0.000", "230.0"]]
+    # (300 - 123.46) / (300 - 20) = 63%, (230 - 80) / (230 - 30) = 75%
+    assert "This run closes 63% of the FID gap, 75% of the SWD gap between the untrained generator" in md
+    assert "KID: KID-PROTOCOL. Precision and recall: PRC-PROTOCOL." in md and "SWD-PROTOCOL, on 256 images" in md
+    assert "Metrics with a scale" in html_text
 
 
 def test_metadata_and_params_diff_against_the_paper(standin_report, store):

@@ -26,8 +26,10 @@ COMMANDS = {
     "prepare": Command("sagan.data.prepare", "crop/resize the raw zip into uint8 shards + manifest"),
     "split": Command("sagan.data.split", "random train/val split of the manifest"),
     "fid-ref": Command("sagan.fid.reference", "Inception statistics of the reference images"),
+    "fid-bounds": Command("sagan.fid.bounds", "every metric's floor (training images) and ceiling (untrained "
+                          "generator)"),
     "train": Command("sagan.train.loop", f"train SAGAN; resumes from {paths.CHECKPOINTS_DIR}/"),
-    "evaluate": Command("sagan.fid.evaluate", f"FID (and KID) of {paths.GENERATOR}"),
+    "evaluate": Command("sagan.fid.evaluate", f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"),
     "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
     "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR} or an MLflow model"),
     "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),

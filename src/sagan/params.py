@@ -85,6 +85,7 @@ class FidParams:
     seed: int = 0
     kid: bool = True
     kid_subset_size: int = spec(1000, **positive)
+    swd_images: int = spec(8192, doc="images per side for SWD, at most (its memory grows with it)", **positive)
     device: str = "auto"
 
 

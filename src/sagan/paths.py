@@ -24,6 +24,7 @@ SPLIT_FILE = SPLIT_DIR / "split.parquet"
 
 FID_DIR = Path("data/fid")
 FID_REFERENCE = FID_DIR / "reference.npz"
+FID_BOUNDS = FID_DIR / "bounds.json"
 
 MODELS_DIR = Path("models")
 GENERATOR = MODELS_DIR / "generator.pt"
@@ -49,6 +50,7 @@ WRITTEN_BY: dict[Path, str] = {
     PREPARED_DIR: "prepare",
     SPLIT_DIR: "split",
     FID_DIR: "fid-ref",
+    FID_BOUNDS: "fid-bounds",
     MODELS_DIR: "train",
     TRAIN_REPORTS_DIR: "train",
     METRICS: "evaluate",

@@ -20,7 +20,7 @@ from sagan.cli import COMMANDS
 # the pipeline: the code deps are the project's files, whichever checkout sagan was installed from.
 SRC = Path("src")
 # The stages in graph order, by their dvc.yaml / Snakemake names.
-STAGES = ("download", "prepare", "split", "fid_ref", "train", "evaluate", "report")
+STAGES = ("download", "prepare", "split", "fid_ref", "fid_bounds", "train", "evaluate", "report")
 
 # Modules a stage imports but that are deliberately not its code deps. They decide how a result
 # is parsed, placed, written or reported, not what it is; listing them would invalidate every

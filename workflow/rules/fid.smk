@@ -14,11 +14,31 @@ rule fid_ref:
         sagan_command("fid_ref")
 
 
+rule fid_bounds:
+    input:
+        rules.prepare.output,
+        rules.split.output,
+        rules.fid_ref.output,
+        stages.code_deps("fid_bounds"),
+    output:
+        paths.FID_BOUNDS,
+    params:
+        **stage_params("fid_bounds"),
+    threads: all_cores
+    log:
+        "logs/fid_bounds.log",
+    shell:
+        sagan_command("fid_bounds")
+
+
 rule evaluate:
     input:
         rules.train.output.generator,
-        rules.train.output.run_record,  # metrics.json records which training run it measures
+        rules.train.output.run_record,  # metrics_protocol.json records which training run it measures
+        rules.prepare.output,  # SWD compares with the reference images themselves
+        rules.split.output,
         rules.fid_ref.output,
+        rules.fid_bounds.output,
         stages.code_deps("evaluate"),
     output:
         metrics=paths.METRICS,

@@ -1,12 +1,12 @@
-"""`sagan evaluate`: FID (and KID) of models/generator.pt against data/fid/reference.npz.
+"""`sagan evaluate`: FID, KID, precision/recall and SWD of models/generator.pt against the
+reference (data/fid/reference.npz and its images), beside the floor and ceiling of
+data/fid/bounds.json.
 
 `fid.num_samples` images are drawn in batches of `fid.batch_size` from latents of a numpy
 Generator seeded with `fid.seed` (drawn on the CPU in sequence, so the images are the same for
 any batch size or device), converted to uint8 exactly as the training data is stored, and
-streamed through the extractor: memory stays flat as `num_samples` grows. KID uses the first
-KID_MAX_FEATURES generated features against the reference's stored `kid_features`, with subsets
-of min(fid.kid_subset_size, both pool sizes); FID needs fid.num_samples >= 2 and KID subsets of at
-least 2, both checked before any image is drawn.
+measured by sagan.fid.measure (the protocol the floor and ceiling share); sample sizes are
+checked before any image is drawn.
 
 The numbers go to reports/metrics.json, their protocol and the MLflow run id of the training run
 they belong to (`run_id`, from reports/train/run.json) to reports/metrics_protocol.json
@@ -19,64 +19,31 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
-
-import numpy as np
-import torch
 
 from sagan import paths, tracking
 from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_weights, summarise
-from sagan.fid import results
+from sagan.fid import bounds, measure, results
+from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_weights
 from sagan.fid.reference import read_reference
-from sagan.fid.stats import KID_MAX_FEATURES, frechet_distance, kernel_inception_distance
 from sagan.model import registry
 from sagan.model.io import load_generator
-from sagan.params import FidParams, Params
-from sagan.pixels import to_uint8
+from sagan.params import Params
 
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
 # It also reads fid.batch_size and fid.device (speed, not results) and mlflow (where the numbers
 # are logged, not what they are), so those are left out.
-PARAM_KEYS = ("fid.weights", "fid.num_samples", "fid.seed", "fid.kid", "fid.kid_subset_size")
-
-
-@torch.no_grad()
-def generated_batches(generator: torch.nn.Module, z_dim: int, n: int, batch_size: int,
-                      seed: int) -> Iterator[torch.Tensor]:
-    """uint8 NCHW batches of n generated images; latents depend on (seed, n) only, not on batch_size."""
-    rng = np.random.default_rng(seed)
-    device = next(generator.parameters()).device
-    for start in range(0, n, batch_size):
-        z = torch.from_numpy(rng.standard_normal((min(batch_size, n - start), z_dim), dtype=np.float32))
-        yield to_uint8(generator(z.to(device)))
-
-
-def check_sample_sizes(fid: FidParams, reference: dict) -> None:
-    """The sample-size params against what FID and KID need, before any image is drawn."""
-    if fid.num_samples < 2:
-        raise SaganError(f"fid.num_samples: {fid.num_samples}; FID needs at least 2 samples (it compares "
-                         f"covariances)", hint="set fid.num_samples to 2 or more (the paper's protocol: 50000)")
-    if not fid.kid:
-        return
-    n_ref_kid = len(reference["kid_features"])
-    if n_ref_kid < 2:
-        raise paths.bad_input(paths.FID_REFERENCE, f"holds {n_ref_kid} KID features, KID needs at least 2")
-    largest = min(fid.num_samples, KID_MAX_FEATURES, n_ref_kid)
-    if fid.kid_subset_size < 2:
-        raise SaganError(f"fid.kid_subset_size: {fid.kid_subset_size}; KID needs subsets of at least 2 and at most "
-                         f"min(fid.num_samples, reference features) = {largest} (larger values are capped)",
-                         hint=f"set fid.kid_subset_size between 2 and {largest}, or fid.kid: false")
+PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
+              "fid.kid", "fid.kid_subset_size", "fid.swd_images")
 
 
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     """The evaluation of a generator (default: the pipeline's) against the reference: every
-    results.NUMBER_KEYS and PROTOCOL_KEYS entry but `run_id` (the pipeline's, added by `run`)."""
+    results.PROTOCOL_KEYS entry but `run_id` (the pipeline's, added by `run`), and numbers."""
     started = time.perf_counter()
     fid = params.fid
     reference = read_reference()
-    check_sample_sizes(fid, reference)
+    measure.check_sample_sizes(fid, reference)
     device = resolve_device(fid.device, param="fid.device")
     generator, config = load_generator(generator_path, device)
     if int(config["image_size"]) != int(reference["size"]):
@@ -89,21 +56,16 @@ def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
                          f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "
                          f"{weights.sha256}", hint="rerun `sagan fid-ref`")
     extractor = load_extractor(weights, device)
-    batches = generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
-    summary = summarise(batches, extractor, fid.num_samples, keep=KID_MAX_FEATURES if fid.kid else 0,
-                        desc="evaluate")
-    kid_mean = kid_std = None
-    if fid.kid:
-        kid_mean, kid_std = kernel_inception_distance(summary.kept, reference["kid_features"],
-                                                      fid.kid_subset_size, fid.seed)
+    batches = measure.generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
+    scores = measure.score(batches, fid.num_samples, extractor, reference, measure.reference_images(fid), fid,
+                           desc="evaluate")
     return {
-        "fid": frechet_distance(summary.stats.mean, summary.stats.cov, reference["mu"], reference["sigma"]),
-        "kid_mean": kid_mean, "kid_std": kid_std,
-        "n_gen": summary.stats.n, "n_ref": int(reference["n"]),
+        **scores, **bounds.read(reference["weights_sha256"], fid.num_samples),
         "reference_split": str(reference["reference_split"]),
         "extractor": EXTRACTOR_LABEL, "weights_sha256": weights.sha256, "weights_kind": weights.kind,
         "preprocessing": {"crop": int(reference["crop"]), "size": int(reference["size"]),
                           "resize_to_inception": RESIZE_LABEL},
+        "metric_protocols": measure.PROTOCOL,
         "synthetic_data": bool(reference["synthetic_data"]),
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
@@ -115,7 +77,10 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
         print(f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow",
               file=sys.stderr)
         return
-    values = {key: metrics[key] for key in ("fid", "kid_mean", "kid_std") if metrics[key] is not None}
+    # Every score, and its floor and ceiling as `floor/fid`, ...; sample counts go to the tags.
+    numbers = {key: value for key, value in metrics.items() if key not in results.PROTOCOL_KEYS}
+    values = {key.replace(".", "/"): value for key, value in results.leaves(numbers)
+              if value is not None and not key.rpartition(".")[2].startswith("n_") and key != "wall_time_s"}
     tags = {"sagan.fid_weights_kind": metrics["weights_kind"], "sagan.fid_weights_sha256": metrics["weights_sha256"],
             "sagan.fid_extractor": metrics["extractor"], "sagan.fid_reference_split": metrics["reference_split"],
             "sagan.fid_n_gen": str(metrics["n_gen"]), "sagan.fid_n_ref": str(metrics["n_ref"]),

@@ -1,8 +1,10 @@
-"""Feature statistics for FID and KID: streaming float64 mean/covariance, Fréchet distance, KID.
+"""Feature statistics for FID, KID and precision/recall: streaming float64 mean/covariance,
+Fréchet distance, KID, and Kynkäänniemi et al.'s (2019) k-NN precision and recall.
 
 Features arrive batch by batch and are folded into running float64 moments (Chan et al.'s
 pairwise update), so memory stays flat however many images pass through. The distances
-themselves are torch-fidelity's (`fid_statistics_to_metric`, `kid_features_to_metric`), so our
+themselves are torch-fidelity's (`fid_statistics_to_metric`, `kid_features_to_metric`,
+`prc_features_to_metric`), so our
 numbers are computed exactly as the reference implementation computes them.
 """
 from __future__ import annotations
@@ -11,11 +13,13 @@ import numpy as np
 import torch
 from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_statistics_to_metric
 from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION, KEY_METRIC_RECALL, prc_features_to_metric
 
 KID_SUBSETS = 100  # torch-fidelity's default number of KID subsets
 # Features kept per image set for KID (the first ones seen). Fixed rather than a param, so that
 # data/fid/reference.npz depends on the reference keys only; 2000 x 2048 float32 is 16 MB.
 KID_MAX_FEATURES = 2000
+PRC_NEIGHBORHOOD = 3  # k of the k-NN balls (Kynkäänniemi et al. 2019, and torch-fidelity's default)
 
 
 class RunningStats:
@@ -95,3 +99,16 @@ def kernel_inception_distance(features1: np.ndarray, features2: np.ndarray, subs
     out = kid_features_to_metric(torch.as_tensor(features1), torch.as_tensor(features2),
                                  kid_subsets=KID_SUBSETS, kid_subset_size=size, rng_seed=seed, verbose=False)
     return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])
+
+
+def precision_recall(generated: np.ndarray, real: np.ndarray) -> tuple[float, float]:
+    """Precision (the share of generated features inside some real feature's ball reaching its
+    PRC_NEIGHBORHOOD-th nearest real neighbour) and recall (the same with the roles swapped).
+    Each set needs more than PRC_NEIGHBORHOOD features."""
+    if min(len(generated), len(real)) <= PRC_NEIGHBORHOOD:
+        raise ValueError(f"precision/recall need more than {PRC_NEIGHBORHOOD} features per set, "
+                         f"got {len(generated)} and {len(real)}")
+    out = prc_features_to_metric(torch.as_tensor(generated, dtype=torch.float64), torch.as_tensor(real, dtype=torch.float64),
+                                 prc_neighborhood=PRC_NEIGHBORHOOD, prc_batch_size=10000, save_cpu_ram=False,
+                                 verbose=False)
+    return float(out[KEY_METRIC_PRECISION]), float(out[KEY_METRIC_RECALL])

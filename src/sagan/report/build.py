@@ -1,6 +1,6 @@
 """`sagan report`: Table 1, Figs. 4-6, run history and run metadata as report.md + report.html.
 
-Reads reports/metrics.json (evaluate), reports/train/{losses.csv,samples/,run.json} (train) and
+Reads reports/metrics.json and metrics_protocol.json (evaluate), reports/train/{losses.csv,samples/,run.json} (train) and
 the MLflow experiment; writes reports/report.md, reports/report.html and reports/figures/, and
 logs them to the training run's MLflow run.
 """
@@ -59,6 +59,40 @@ def table1_section(metrics: dict) -> Section:
     if metrics.get("kid_mean") is not None:
         blocks.append(f"KID of this run: {fmt(metrics['kid_mean'], '.5f')} ± {fmt(metrics.get('kid_std'), '.5f')}.")
     return Section("Table 1: FID on CelebA", blocks)
+
+
+# The columns of the scale table: (metrics key, header, format); lower is better but for precision/recall.
+SCALE_COLUMNS = (("fid", "FID", ".2f"), ("kid_mean", "KID", ".5f"), ("precision", "precision", ".3f"),
+                 ("recall", "recall", ".3f"), ("swd", "SWD (x1e3)", ".1f"))
+
+
+def gap_closed(metrics: dict, key: str) -> float | None:
+    """The share of the ceiling-to-floor distance that this run covers on `key`."""
+    ours, floor, ceiling = metrics.get(key), metrics["floor"].get(key), metrics["ceiling"].get(key)
+    if None in (ours, floor, ceiling) or ceiling == floor:
+        return None
+    return (ceiling - ours) / (ceiling - floor)
+
+
+def scale_section(metrics: dict) -> Section:
+    """Every metric beside its floor (real training images) and ceiling (untrained generator),
+    all measured with one protocol, so a number says how far training got."""
+    rows = [
+        [f"Floor: {metrics['floor']['n_gen']} real training images", *(fmt(metrics["floor"].get(k), f) for k, _, f in SCALE_COLUMNS)],
+        [THIS_RUN, *(fmt(metrics.get(k), f) for k, _, f in SCALE_COLUMNS)],
+        ["Ceiling: the untrained generator", *(fmt(metrics["ceiling"].get(k), f) for k, _, f in SCALE_COLUMNS)],
+    ]
+    closed = {name: gap_closed(metrics, key) for key, name in (("fid", "FID"), ("swd", "SWD"))}
+    reading = ", ".join(f"{value:.0%} of the {name} gap" for name, value in closed.items() if value is not None)
+    protocols = metrics.get("metric_protocols", {})
+    return Section("Metrics with a scale", [
+        Table(["", *(header for _, header, _ in SCALE_COLUMNS)], rows),
+        f"This run closes {reading} between the untrained generator and real images. Lower is better for FID, "
+        f"KID and SWD; higher for precision (samples that look real) and recall (real images the samples cover).",
+        f"{metrics['n_gen']} images per row. KID: {protocols.get('kid', NOT_AVAILABLE)}. Precision and recall: "
+        f"{protocols.get('precision_recall', NOT_AVAILABLE)}. SWD, on pixels, needs no Inception weights: "
+        f"{protocols.get('swd', NOT_AVAILABLE)}, on {metrics.get('n_swd', NOT_AVAILABLE)} images per side.",
+    ])
 
 
 def figures_section(written: dict[str, Path]) -> Section:
@@ -122,7 +156,7 @@ def build_document(params: Params, inputs: ReportInputs, hist: run_history.Histo
     return Document(
         title=params.report.title,
         warnings=comparability_warnings(inputs.metrics, inputs.run_record),
-        sections=[table1_section(inputs.metrics), figures_section(written),
+        sections=[table1_section(inputs.metrics), scale_section(inputs.metrics), figures_section(written),
                   history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs)],
     )
 
