@@ -146,7 +146,9 @@ def tiny_raw_params(**train) -> dict:
     raw = dataclasses.asdict(read_profile("smoke", REPO_ROOT).params)
     raw["model"].update(z_dim=16, g_channels=8, d_channels=8, attention_after=2)  # 8x8 attention maps: fast
     raw["train"].update({"batch_size": 16, "max_steps": 12, "log_every": 4, "checkpoint_every": 5,
-                         "sample_grid": 16, "device": "cpu", "deterministic": True, **train})
+                         "sample_grid": 16, "device": "cpu", "deterministic": True, "eval_every": 0,
+                         # the paper's optimiser and no EMA, whatever the smoke profile tunes for its demo
+                         "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.0, **train})
     raw["mlflow"]["log_model"] = False  # seconds per run; tests/test_train.py logs one and test_registry.py more
     return raw
 

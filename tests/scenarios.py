@@ -180,6 +180,11 @@ def run_snakemake_scenario(project: Path) -> dict:
     # path of the test session), and the gate's own untrained-generator FID takes half a minute.
     check = run(["sagan", "check-fid"], project, check=False, capture_output=True, text=True)
     rec["check_fid"] = (check.returncode, check.stdout + check.stderr)
+    # The first run's generator, registered in MLflow, drawn back; and the same grid from the file.
+    for source, out in ((["--model-uri", "models:/sagan-smoke-generator/1"], "registry.png"),
+                        (["--generator", str(paths.GENERATOR)], "file.png")):
+        run(["sagan", "sample", *source, "--out", out], project, capture_output=True)
+    rec["sampled"] = {name: (project / name).read_bytes() for name in ("registry.png", "file.png")}
 
     set_param(project, "report.title", "changed title")
     rec["report_param"] = snakemake_planned(project)

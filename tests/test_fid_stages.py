@@ -132,7 +132,7 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     protocol = json.loads(paths.METRICS_PROTOCOL.read_text())
     assert {k: type(v) for k, v in protocol.items()} == {
         "reference_split": str, "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
-        "synthetic_data": bool, "metric_protocols": dict, "run_id": type(None),  # no run.json: run_id null
+        "synthetic_data": bool, "metric_protocols": dict, "generator": str, "run_id": type(None),  # no run.json
         "metrics_sha256": str}
     assert set(protocol["metric_protocols"]) == {"kid", "precision_recall", "swd"}
     assert protocol["metrics_sha256"] == hashlib.sha256(paths.METRICS.read_bytes()).hexdigest()
@@ -258,6 +258,24 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, c
     assert "no_such_run.json not found; metrics not logged to MLflow" in capsys.readouterr().err
 
 
+def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monkeypatch, tmp_path):
+    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    params = base_params()
+    torch.manual_seed(1)  # another generator than generator.pt
+    save_generator(paths.GENERATOR_BEST, Generator(params.model, 32), params.model, 32, ema=False)
+    try:
+        best = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, generator="best"))
+        evaluate.run(best, ARGS)
+        scored = results.read()
+        assert scored["generator"] == "best"
+        assert scored["fid"] == evaluate.evaluate(params, paths.GENERATOR_BEST)["fid"] != \
+            evaluate.evaluate(params, paths.GENERATOR)["fid"]
+        evaluate.run(params, ARGS)  # the default: the last generator, as in the paper
+        assert results.read()["generator"] == "last"
+    finally:
+        paths.GENERATOR_BEST.unlink()
+
+
 def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
     monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
     with pytest.raises(SaganError) as exc:
@@ -281,7 +299,7 @@ def test_num_samples_below_two_names_the_param(project, kid):
 PROTOCOL = {"n_gen": 6, "n_ref": 4, "reference_split": "val", "weights_kind": "standin", "weights_sha256": "ab" * 32,
             "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}}
 # The rest of an evaluation's two files, beside PROTOCOL and the FID each test sets.
-EVALUATION = {**PROTOCOL, "fid": 9.0, "kid_mean": None, "kid_std": None, "wall_time_s": 1.0, "run_id": None,
+EVALUATION = {**PROTOCOL, "generator": "last", "fid": 9.0, "kid_mean": None, "kid_std": None, "wall_time_s": 1.0, "run_id": None,
               "extractor": "inception-v3-compat", "synthetic_data": True, "metric_protocols": {"swd": "x1e3"},
               "floor": {"fid": 2.0, "swd": 10.0}, "ceiling": {"fid": 30.0, "swd": 200.0}}
 

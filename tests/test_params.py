@@ -44,10 +44,10 @@ def test_sagan_params_writes_the_merged_profile(tmp_path, monkeypatch, capsys):
     assert main(["params", "--profile", "smoke", "--params", str(out)]) == 0
     p = load_params(out)
     assert (p.prepare.size, p.fid.weights, p.mlflow.profile) == (32, "standin", "smoke")  # the profile's
-    assert (p.prepare.crop, p.train.lr_d, p.model.leaky_slope) == (160, 4e-4, 0.2)  # the paper's
+    assert (p.prepare.crop, p.train.loss, p.model.leaky_slope) == (160, "bce", 0.2)  # the paper's
     text = out.read_text()
     assert "  size: 32                  # smoke: " in text and "  crop: 160                 # centre crop (paper)" in text
-    assert f"20 of {len(flatten(Params()))} keys differ from the paper: data.source='synthetic'" in capsys.readouterr().out
+    assert f"29 of {len(flatten(Params()))} keys differ from the paper: data.source='synthetic'" in capsys.readouterr().out
 
 
 def test_unknown_profile_and_bad_profile_keys_are_one_line(tmp_path):

@@ -115,5 +115,16 @@ class TestSnakemake:
         rc, out = snakemake_scenario["check_fid"]
         assert rc == 0, out
 
+    def test_the_registered_generator_samples_what_the_file_does(self, snakemake_scenario):
+        import io
+
+        import numpy as np
+        from PIL import Image
+
+        registry, file = (np.asarray(Image.open(io.BytesIO(snakemake_scenario["sampled"][name])), dtype=int)
+                          for name in ("registry.png", "file.png"))
+        assert registry.shape == file.shape == (274, 274, 3)  # 64 images of 32 px, 8 x 8 with 2 px padding
+        assert np.abs(registry - file).max() <= 1  # the exported program computes what the module does
+
     def test_runs_are_tagged_with_snakemake(self, snakemake_scenario):
         assert {t.get("sagan.orchestrator") for t in snakemake_scenario["tags"]} == {"snakemake"}

@@ -44,6 +44,7 @@ SHARED_PARAMS = {"model.attention": "True", "prepare.size": "32"}  # identical i
 LOSSES = [  # step, epoch, d_loss, g_loss
     (10, 1, 1.5, 0.5), (20, 1, 1.3, 0.9), (30, 2, 1.2, 0.8), (40, 2, 1.0, 1.0), (50, 10, 1.1, 0.85),
 ]
+EVALS = [(100, 250.0, 180.0), (200, 150.0, 120.0), (300, 160.0, 100.0)]  # step, FID, SWD during training
 SAMPLE_COLOURS = {"epoch_001.png": (255, 0, 0), "epoch_002.png": (0, 255, 0), "epoch_010.png": (0, 0, 255)}
 
 
@@ -84,7 +85,7 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
     """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
     trained with `params` (default: report_params(store))."""
     run_id = store.run_ids["beta"]
-    metrics = {"run_id": run_id, "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
+    metrics = {"run_id": run_id, "generator": "last", "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
                "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": "ab12",
                "weights_kind": weights_kind,
                "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
@@ -98,6 +99,10 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
     lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
     (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
+    evals = ["step,fid,kid_mean,kid_std,precision,recall,swd,swd_32,swd_16,n_gen,run_id"]
+    evals += [f"{step},{fid_at},0.1,0.01,0.2,0.1,{swd_at},{swd_at},{swd_at},64,{run_id}"
+              for step, fid_at, swd_at in EVALS]
+    (root / paths.EVALS_CSV).write_text("\n".join(evals) + "\n")
     (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     for name, colour in SAMPLE_COLOURS.items():
         Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
@@ -105,7 +110,8 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
                   "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
                   "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
                   "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "dvc",
-                  "dvc_experiment": "rabid-plop", "params": flatten(params or report_params(store))}
+                  "dvc_experiment": "rabid-plop", "best_step": 200, "best_fid": 150.0,
+                  "params": flatten(params or report_params(store))}
     (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
 
 
@@ -284,7 +290,7 @@ def test_fig4_is_byte_identical_for_the_same_losses(standin_report, tmp_path):
 
 def test_fig5_and_fig6_are_the_first_and_last_epochs_samples(standin_report):
     out = standin_report / paths.FIGURES_DIR
-    assert sorted(p.name for p in out.iterdir()) == [figures.FIG4, figures.FIG5, figures.FIG6]
+    assert sorted(p.name for p in out.iterdir()) == [figures.FIG4, figures.FIG5, figures.FIG6, figures.FIG7]
     for name, colour in ((figures.FIG5, (255, 0, 0)), (figures.FIG6, (0, 0, 255))):
         with Image.open(out / name) as img:
             assert img.convert("RGB").getpixel((5, 5)) == colour
@@ -294,7 +300,7 @@ def test_md_links_the_figures_and_html_embeds_them(standin_report):
     md, html_text = read(standin_report)
     for name in (figures.FIG4, figures.FIG5, figures.FIG6):
         assert f"](figures/{name})" in md
-    assert html_text.count('<img src="data:image/png;base64,') == 3
+    assert html_text.count('<img src="data:image/png;base64,') == 4  # Figs. 4-7
     assert "figures/" not in html_text  # self-contained: no links to files beside it
 
 
@@ -334,7 +340,7 @@ def test_report_files_are_logged_to_the_training_run(standin_report, store):
     assert sorted(a.path for a in client.list_artifacts(run_id, "report")) == [
         "report/figures", "report/report.html", "report/report.md"]
     assert sorted(a.path for a in client.list_artifacts(run_id, "report/figures")) == [
-        f"report/figures/{n}" for n in (figures.FIG4, figures.FIG5, figures.FIG6)]
+        f"report/figures/{n}" for n in (figures.FIG4, figures.FIG5, figures.FIG6, figures.FIG7)]
 
 
 def test_outputs_leave_no_temporary_files(standin_report):
@@ -431,8 +437,8 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
     for path in (paths.METRICS_PROTOCOL, paths.RUN_RECORD):
         key = "run_id" if path == paths.METRICS_PROTOCOL else "mlflow_run_id"
         _rewrite_json(tmp_path / path, **{key: missing_run})
-    csv = tmp_path / paths.LOSSES_CSV
-    csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
+    for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
+        csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
         build.run(report_params(store), None)
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
@@ -456,3 +462,33 @@ def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == ("sagan report: error: reports/train/samples/epoch_*.png: no sample grids "
                                        "found; it is written by `sagan train` (hint: run `sagan train`, or the "
                                        "whole pipeline: `dvc repro`)\n")
+
+
+def test_fig7_plots_fid_and_swd_over_steps_and_names_the_scored_generator(standin_report):
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    md, _ = read(standin_report)
+    assert "Fig. 7 (not in the paper): FID and SWD during training, 64 generated images per point" in md
+    assert "Scored: the generator after the last step (as in the paper)." in md
+    fig = figures.evals_figure(pd.read_csv(standin_report / paths.EVALS_CSV))
+    try:
+        fid_ax, swd_ax = fig.axes
+        assert [tuple(xy) for xy in fid_ax.lines[0].get_xydata()] == [(s, f) for s, f, _ in EVALS]
+        assert [tuple(xy) for xy in swd_ax.lines[0].get_xydata()] == [(s, w) for s, _, w in EVALS]
+    finally:
+        plt.close(fig)
+
+
+def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(tmp_path, store):
+    write_inputs(tmp_path, store)
+    header = (tmp_path / paths.EVALS_CSV).read_text().splitlines()[0]
+    (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
+    _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
+    with project_dir(tmp_path):
+        build.run(report_params(store), None)
+    md, _ = read(tmp_path)
+    assert figures.FIG7 not in {p.name for p in (tmp_path / paths.FIGURES_DIR).iterdir()}
+    assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md
+    assert ("Scored: the best generator during training (lowest FID, at step 200); it was selected on the same "
+            "reference set it is scored on, so its FID is optimistic.") in md

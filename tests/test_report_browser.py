@@ -63,7 +63,7 @@ def test_report_html_renders_every_image_in_chromium(chromium, tmp_path, store, 
     widths = re.search(r'data-widths="([\d,]*)"', dom)
     assert widths, "the width probe did not run: the page did not finish loading"
     expected = []
-    for name in (figures.FIG4, figures.FIG5, figures.FIG6):
+    for name in (figures.FIG4, figures.FIG5, figures.FIG6, figures.FIG7):
         with Image.open(root / paths.FIGURES_DIR / name) as img:
             expected.append(img.width)
     assert [int(w) for w in widths.group(1).split(",")] == expected

@@ -107,6 +107,63 @@ def test_the_generator_is_an_mlflow_model_of_its_run_and_registered(train_projec
         assert torch.equal(module(z), load_generator(paths.GENERATOR)[0](z))  # the published file's weights
 
 
+def _evaluated_project(root: Path, monkeypatch, mlflow_uri) -> None:
+    """A make_project project with its FID reference (stand-in weights), as the working directory."""
+    import argparse
+
+    from sagan.fid import reference
+
+    make_project(root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    reference.run(tiny_params(), argparse.Namespace())
+
+
+def test_evaluations_during_training_never_change_the_weights(tmp_path, monkeypatch, mlflow_uri):
+    """The same run with train.eval_every 4 and 0: bitwise the same generator and checkpoints; the
+    evaluated one has its curve and keeps the lowest-FID generator as generator_best.pt."""
+    from sagan.model.io import load_generator
+
+    runs = {}
+    for name, eval_every in (("evaluated", 4), ("plain", 0)):
+        _evaluated_project(tmp_path / name, monkeypatch, mlflow_uri)
+        train(tiny_params(eval_every=eval_every, eval_samples=8))
+        runs[name] = {"generator": paths.GENERATOR.read_bytes(), "best": paths.GENERATOR_BEST.read_bytes(),
+                      "checkpoint": torch.load(checkpoint.checkpoint_path(12), weights_only=True),
+                      "evals": read_losses(paths.EVALS_CSV), "record": json.loads(paths.RUN_RECORD.read_text())}
+    evaluated, plain = runs["evaluated"], runs["plain"]
+    assert evaluated["generator"] == plain["generator"]
+    assert_same_tensors(evaluated["checkpoint"]["trainer"]["G"], plain["checkpoint"]["trainer"]["G"])
+    assert_same_tensors(evaluated["checkpoint"]["trainer"]["D"], plain["checkpoint"]["trainer"]["D"])
+
+    rows = evaluated["evals"]
+    assert [int(r["step"]) for r in rows] == [4, 8, 12] and all(r["n_gen"] == "8" for r in rows)
+    assert {r["run_id"] for r in rows} == {evaluated["record"]["mlflow_run_id"]}
+    best = min(rows, key=lambda r: float(r["fid"]))
+    assert (evaluated["record"]["best_step"], evaluated["record"]["best_fid"]) == (int(best["step"]),
+                                                                                 float(best["fid"]))
+    assert all(float(r["swd"]) > 0 and 0 <= float(r["precision"]) <= 1 for r in rows)
+    assert plain["evals"] == [] and plain["record"]["best_step"] is None
+    assert plain["best"] == plain["generator"]  # without evaluations the best is the last
+    if best["step"] == "12":
+        assert evaluated["best"] == evaluated["generator"]
+    else:  # the best of an earlier step: its weights, not the last ones
+        assert evaluated["best"] != evaluated["generator"]
+        assert load_generator(paths.GENERATOR_BEST)[1] == load_generator(paths.GENERATOR)[1]  # same config
+
+
+def test_the_curve_and_the_best_generator_survive_a_resume(tmp_path, monkeypatch, mlflow_uri):
+    """Stopped at step 8 and resumed to 12 (from the step-8 checkpoint, as after a kill): the same
+    evaluations and best generator as one run to 12."""
+    outputs = {}
+    for name, stops in (("resumed", (8, 12)), ("straight", (12,))):
+        _evaluated_project(tmp_path / name, monkeypatch, mlflow_uri)
+        for max_steps in stops:
+            train(tiny_params(eval_every=4, eval_samples=8, max_steps=max_steps))
+        outputs[name] = (comparable(read_losses(paths.EVALS_CSV)), paths.GENERATOR_BEST.read_bytes())
+    assert outputs["resumed"] == outputs["straight"]
+
+
 def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):
     results = []
     for name in ("a", "b"):
@@ -247,7 +304,7 @@ def test_a_non_finite_loss_stops_with_step_and_loss_named(train_project, monkeyp
 
 def published() -> dict[str, bytes]:
     """The train stage's published outputs, by path."""
-    files = [paths.GENERATOR, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
+    files = [paths.GENERATOR, paths.GENERATOR_BEST, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
     return {str(p): p.read_bytes() for p in files if p.is_file()}
 
 

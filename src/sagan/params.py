@@ -130,6 +130,12 @@ class TrainParams:
     superseded_max_gb: float = spec(20.0, doc="disk cap for other params' checkpoint sets kept for later",
                                     **non_negative)
     sample_grid: int = spec(64, **positive)
+    # FID, KID, precision/recall and SWD of the generator every eval_every steps (and at the end):
+    # MLflow curves, reports/train/evals.csv, and models/generator_best.pt (the lowest FID).
+    eval_every: int = spec(2500, doc="steps between evaluations during training (~1 CelebA epoch at batch 64); "
+                           "0 = off", check=lambda v: v >= 0, expect="an integer >= 0 (0 = off)")
+    eval_samples: int = spec(2048, doc="generated images per evaluation during training",
+                             check=lambda v: v >= 4, expect="an integer >= 4")
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,12 @@ class MlflowParams:
     log_model: bool = spec(True, doc="the generator as an MLflow model of its run (pt2 format), for the registry")
     registered_model: str = spec("sagan-celeba-generator",
                                  doc="Model Registry name: one version per training run; empty = do not register")
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    generator: str = spec("last", doc="paper: the generator after the last step; best: the lowest FID during "
+                          "training (train.eval_every)", choices=("last", "best"))
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,7 @@ class Params:
     fid: FidParams = field(default_factory=FidParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
     report: ReportParams = field(default_factory=ReportParams)
 

@@ -28,6 +28,7 @@ FID_BOUNDS = FID_DIR / "bounds.json"
 
 MODELS_DIR = Path("models")
 GENERATOR = MODELS_DIR / "generator.pt"
+GENERATOR_BEST = MODELS_DIR / "generator_best.pt"
 CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
 
 REPORTS_DIR = Path("reports")
@@ -35,6 +36,7 @@ TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
 LOSSES_CSV = TRAIN_REPORTS_DIR / "losses.csv"
 SAMPLES_DIR = TRAIN_REPORTS_DIR / "samples"
 RUN_RECORD = TRAIN_REPORTS_DIR / "run.json"
+EVALS_CSV = TRAIN_REPORTS_DIR / "evals.csv"
 METRICS = REPORTS_DIR / "metrics.json"
 METRICS_PROTOCOL = REPORTS_DIR / "metrics_protocol.json"
 REPORT_MD = REPORTS_DIR / "report.md"

@@ -34,6 +34,7 @@ rule fid_bounds:
 rule evaluate:
     input:
         rules.train.output.generator,
+        rules.train.output.generator_best,  # evaluate.generator: best
         rules.train.output.run_record,  # metrics_protocol.json records which training run it measures
         rules.prepare.output,  # SWD compares with the reference images themselves
         rules.split.output,

@@ -2,6 +2,7 @@ rule report:
     input:
         rules.evaluate.output,
         rules.train.output.losses,
+        rules.train.output.evals,
         rules.train.output.samples,
         rules.train.output.run_record,
         stages.code_deps("report"),

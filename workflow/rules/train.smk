@@ -5,9 +5,12 @@ rule train:
     input:
         rules.prepare.output,
         rules.split.output,
+        paths.FID_REFERENCE,  # the evaluations during training (train.eval_every); fid.smk comes later
         stages.code_deps("train"),
     output:
         generator=paths.GENERATOR,
+        generator_best=paths.GENERATOR_BEST,
+        evals=paths.EVALS_CSV,
         samples=directory(paths.SAMPLES_DIR),
         run_record=paths.RUN_RECORD,
         losses=paths.LOSSES_CSV,

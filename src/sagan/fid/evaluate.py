@@ -34,7 +34,7 @@ from sagan.params import Params
 # It also reads fid.batch_size and fid.device (speed, not results) and mlflow (where the numbers
 # are logged, not what they are), so those are left out.
 PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
-              "fid.kid", "fid.kid_subset_size", "fid.swd_images")
+              "fid.kid", "fid.kid_subset_size", "fid.swd_images", "evaluate.generator")
 
 
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
@@ -109,10 +109,16 @@ def training_run_id(record_path: Path | None = None) -> str | None:
     return run_id if isinstance(run_id, str) and run_id else None
 
 
+# evaluate.generator -> the file it scores
+GENERATORS = {"last": paths.GENERATOR, "best": paths.GENERATOR_BEST}
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
-    metrics = {**evaluate(params), "run_id": training_run_id()}
+    which = params.evaluate.generator
+    metrics = {**evaluate(params, GENERATORS[which]), "generator": which, "run_id": training_run_id()}
     results.write(metrics)
     log_to_training_run(params, metrics)
     kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
     print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
-          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights) -> {paths.METRICS}, {paths.METRICS_PROTOCOL.name}")
+          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights, {which} generator) -> "
+          f"{paths.METRICS}, {paths.METRICS_PROTOCOL.name}")

@@ -21,8 +21,8 @@ from sagan.atomic import write_json
 
 # Every other key of an evaluation is a number, or a row of numbers (`floor`, `ceiling`), and goes
 # to metrics.json; None values (KID with fid.kid off, precision/recall of too few images) are left out.
-PROTOCOL_KEYS = ("run_id", "reference_split", "extractor", "weights_sha256", "weights_kind", "preprocessing",
-                 "synthetic_data", "metric_protocols")
+PROTOCOL_KEYS = ("run_id", "generator", "reference_split", "extractor", "weights_sha256", "weights_kind",
+                 "preprocessing", "synthetic_data", "metric_protocols")
 REQUIRED_NUMBERS = ("fid", "n_gen", "n_ref", "wall_time_s", "floor", "ceiling")
 
 

@@ -36,6 +36,11 @@ def _unwrapped(module: nn.Module) -> nn.Module:
     return module
 
 
+def plain_state_dict(generator: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of `generator` (unwrapped from DDP and torch.compile) as detached CPU tensors."""
+    return {k: v.detach().cpu() for k, v in _unwrapped(generator).state_dict().items()}
+
+
 def save_generator(path: str | os.PathLike, generator: nn.Module, model: ModelParams,
                    image_size: int, ema: bool) -> None:
     """Write `generator`'s weights and the config that rebuilds it, atomically.
@@ -44,7 +49,7 @@ def save_generator(path: str | os.PathLike, generator: nn.Module, model: ModelPa
     records inside its zip after the file it writes, so it writes to memory (records `archive/...`,
     fixed timestamps), not to the temporary file, whose name is random.
     """
-    state = {k: v.detach().cpu() for k, v in _unwrapped(generator).state_dict().items()}
+    state = plain_state_dict(generator)
     config = {**dataclasses.asdict(model), "image_size": int(image_size)}
     buffer = io.BytesIO()
     torch.save({"state_dict": state, "config": config, "ema": bool(ema)}, buffer)

@@ -51,11 +51,12 @@ def protocol(metrics: dict) -> str:
             f"weights {metrics['weights_kind']}")
 
 
-def table1_section(metrics: dict) -> Section:
+def table1_section(metrics: dict, run_record: dict) -> Section:
     rows = [[r.model, fmt(r.fid), r.source, PAPER_PROTOCOL] for r in TABLE1]
     rows.append([THIS_RUN, fmt(metrics["fid"]), "measured here (sagan evaluate)", protocol(metrics)])
     blocks = [Table(["Model", "FID (CelebA)", "Source", "Protocol"], rows),
-              "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number."]
+              "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number.",
+              f"Scored: {scored_generator(metrics, run_record)}."]
     if metrics.get("kid_mean") is not None:
         blocks.append(f"KID of this run: {fmt(metrics['kid_mean'], '.5f')} ± {fmt(metrics.get('kid_std'), '.5f')}.")
     return Section("Table 1: FID on CelebA", blocks)
@@ -95,15 +96,31 @@ def scale_section(metrics: dict) -> Section:
     ])
 
 
-def figures_section(written: dict[str, Path]) -> Section:
+def figures_section(written: dict[str, Path], evals) -> Section:
     def figure(name: str, caption: str) -> Figure:
         return Figure(file=written[name], href=f"{paths.FIGURES_DIR.name}/{name}", caption=caption)
 
-    return Section("Figures", [
+    blocks = [
         figure(figures.FIG4, "Fig. 4: mean generator and discriminator loss per epoch"),
         figure(figures.FIG5, "Fig. 5: samples after the first epoch"),
         figure(figures.FIG6, "Fig. 6: samples after the last epoch"),
-    ])
+    ]
+    if figures.FIG7 in written:
+        blocks.append(figure(figures.FIG7, f"Fig. 7 (not in the paper): FID and SWD during training, "
+                                           f"{int(evals['n_gen'].iloc[0])} generated images per point against "
+                                           f"the same reference (train.eval_every); FID at this sample size is "
+                                           f"higher than at evaluate's"))
+    else:
+        blocks.append("No evaluations during training (train.eval_every: 0), so no Fig. 7.")
+    return Section("Figures", blocks)
+
+
+def scored_generator(metrics: dict, run_record: dict) -> str:
+    """Which generator the numbers measure, in words."""
+    if metrics.get("generator") == "best":
+        return (f"the best generator during training (lowest FID, at step {run_record.get('best_step', NOT_AVAILABLE)}); "
+                f"it was selected on the same reference set it is scored on, so its FID is optimistic")
+    return "the generator after the last step (as in the paper)"
 
 
 def history_section(hist: run_history.History, this_run_id: str) -> Section:
@@ -156,7 +173,8 @@ def build_document(params: Params, inputs: ReportInputs, hist: run_history.Histo
     return Document(
         title=params.report.title,
         warnings=comparability_warnings(inputs.metrics, inputs.run_record),
-        sections=[table1_section(inputs.metrics), scale_section(inputs.metrics), figures_section(written),
+        sections=[table1_section(inputs.metrics, inputs.run_record), scale_section(inputs.metrics),
+                  figures_section(written, inputs.evals),
                   history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs)],
     )
 
@@ -169,7 +187,8 @@ def run(params: Params, args: argparse.Namespace | None = None) -> None:
     # a failure leaves the previous report whole rather than half replaced.
     with atomic_dir(paths.FIGURES_DIR) as figures_tmp, atomic_path(paths.REPORT_MD) as md_tmp, \
             atomic_path(paths.REPORT_HTML) as html_tmp:
-        names = figures.write_figures(inputs.losses, inputs.first_sample, inputs.last_sample, figures_tmp)
+        names = figures.write_figures(inputs.losses, inputs.evals, inputs.first_sample, inputs.last_sample,
+                                      figures_tmp)
         doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names})
         md_tmp.write_text(to_markdown(doc), encoding="utf-8")
         html_tmp.write_text(to_html(doc), encoding="utf-8")

@@ -13,6 +13,7 @@ from sagan import paths, tracking
 from sagan.fid import results
 
 LOSS_KEYS = ("run_id", "epoch", "d_loss", "g_loss")
+EVAL_KEYS = ("run_id", "step", "fid", "swd", "n_gen")
 RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data", "params")
 
 
@@ -20,6 +21,7 @@ RUN_KEYS = ("mlflow_run_id", "git_commit", "data_fingerprint", "synthetic_data",
 class ReportInputs:
     metrics: dict
     losses: pd.DataFrame
+    evals: pd.DataFrame  # no rows with train.eval_every: 0
     first_sample: Path
     last_sample: Path
     run_record: dict
@@ -44,6 +46,17 @@ def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
     return losses
 
 
+def read_evals(path: Path = paths.EVALS_CSV) -> pd.DataFrame:
+    try:
+        evals = pd.read_csv(paths.require(path), dtype={"run_id": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise paths.bad_input(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
+    absent = [c for c in EVAL_KEYS if c not in evals.columns]
+    if absent:
+        raise paths.bad_input(path, f"lacks columns {', '.join(absent)}")
+    return evals
+
+
 def sample_grids(directory: Path = paths.SAMPLES_DIR) -> tuple[Path, Path]:
     """The first and the last epoch's sample grid (epoch_001.png sorts before epoch_010.png)."""
     grids = sorted(directory.glob("epoch_*.png"))
@@ -58,14 +71,14 @@ def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
     return record
 
 
-def check_one_run(run_record: dict, metrics: dict, losses: pd.DataFrame) -> None:
+def check_one_run(run_record: dict, metrics: dict, losses: pd.DataFrame, evals: pd.DataFrame) -> None:
     """The report's inputs must come from one training run: a killed or failed run, or a generator
     evaluated before the newest run finished, must not put its numbers beside another run's."""
     run_id = run_record["mlflow_run_id"]
-    loss_runs = sorted(set(map(str, losses["run_id"])))
-    if loss_runs != [run_id]:
-        raise paths.bad_input(paths.LOSSES_CSV, f"is from run {', '.join(loss_runs)}, but {paths.RUN_RECORD} "
-                                                f"is from run {run_id}")
+    for path, table in ((paths.LOSSES_CSV, losses), (paths.EVALS_CSV, evals)):
+        runs = sorted(set(map(str, table["run_id"])))
+        if runs not in ([run_id], []):  # evals.csv has no rows without train.eval_every
+            raise paths.bad_input(path, f"is from run {', '.join(runs)}, but {paths.RUN_RECORD} is from run {run_id}")
     if metrics["run_id"] != run_id:
         raise paths.bad_input(paths.METRICS_PROTOCOL, f"measures run {metrics['run_id']}, but {paths.RUN_RECORD} is from "
                                              f"run {run_id}")
@@ -73,7 +86,7 @@ def check_one_run(run_record: dict, metrics: dict, losses: pd.DataFrame) -> None
 
 def read_inputs() -> ReportInputs:
     first, last = sample_grids()
-    inputs = ReportInputs(metrics=results.read(), losses=read_losses(), first_sample=first,
+    inputs = ReportInputs(metrics=results.read(), losses=read_losses(), evals=read_evals(), first_sample=first,
                           last_sample=last, run_record=read_run_record())
-    check_one_run(inputs.run_record, inputs.metrics, inputs.losses)
+    check_one_run(inputs.run_record, inputs.metrics, inputs.losses, inputs.evals)
     return inputs

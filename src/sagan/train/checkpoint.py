@@ -32,14 +32,15 @@ from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.params import Params, flatten
 
-FORMAT = 2
+FORMAT = 3  # 3: the loop state carries the evaluations during training and the best generator
 _NAME = re.compile(r"^step_(\d{7,})\.pt$")
 REQUIRED_KEYS = ("format", "identity", "trainer", "rng", "loop")
 SUPERSEDED = "superseded"
 
 # Params that may change between a run and its resume without changing what is trained so far.
 RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
-                     "train.device", "train.compile", "train.superseded_max_gb"}
+                     "train.device", "train.compile", "train.superseded_max_gb", "train.eval_every",
+                     "train.eval_samples"}
 
 
 def training_identity(params: Params, data_fingerprint: str, world_size: int) -> dict:

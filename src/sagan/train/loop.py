@@ -49,8 +49,9 @@ from sagan.train.dist import DistContext
 from sagan.train.step import LOSSES, METRICS, GanTrainer
 
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
+# The fid keys: the evaluations during training (train.eval_every) score against the reference.
 # (The MLflow run also logs every other param, for the run-history table; no output depends on them.)
-PARAM_KEYS = ("model", "train", "mlflow")
+PARAM_KEYS = ("model", "train", "mlflow", "fid.weights", "fid.reference_split", "fid.reference_max_images")
 
 
 @contextlib.contextmanager
@@ -85,12 +86,14 @@ class LoopState:
     grids: dict[int, torch.Tensor]  # epoch -> its fixed-z sample grid, uint8 NCHW
     mlflow_run_id: str
     wall_time_s: float  # training seconds up to the newest checkpoint, over all resumptions
+    evals: list[dict]  # the rows of evals.csv (train.eval_every)
+    best: dict | None  # the lowest-FID evaluation: step, fid and the sampling generator's weights (CPU)
 
     @classmethod
     def start(cls, perm_state: torch.Tensor, device: torch.device) -> LoopState:
         return cls(step=0, perm_state=perm_state, metric_sum=torch.zeros(len(METRICS), device=device),
                    window_steps=0, first_bad=torch.full((len(LOSSES),), -1, dtype=torch.long, device=device),
-                   log_rows=[], grids={}, mlflow_run_id="", wall_time_s=0.0)
+                   log_rows=[], grids={}, mlflow_run_id="", wall_time_s=0.0, evals=[], best=None)
 
     def state_dict(self) -> dict:
         return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
@@ -132,6 +135,11 @@ class Training:
         self.state = LoopState.start(self.perm_gen.get_state(), device)
         self.last_checkpoint: str | None = None
         self.mlflow_run: tracking.MlflowRun | None = None
+        self.evaluator = None
+        if train.eval_every and ctx.is_main:  # rank 0 evaluates; a missing reference fails before step 1
+            from sagan.train.evaluation import TrainingEvaluator
+
+            self.evaluator = TrainingEvaluator(params, self.info.size)
 
     # -- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
@@ -215,6 +223,9 @@ class Training:
                 window_start = now
             if epoch_end or last:
                 self.epoch_grid(epoch + 1)
+            if train.eval_every and (state.step % train.eval_every == 0 or last):
+                paused = self.evaluate_now()  # not training time: the clocks skip it
+                started, window_start = started + paused, window_start + paused
             if state.step % train.checkpoint_every == 0 or epoch_end or last:
                 self.save_checkpoint(wall_before + time.perf_counter() - started)
         bar.close()
@@ -249,6 +260,24 @@ class Training:
                 save_grid(self.state.grids[epoch], path)
                 self.mlflow_run.log_artifact(path, "samples")
 
+    def evaluate_now(self) -> float:
+        """Score the sampling generator (rank 0), keep the row and, at a new lowest FID, its
+        weights; returns the seconds it took."""
+        if self.evaluator is None:
+            return 0.0
+        from sagan.model.io import plain_state_dict
+
+        began = time.perf_counter()
+        state, generator = self.state, self.trainer.sampling_model()
+        row = self.evaluator(generator, state.step)
+        state.evals.append(row)
+        if state.best is None or row["fid"] < state.best["fid"]:
+            state.best = {"step": state.step, "fid": row["fid"], "state_dict": plain_state_dict(generator)}
+        if self.mlflow_run is not None:
+            self.mlflow_run.log_metrics({f"eval/{k}": float(v) for k, v in row.items()
+                                         if k != "step" and not k.startswith("n_")}, step=state.step)
+        return time.perf_counter() - began
+
     # -- records and outputs -----------------------------------------------------------------
     @cached_property
     def metadata(self) -> dict:
@@ -261,12 +290,14 @@ class Training:
         self.state.mlflow_run_id = self.mlflow_run.run_id
 
     def write_outputs(self) -> None:
-        """generator.pt, losses.csv, samples/, run.json, all from the final state, published together.
+        """generator.pt, generator_best.pt, losses.csv, evals.csv, samples/, run.json, all from the
+        final state, published together. Without evaluations the best generator is the last one.
 
         Each is written to its temporary name first; only when all are written are they renamed into
         place, run.json last (ExitStack renames in reverse order of entry). A failure before that
         leaves the previous outputs untouched."""
         from sagan.model.io import save_generator
+        from sagan.model.networks import Generator
 
         state = self.state
         images_seen = state.step * self.train.n_critic * self.global_batch
@@ -276,16 +307,26 @@ class Training:
             run_record = publish.enter_context(atomic_path(paths.RUN_RECORD))
             samples = publish.enter_context(atomic_dir(paths.SAMPLES_DIR))
             losses = publish.enter_context(atomic_path(paths.LOSSES_CSV))
+            evals = publish.enter_context(atomic_path(paths.EVALS_CSV))
+            best = publish.enter_context(atomic_path(paths.GENERATOR_BEST))
             generator = publish.enter_context(atomic_path(paths.GENERATOR))
-            save_generator(generator, self.trainer.sampling_model(), self.model, self.info.size,
-                           ema=self.trainer.ema is not None)
+            ema = self.trainer.ema is not None
+            save_generator(generator, self.trainer.sampling_model(), self.model, self.info.size, ema=ema)
+            best_generator = self.trainer.sampling_model()
+            if state.best is not None:
+                best_generator = Generator(self.model, self.info.size)
+                best_generator.load_state_dict(state.best["state_dict"])
+            save_generator(best, best_generator, self.model, self.info.size, ema=ema)
             records.write_losses(state.log_rows, state.mlflow_run_id, losses)
+            records.write_evals(state.evals, state.mlflow_run_id, evals)
             for epoch, images in sorted(state.grids.items()):
                 save_grid(images, samples / grid_name(epoch))
             records.write_run_record({
                 **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step,
                 "epochs": math.ceil(state.step / self.steps_per_epoch), "wall_time_s": state.wall_time_s,
                 "img_per_s": img_per_s, "device": device, "params": flatten(self.params),
+                "best_step": state.best["step"] if state.best else None,
+                "best_fid": state.best["fid"] if state.best else None,
             }, run_record)
         if self.mlflow_run is not None:  # run-level summary, for the report's run-history table
             self.mlflow_run.log_metrics({"steps": state.step, "train_wall_time_s": state.wall_time_s,
