@@ -219,6 +219,16 @@ def assert_same_tensors(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """The tests that read a pipeline scenario's record run last: they wait for their scenario
+    (started with the session, below), and the unit tests meanwhile use the cores the scenarios
+    leave idle, instead of waiting behind them."""
+    import scenarios
+
+    readers = {test_class for _, test_class in scenarios.SCENARIOS.values()}
+    items.sort(key=lambda item: item.cls is not None and item.cls.__name__ in readers)  # stable
+
+
 @pytest.fixture(scope="session", autouse=True)
 def pipeline_scenarios(request, tmp_path_factory) -> dict:
     """Start the DVC and Snakemake scenarios (tests/scenarios.py) that the selected tests read, in

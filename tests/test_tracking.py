@@ -1,5 +1,6 @@
 """MLflow plumbing: later stages log into the training run named by run.json, through the client; the
 store opens safely under concurrency or fails in one line; recorded URLs carry no secrets."""
+import dataclasses
 import json
 import multiprocessing
 
@@ -118,3 +119,19 @@ def test_a_dvc_experiments_run_is_named_and_tagged_after_it(store, monkeypatch):
     assert (info.info.run_name, info.data.tags["sagan.dvc_experiment"]) == ("rabid-plop", "rabid-plop")
     monkeypatch.delenv("DVC_EXP_NAME")
     assert "sagan.dvc_experiment" not in run_tags(run_metadata(p, "f" * 64, synthetic_data=True))
+
+
+def test_experiments_open_on_model_training_and_runs_name_their_source(store):
+    """MLflow 3's UI opens an untagged experiment on its GenAI overview; the Source column reads
+    mlflow.source.*. An experiment made before the tag gets it on the next run."""
+    p, _, _ = store  # experiment "t" exists, untagged
+    client = mlflow.MlflowClient(p.tracking_uri)
+    assert "mlflow.experimentKind" not in client.get_experiment_by_name("t").tags
+    run = MlflowRun.start_or_resume(p, None, run_tags(run_metadata(p, "f" * 64, synthetic_data=True)), {})
+    assert client.get_experiment_by_name("t").tags["mlflow.experimentKind"] == "custom_model_development"
+    new = dataclasses.replace(p, experiment="new")
+    MlflowRun.start_or_resume(new, None, {}, {})
+    assert client.get_experiment_by_name("new").tags["mlflow.experimentKind"] == "custom_model_development"
+    tags = client.get_run(run.run_id).data.tags
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("sagan train", "LOCAL")
+    assert tags["mlflow.source.git.commit"] == tags["sagan.git_commit"]

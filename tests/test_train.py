@@ -116,28 +116,41 @@ def _evaluated_project(root: Path, monkeypatch, mlflow_uri) -> None:
     make_project(root)
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    reference.run(tiny_params(), argparse.Namespace())
+    reference.run(_eval_params(), argparse.Namespace())
 
 
-def test_evaluations_during_training_never_change_the_weights(tmp_path, monkeypatch, mlflow_uri):
+def _eval_params(**train) -> Params:
+    """tiny_params with a reference of 8 images: a few Inception passes per evaluation."""
+    import dataclasses
+
+    params = tiny_params(**train)
+    return dataclasses.replace(params, fid=dataclasses.replace(params.fid, reference_max_images=8))
+
+
+def test_evaluations_during_training_never_change_the_weights_and_survive_a_resume(tmp_path, monkeypatch,
+                                                                                    mlflow_uri):
     """The same run with train.eval_every 4 and 0: bitwise the same generator and checkpoints; the
-    evaluated one has its curve and keeps the lowest-FID generator as generator_best.pt."""
+    evaluated one has its curve and keeps the lowest-FID generator as generator_best.pt. Stopped at
+    step 6 and resumed to 12 (from the step-6 checkpoint, as after a kill), it has the same curve
+    and best generator as the run straight to 12."""
     from sagan.model.io import load_generator
 
     runs = {}
-    for name, eval_every in (("evaluated", 4), ("plain", 0)):
+    for name, eval_every, stops in (("evaluated", 6, (12,)), ("plain", 0, (12,)), ("resumed", 6, (6, 12))):
         _evaluated_project(tmp_path / name, monkeypatch, mlflow_uri)
-        train(tiny_params(eval_every=eval_every, eval_samples=8))
+        for max_steps in stops:
+            train(_eval_params(eval_every=eval_every, eval_samples=4, max_steps=max_steps))
         runs[name] = {"generator": paths.GENERATOR.read_bytes(), "best": paths.GENERATOR_BEST.read_bytes(),
                       "checkpoint": torch.load(checkpoint.checkpoint_path(12), weights_only=True),
-                      "evals": read_losses(paths.EVALS_CSV), "record": json.loads(paths.RUN_RECORD.read_text())}
-    evaluated, plain = runs["evaluated"], runs["plain"]
+                      "evals": read_losses(paths.EVALS_CSV), "record": json.loads(paths.RUN_RECORD.read_text()),
+                      "configs": (load_generator(paths.GENERATOR_BEST)[1], load_generator(paths.GENERATOR)[1])}
+    evaluated, plain, resumed = runs["evaluated"], runs["plain"], runs["resumed"]
     assert evaluated["generator"] == plain["generator"]
     assert_same_tensors(evaluated["checkpoint"]["trainer"]["G"], plain["checkpoint"]["trainer"]["G"])
     assert_same_tensors(evaluated["checkpoint"]["trainer"]["D"], plain["checkpoint"]["trainer"]["D"])
 
     rows = evaluated["evals"]
-    assert [int(r["step"]) for r in rows] == [4, 8, 12] and all(r["n_gen"] == "8" for r in rows)
+    assert [int(r["step"]) for r in rows] == [6, 12] and all(r["n_gen"] == "4" for r in rows)
     assert {r["run_id"] for r in rows} == {evaluated["record"]["mlflow_run_id"]}
     best = min(rows, key=lambda r: float(r["fid"]))
     assert (evaluated["record"]["best_step"], evaluated["record"]["best_fid"]) == (int(best["step"]),
@@ -145,23 +158,10 @@ def test_evaluations_during_training_never_change_the_weights(tmp_path, monkeypa
     assert all(float(r["swd"]) > 0 and 0 <= float(r["precision"]) <= 1 for r in rows)
     assert plain["evals"] == [] and plain["record"]["best_step"] is None
     assert plain["best"] == plain["generator"]  # without evaluations the best is the last
-    if best["step"] == "12":
-        assert evaluated["best"] == evaluated["generator"]
-    else:  # the best of an earlier step: its weights, not the last ones
-        assert evaluated["best"] != evaluated["generator"]
-        assert load_generator(paths.GENERATOR_BEST)[1] == load_generator(paths.GENERATOR)[1]  # same config
+    assert (evaluated["best"] == evaluated["generator"]) == (best["step"] == "12")  # else an earlier step's
+    assert evaluated["configs"][0] == evaluated["configs"][1]
 
-
-def test_the_curve_and_the_best_generator_survive_a_resume(tmp_path, monkeypatch, mlflow_uri):
-    """Stopped at step 8 and resumed to 12 (from the step-8 checkpoint, as after a kill): the same
-    evaluations and best generator as one run to 12."""
-    outputs = {}
-    for name, stops in (("resumed", (8, 12)), ("straight", (12,))):
-        _evaluated_project(tmp_path / name, monkeypatch, mlflow_uri)
-        for max_steps in stops:
-            train(tiny_params(eval_every=4, eval_samples=8, max_steps=max_steps))
-        outputs[name] = (comparable(read_losses(paths.EVALS_CSV)), paths.GENERATOR_BEST.read_bytes())
-    assert outputs["resumed"] == outputs["straight"]
+    assert comparable(resumed["evals"]) == comparable(rows) and resumed["best"] == evaluated["best"]
 
 
 def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):

@@ -23,6 +23,8 @@ from sagan.params import MlflowParams, redact_url
 _MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
 # The run_metadata keys that also tag the MLflow run, as `sagan.KEY`.
 TAGGED_METADATA = ("git_commit", "data_fingerprint", "profile", "orchestrator", "synthetic_data")
+# MLflow 3's UI opens an experiment on its GenAI overview unless it is tagged as model training.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 def configured_uri(mlflow_params: MlflowParams) -> str:
@@ -74,7 +76,9 @@ def run_tags(metadata: dict) -> dict[str, str]:
     and the MLflow UI can be matched row by row."""
     tags = {f"sagan.{key}": str(metadata[key]).lower() if isinstance(metadata[key], bool) else str(metadata[key])
             for key in TAGGED_METADATA}
-    tags["mlflow.source.git.commit"] = metadata["git_commit"]
+    # MLflow's own source tags: the UI's Source column names the entry point and the commit.
+    tags |= {"mlflow.source.git.commit": metadata["git_commit"], "mlflow.source.name": "sagan train",
+             "mlflow.source.type": "LOCAL"}
     if metadata["dvc_experiment"]:
         tags |= {"sagan.dvc_experiment": metadata["dvc_experiment"], "mlflow.runName": metadata["dvc_experiment"]}
     return tags
@@ -143,7 +147,13 @@ class MlflowRun:
                 print(f"sagan train: MLflow run {run_id} from the checkpoint is not in "
                       f"{tracking_uri(mlflow_params)}; starting a new MLflow run")
         found = mlflow_client.get_experiment_by_name(mlflow_params.experiment)
-        experiment_id = found.experiment_id if found else mlflow_client.create_experiment(mlflow_params.experiment)
+        if found is None:
+            experiment_id = mlflow_client.create_experiment(mlflow_params.experiment, tags=EXPERIMENT_KIND)
+        else:  # an experiment made before the tag (or by hand) gets it on its next run
+            experiment_id = found.experiment_id
+            for key, value in EXPERIMENT_KIND.items():
+                if found.tags.get(key) != value:
+                    mlflow_client.set_experiment_tag(experiment_id, key, value)
         run_id = mlflow_client.create_run(experiment_id, tags=tags).info.run_id
         items = [Param(k, str(v)) for k, v in params.items()]
         for i in range(0, len(items), _MLFLOW_BATCH):

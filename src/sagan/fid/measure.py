@@ -18,20 +18,19 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
-from sagan.data.loader import load_split
-from sagan.fid.extractor import summarise
 from sagan import paths
+from sagan.data.loader import load_split
 from sagan.errors import SaganError
-from sagan.fid.stats import (KID_MAX_FEATURES, PRC_NEIGHBORHOOD, frechet_distance, kernel_inception_distance,
-                             precision_recall)
+from sagan.fid.extractor import summarise
+from sagan.fid.stats import (KID_MAX_FEATURES, KID_SUBSETS, PRC_NEIGHBORHOOD, frechet_distance,
+                             kernel_inception_distance, precision_recall)
 from sagan.fid.swd import swd
 from sagan.params import FidParams
 from sagan.pixels import to_uint8
 
-# The numbers `score` returns, in the order the report shows them (SWD's per-level keys follow "swd").
-METRICS = ("fid", "kid_mean", "kid_std", "precision", "recall", "swd")
+# The protocol of each metric beside FID, in words (metrics_protocol.json, the report).
 PROTOCOL = {
-    "kid": f"polynomial-kernel MMD on the first {KID_MAX_FEATURES} pool3 features per side, 100 subsets",
+    "kid": f"polynomial-kernel MMD on the first {KID_MAX_FEATURES} pool3 features per side, {KID_SUBSETS} subsets",
     "precision_recall": f"k-NN balls, k = {PRC_NEIGHBORHOOD} (Kynkäänniemi et al. 2019), on the first "
                         f"{KID_MAX_FEATURES} pool3 features per side",
     "swd": "Laplacian pyramid down to 16 px, 128 random 7x7 patches per image and level, 4 x 128 projections, "
@@ -85,7 +84,7 @@ def _keeping_first(batches: Iterable[torch.Tensor], m: int, kept: list[torch.Ten
 
 def score(batches: Iterable[torch.Tensor], n: int, extractor, reference: dict, real: torch.Tensor,
           fid: FidParams, desc: str) -> dict:
-    """Every METRICS value (and SWD per level) of the n images in `batches` against `reference`
+    """FID, KID, precision, recall and SWD (and per level) of the n images in `batches` against `reference`
     (reference.npz) and `real` (reference_images). KID is None with `fid.kid` off; precision and
     recall are None when a side has too few features for k = 3; the sample sizes are returned too."""
     kept: list[torch.Tensor] = []
