@@ -90,7 +90,9 @@ def score(batches: Iterable[torch.Tensor], n: int, extractor, reference: dict, r
     kept: list[torch.Tensor] = []
     m = min(n, len(real))
     summary = summarise(_keeping_first(batches, m, kept), extractor, n, keep=KID_MAX_FEATURES, desc=desc)
-    out: dict = {"fid": frechet_distance(summary.stats.mean, summary.stats.cov, reference["mu"], reference["sigma"]),
+    every_row = summary.kept if len(summary.kept) == summary.stats.n else None  # n <= KID_MAX_FEATURES
+    out: dict = {"fid": frechet_distance(summary.stats.mean, summary.stats.cov, reference["mu"], reference["sigma"],
+                                         every_row),
                  "kid_mean": None, "kid_std": None, "precision": None, "recall": None,
                  "n_gen": summary.stats.n, "n_ref": int(reference["n"]), "n_swd": m}
     if fid.kid:

@@ -4,8 +4,10 @@ Fréchet distance, KID, and Kynkäänniemi et al.'s (2019) k-NN precision and re
 Features arrive batch by batch and are folded into running float64 moments (Chan et al.'s
 pairwise update), so memory stays flat however many images pass through. The distances
 themselves are torch-fidelity's (`fid_statistics_to_metric`, `kid_features_to_metric`,
-`prc_features_to_metric`), so our
-numbers are computed exactly as the reference implementation computes them.
+`prc_features_to_metric`), so our numbers are computed as the reference implementation computes
+them; the one exception is FID from fewer images than feature dimensions (the smoke profile, the
+evaluations during training), whose trace term comes exactly from an n x n matrix instead
+(frechet_distance).
 """
 from __future__ import annotations
 
@@ -78,8 +80,24 @@ class FeatureSummary:
         return np.concatenate(self._kept) if self._kept else np.zeros((0, dim), np.float32)
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
-    """FID between two Gaussians (torch-fidelity's formula; float64 in, float out)."""
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     rows1: np.ndarray | None = None) -> float:
+    """FID between two Gaussians (torch-fidelity's formula; float64 in, float out).
+
+    `rows1`, when given, are all the feature rows behind mu1/sigma1. With fewer rows n than
+    dimensions, tr sqrt(sigma1 sigma2) is computed from the n x n matrix A sigma2 A^T (A: the
+    centred rows / sqrt(n - 1), so sigma1 = A^T A), which has the same non-zero eigenvalues as
+    sigma1 sigma2: exact, and ~50x faster at n = 128 than torch-fidelity's eigenvalues of the
+    2048 x 2048 product, which is used otherwise. The two agree to 1e-6 relative; the difference is
+    torch-fidelity's: it adds the square roots of the rounding noise its solver returns for the
+    zero eigenvalues (tests/test_fid.py).
+    """
+    if rows1 is not None and len(rows1) < len(mu1):
+        a = (np.asarray(rows1, np.float64) - np.asarray(mu1, np.float64)) / np.sqrt(len(rows1) - 1)
+        eigenvalues = np.linalg.eigvalsh(a @ np.asarray(sigma2, np.float64) @ a.T)
+        diff = np.asarray(mu1, np.float64) - np.asarray(mu2, np.float64)
+        tr_covmean = np.sqrt(np.clip(eigenvalues, 0, None)).sum()  # PSD: negatives are rounding
+        return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)
     stat1 = {"mu": np.asarray(mu1, np.float64), "sigma": np.asarray(sigma1, np.float64)}
     stat2 = {"mu": np.asarray(mu2, np.float64), "sigma": np.asarray(sigma2, np.float64)}
     return float(fid_statistics_to_metric(stat1, stat2, verbose=False)[KEY_METRIC_FID])
