@@ -126,5 +126,15 @@ class TestSnakemake:
         assert registry.shape == file.shape == (274, 274, 3)  # 64 images of 32 px, 8 x 8 with 2 px padding
         assert np.abs(registry - file).max() <= 1  # the exported program computes what the module does
 
+    def test_each_trained_generator_is_one_version_tagged_with_its_fid(self, snakemake_scenario):
+        import mlflow
+
+        client = mlflow.MlflowClient(f"sqlite:///{snakemake_scenario['project'] / 'mlflow.db'}")
+        versions = client.search_model_versions("name='sagan-smoke-generator'")
+        # the first run (400 steps), then the same run continued to 600 steps after the kill; the
+        # report-title rerun trained nothing and registered nothing
+        assert len(versions) == 2 and len({v.run_id for v in versions}) == 1
+        assert all(float(v.tags["fid"]) > 0 for v in versions)  # tagged by evaluate
+
     def test_runs_are_tagged_with_snakemake(self, snakemake_scenario):
         assert {t.get("sagan.orchestrator") for t in snakemake_scenario["tags"]} == {"snakemake"}

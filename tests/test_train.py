@@ -92,6 +92,8 @@ def test_the_generator_is_an_mlflow_model_of_its_run_and_registered(train_projec
     params = dataclasses.replace(params, mlflow=dataclasses.replace(params.mlflow, log_model=True,
                                                                     registered_model="test-train-generator"))
     train(params)
+    paths.GENERATOR.unlink()
+    train(params)  # a completed run: the outputs are rewritten, the model not logged again
     record = json.loads(paths.RUN_RECORD.read_text())
     import mlflow
 

@@ -40,10 +40,10 @@ def _use_store(mlflow_params: MlflowParams) -> None:
     mlflow.set_tracking_uri(tracking.tracking_uri(mlflow_params))
 
 
-def log_generator(mlflow_params: MlflowParams, run_id: str, generator_path: Path):
-    """Log the generator file as an MLflow model of run `run_id` (with a signature: latent z in,
-    image in [-1, 1] out, and an input example), and register it as a new version of
-    `mlflow.registered_model` unless that is empty. Returns mlflow's ModelInfo."""
+def log_generator(mlflow_params: MlflowParams, run_id: str, generator_path: Path, step: int = 0):
+    """Log the generator file as an MLflow model of run `run_id` at training step `step` (with a
+    signature: latent z in, image in [-1, 1] out, and an input example), and register it as a new
+    version of `mlflow.registered_model` unless that is empty. Returns mlflow's ModelInfo."""
     import mlflow.pytorch
 
     generator, config = load_generator(generator_path)
@@ -51,7 +51,7 @@ def log_generator(mlflow_params: MlflowParams, run_id: str, generator_path: Path
     example = np.random.default_rng(EXAMPLE_SEED).standard_normal((2, z_dim), dtype=np.float32)
     _use_store(mlflow_params)
     return mlflow.pytorch.log_model(
-        generator, name=ARTIFACT, run_id=run_id, signature=_signature(z_dim, size), input_example=example,
+        generator, name=ARTIFACT, run_id=run_id, step=step, signature=_signature(z_dim, size), input_example=example,
         serialization_format="pt2", registered_model_name=mlflow_params.registered_model or None,
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],  # stated: no import-scanning subprocess
         # MLflow's serving check sends the example as a JSON list, which the PyTorch flavor refuses

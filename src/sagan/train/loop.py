@@ -338,10 +338,14 @@ class Training:
         """The published generator as an MLflow model of this run (and a registered version). It
         is logged after the outputs are published, so a store that refuses it costs a warning, not
         the trained generator."""
-        from sagan.model.registry import log_generator
+        from sagan.model.registry import ARTIFACT, log_generator
 
+        run, step = self.mlflow_run, self.state.step
+        if any(output.step == step and run.client.get_logged_model(output.model_id).name == ARTIFACT
+               for output in run.client.get_run(run.run_id).outputs.model_outputs):
+            return  # the outputs of a completed run rewritten: this generator is logged already
         try:
-            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, paths.GENERATOR)
+            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, paths.GENERATOR, step)
         except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
             print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
                   f"{first_line(exc)[:200]})", file=sys.stderr)
