@@ -105,6 +105,17 @@ def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
 
 
 # -- the training tests' tiny project -----------------------------------------------------------
+class PicklePayload:
+    """Unpickling this runs code: open(marker, "w") creates the marker file. Planted in files that
+    must be loaded safely (weights_only), a marker that exists afterwards means code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
 def prepared_faces(indices, size: int = 32) -> torch.Tensor:
     """Synthetic faces as `sagan prepare` stores them (the JPEG, centre-cropped to 160 px and
     resized by prepare's own crop_resize): uint8 NCHW."""

@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from conftest import prepared_faces
+from conftest import PicklePayload, prepared_faces
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid import extractor
@@ -217,20 +217,10 @@ def test_download_moves_checked_file_into_place(hub_dir, served_file, monkeypatc
     assert extractor.resolve_weights("auto") == weights  # cached: found without the network
 
 
-class _Payload:
-    """Unpickling this runs code: open(marker, "w") creates the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 def _plant_weights(path: Path, marker: Path) -> str:
     """A torch.save file whose pickle runs _Payload when unpickled without weights_only; its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"Conv2d_1a_3x3.conv.weight": _Payload(marker)}, path)
+    torch.save({"Conv2d_1a_3x3.conv.weight": PicklePayload(marker)}, path)
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import PicklePayload
 from sagan import cli, paths, pixels
 from sagan.errors import SaganError
 from sagan.fid import bounds, evaluate, extractor, measure, reference, results
@@ -393,16 +394,6 @@ def test_check_fid_names_the_baseline_file_and_key(tmp_path, monkeypatch, capsys
     assert rc == 1 and err.startswith(f"sagan check-fid: error: baseline.json: {problem}"), err
 
 
-class _Payload:
-    """Unpickling this runs code: open(marker, "w") creates the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 def test_fid_ref_refuses_planted_standin_weights_without_running_them(project, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     shutil.copy(project / "params.yaml", "params.yaml")
@@ -411,7 +402,7 @@ def test_fid_ref_refuses_planted_standin_weights_without_running_them(project, t
     marker = tmp_path / "payload-ran"
     planted = paths.STANDIN_WEIGHTS_DIR / extractor.STANDIN_FILE
     planted.parent.mkdir(parents=True)
-    torch.save({"fc.weight": _Payload(marker)}, planted)
+    torch.save({"fc.weight": PicklePayload(marker)}, planted)
     planted.with_name(planted.name + ".sha256").write_text(extractor.sha256_bytes(planted.read_bytes()) + "\n")
     assert _error(capsys, "fid-ref").startswith(f"sagan fid-ref: error: {planted}: holds objects other than tensors")
     assert not marker.exists()

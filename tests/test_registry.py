@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import tiny_params, write_params
+from conftest import PicklePayload, tiny_params, write_params
 from sagan import cli
 from sagan.model import registry
 from sagan.model.io import save_generator
@@ -87,22 +87,12 @@ def test_every_model_variant_exports(store, tmp_path):
         assert z_dim == model.z_dim and module(torch.zeros(2, z_dim)).shape == (2, 3, SIZE, SIZE)
 
 
-class _Payload:
-    """Unpickling this runs code: open(marker, "w") creates the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
 def test_a_pickled_model_in_the_store_is_refused_without_running_it(store, tmp_path, monkeypatch, capsys):
     params_file, mlflow_params, client = store
     monkeypatch.delenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", raising=False)
     marker = tmp_path / "payload-ran"
     planted = torch.nn.Linear(2, 2)
-    planted.payload = _Payload(marker)  # pickled with the module
+    planted.payload = PicklePayload(marker)  # pickled with the module
     mlflow.set_tracking_uri(mlflow_params.tracking_uri)
     info = mlflow.pytorch.log_model(planted, name="planted", run_id=_new_run(client), serialization_format="pickle",
                                     pip_requirements=["torch"])

@@ -33,28 +33,27 @@ def _require_keys(obj: dict, keys: tuple[str, ...], path: Path) -> None:
         raise paths.bad_input(path, f"lacks {', '.join(absent)}")
 
 
-def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
+def _read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
     try:
-        losses = pd.read_csv(paths.require(path), dtype={"run_id": str})
+        table = pd.read_csv(paths.require(path), dtype={"run_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise paths.bad_input(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
-    absent = [c for c in LOSS_KEYS if c not in losses.columns]
+    absent = [c for c in columns if c not in table.columns]
     if absent:
         raise paths.bad_input(path, f"lacks columns {', '.join(absent)}")
+    return table
+
+
+def read_losses(path: Path = paths.LOSSES_CSV) -> pd.DataFrame:
+    losses = _read_table(path, LOSS_KEYS)
     if losses.empty:
         raise paths.bad_input(path, "has no rows")
     return losses
 
 
 def read_evals(path: Path = paths.EVALS_CSV) -> pd.DataFrame:
-    try:
-        evals = pd.read_csv(paths.require(path), dtype={"run_id": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise paths.bad_input(path, f"not a readable CSV ({str(exc).splitlines()[0]})") from exc
-    absent = [c for c in EVAL_KEYS if c not in evals.columns]
-    if absent:
-        raise paths.bad_input(path, f"lacks columns {', '.join(absent)}")
-    return evals
+    """The evaluations during training: no rows with train.eval_every 0."""
+    return _read_table(path, EVAL_KEYS)
 
 
 def sample_grids(directory: Path = paths.SAMPLES_DIR) -> tuple[Path, Path]:
