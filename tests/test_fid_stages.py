@@ -88,7 +88,7 @@ class _PixelFeatures(torch.nn.Module):
 
 def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, monkeypatch):
     monkeypatch.setattr(reference, "load_extractor", lambda weights, device: _PixelFeatures())
-    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
     reference.run(base_params(), ARGS)
     before = paths.FID_REFERENCE.read_bytes()
@@ -243,7 +243,7 @@ def test_an_unknown_device_is_named_with_its_param(project):
 def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, capsys):
     import mlflow
 
-    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     params = _with_fid(base_params(), kid=False)
     training_run = _recorded_training_run(params, Path("run_for_evaluate.json"), monkeypatch)
     evaluate.run(params, ARGS)
@@ -260,7 +260,7 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, c
 
 
 def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monkeypatch, tmp_path):
-    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     params = base_params()
     torch.manual_seed(1)  # another generator than generator.pt
     save_generator(paths.GENERATOR_BEST, Generator(params.model, 32), params.model, 32, ema=False)
@@ -277,7 +277,7 @@ def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monke
 
 
 def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
-    monkeypatch.setattr(evaluate, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     with pytest.raises(SaganError) as exc:
         evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1))
     assert str(exc.value).startswith(f"fid.kid_subset_size: 1; KID needs subsets of at least 2 and at most "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Iterator
 
 import torch
 
@@ -23,7 +22,7 @@ from sagan.atomic import write_json
 from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.fid import measure
-from sagan.fid.extractor import load_extractor, resolve_weights
+from sagan.fid.extractor import image_batches
 from sagan.fid.reference import read_reference
 from sagan.model.networks import Generator
 from sagan.params import Params
@@ -40,23 +39,18 @@ def untrained_generator(params: Params, image_size: int) -> Generator:
     return Generator(params.model, image_size).eval()
 
 
-def _training_batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, len(images), batch_size):
-        yield images[start:start + batch_size].permute(0, 3, 1, 2)  # NHWC -> NCHW
-
-
 def compute(params: Params) -> dict:
     """bounds.json's content for the prepared data and reference in the working directory."""
     fid = params.fid
     reference = read_reference()
     measure.check_sample_sizes(fid, reference)
-    device = resolve_device(fid.device, param="fid.device")
-    extractor = load_extractor(resolve_weights(fid.weights), device)
+    size = dataset_info().size
+    extractor, _ = measure.matching_extractor(fid, reference, size, "the prepared data")
     real = measure.reference_images(fid)
     training_images = load_split("train", max_images=fid.num_samples)
-    floor = measure.score(_training_batches(training_images, fid.batch_size), len(training_images), extractor,
+    floor = measure.score(image_batches(training_images, fid.batch_size), len(training_images), extractor,
                           reference, real, fid, desc="floor (training images)")
-    generator = untrained_generator(params, dataset_info().size).to(device)
+    generator = untrained_generator(params, size).to(resolve_device(fid.device, param="fid.device"))
     ceiling = measure.score(measure.generated_batches(generator, params.model.z_dim, fid.num_samples, fid.batch_size, fid.seed),
                             fid.num_samples, extractor, reference, real, fid, desc="ceiling (untrained generator)")
     return {"floor": floor, "ceiling": ceiling, "weights_sha256": str(reference["weights_sha256"])}

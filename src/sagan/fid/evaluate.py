@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from sagan import paths, tracking
-from sagan.device import resolve_device
 from sagan.errors import SaganError
+from sagan.device import resolve_device
 from sagan.fid import bounds, measure, results
-from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL, load_extractor, resolve_weights
+from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL
 from sagan.fid.reference import read_reference
 from sagan.model import registry
 from sagan.model.io import load_generator
@@ -44,18 +44,8 @@ def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     fid = params.fid
     reference = read_reference()
     measure.check_sample_sizes(fid, reference)
-    device = resolve_device(fid.device, param="fid.device")
-    generator, config = load_generator(generator_path, device)
-    if int(config["image_size"]) != int(reference["size"]):
-        raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but "
-                         f"{generator_path} makes {config['image_size']} px", hint="rerun `sagan fid-ref` "
-                         "on data prepared at the generator's size, or retrain")
-    weights = resolve_weights(fid.weights)
-    if weights.sha256 != reference["weights_sha256"]:
-        raise SaganError(f"{paths.FID_REFERENCE}: computed with Inception weights {reference['weights_kind']} "
-                         f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "
-                         f"{weights.sha256}", hint="rerun `sagan fid-ref`")
-    extractor = load_extractor(weights, device)
+    generator, config = load_generator(generator_path, resolve_device(fid.device, param="fid.device"))
+    extractor, weights = measure.matching_extractor(fid, reference, int(config["image_size"]), str(generator_path))
     batches = measure.generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
     scores = measure.score(batches, fid.num_samples, extractor, reference, measure.reference_images(fid), fid,
                            desc="evaluate")

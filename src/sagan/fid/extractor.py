@@ -29,7 +29,7 @@ import zipfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -251,6 +251,12 @@ def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorIn
         # (docs/benchmarks.md); features agree with NCHW to float32 rounding.
         model = model.to(memory_format=torch.channels_last)
     return model.to(device)
+
+
+def image_batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    """uint8 NHWC images (as the shards hold them) as NCHW batches for the extractor."""
+    for start in range(0, len(images), batch_size):
+        yield images[start:start + batch_size].permute(0, 3, 1, 2)
 
 
 @torch.no_grad()

@@ -21,7 +21,8 @@ import torch
 from sagan import paths
 from sagan.data.loader import load_split
 from sagan.errors import SaganError
-from sagan.fid.extractor import summarise
+from sagan.device import resolve_device
+from sagan.fid.extractor import load_extractor, resolve_weights, summarise
 from sagan.fid.stats import (KID_MAX_FEATURES, KID_SUBSETS, PRC_NEIGHBORHOOD, frechet_distance,
                              kernel_inception_distance, precision_recall)
 from sagan.fid.swd import swd
@@ -64,6 +65,21 @@ def check_sample_sizes(fid: FidParams, reference: dict) -> None:
         raise SaganError(f"fid.kid_subset_size: {fid.kid_subset_size}; KID needs subsets of at least 2 and at most "
                          f"min(fid.num_samples, reference features) = {largest} (larger values are capped)",
                          hint=f"set fid.kid_subset_size between 2 and {largest}, or fid.kid: false")
+
+
+def matching_extractor(fid: FidParams, reference: dict, image_size: int, source: str):
+    """The Inception extractor of `fid.weights` on `fid.device`, and its weights, after checking that
+    the reference was computed with those weights at `source`'s image size; else one line."""
+    if image_size != int(reference["size"]):
+        raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but {source} makes "
+                         f"{image_size} px", hint="rerun `sagan fid-ref` on data prepared at the generator's size, "
+                         "or retrain")
+    weights = resolve_weights(fid.weights)
+    if weights.sha256 != reference["weights_sha256"]:
+        raise SaganError(f"{paths.FID_REFERENCE}: computed with Inception weights {reference['weights_kind']} "
+                         f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "
+                         f"{weights.sha256}", hint="rerun `sagan fid-ref`")
+    return load_extractor(weights, resolve_device(fid.device, param="fid.device")), weights
 
 
 def reference_images(fid: FidParams) -> torch.Tensor:

@@ -19,17 +19,15 @@ from __future__ import annotations
 import argparse
 import zipfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
-import torch
 
 from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid.extractor import EXTRACTOR_LABEL, load_extractor, resolve_weights, summarise
+from sagan.fid.extractor import EXTRACTOR_LABEL, image_batches, load_extractor, resolve_weights, summarise
 from sagan.fid.stats import KID_MAX_FEATURES
 from sagan.params import FidParams, Params
 
@@ -63,11 +61,6 @@ def read_reference(path: Path | None = None) -> dict:
     return {key: value.item() if value.ndim == 0 else value for key, value in out.items()}
 
 
-def _batches(images: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for start in range(0, len(images), batch_size):
-        yield images[start:start + batch_size].permute(0, 3, 1, 2)  # NHWC -> NCHW for the extractor
-
-
 def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
     """The arrays of reference.npz for the prepared data in the working directory."""
     info = dataset_info()
@@ -77,7 +70,7 @@ def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
                          hint="use another split or prepare more images")
     weights = resolve_weights(fid.weights)
     extractor = load_extractor(weights, resolve_device(fid.device, param="fid.device"))
-    summary = summarise(_batches(images, fid.batch_size), extractor, len(images), keep=KID_MAX_FEATURES,
+    summary = summarise(image_batches(images, fid.batch_size), extractor, len(images), keep=KID_MAX_FEATURES,
                         desc="fid-ref")
     return {
         "mu": summary.stats.mean, "sigma": summary.stats.cov, "n": np.array(summary.stats.n),

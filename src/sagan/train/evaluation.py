@@ -13,10 +13,8 @@ import dataclasses
 
 import torch
 
-from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.fid import measure
-from sagan.fid.extractor import load_extractor, resolve_weights
 from sagan.fid.reference import read_reference
 from sagan.params import FidParams, Params
 
@@ -25,19 +23,9 @@ class TrainingEvaluator:
     """Loads the reference, its images and the extractor once; scores a generator per call."""
 
     def __init__(self, params: Params, image_size: int):
-        from sagan import paths
-
         n = params.train.eval_samples
         self.reference = read_reference()
-        if int(self.reference["size"]) != image_size:
-            raise paths.bad_input(paths.FID_REFERENCE, f"holds {self.reference['size']} px images, training is at "
-                                                       f"{image_size} px")
-        weights = resolve_weights(params.fid.weights)
-        if weights.sha256 != self.reference["weights_sha256"]:
-            raise paths.bad_input(paths.FID_REFERENCE, f"was computed with Inception weights sha256 "
-                                                       f"{self.reference['weights_sha256']}, fid.weights gives {weights.sha256}")
-        self.device = resolve_device(params.fid.device, param="fid.device")
-        self.extractor = load_extractor(weights, self.device)
+        self.extractor, _ = measure.matching_extractor(params.fid, self.reference, image_size, "training")
         # Evaluate's protocol at this sample size, but for the sampling keys, which are evaluate's
         # (a new fid.seed must not retrain): latents seeded by train.seed, KID always on, with the
         # paper's subset size (capped at n), SWD on all n images.
