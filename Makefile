@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all repro repro-snakemake smoke ui check-fid update-baseline bench
+.PHONY: install test test-all repro repro-snakemake study smoke smoke-study ui check-fid update-baseline bench
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,12 @@ repro: install           ## the paper's pipeline through DVC (needs a GPU and Ce
 repro-snakemake: install ## the same pipeline through Snakemake
 	PATH=$(BIN):$$PATH $(BIN)/snakemake --cores all
 
+study: install           ## the attention study (studies/attention/study.yaml) through DVC (needs a GPU and CelebA)
+	PATH=$(BIN):$$PATH $(BIN)/dvc repro studies/attention/dvc.yaml
+
+smoke-study: install     ## the smoke profile, then its 2 x 2 attention study, through DVC and Snakemake
+	$(PY) -m sagan.smoke --orchestrator both --study attention
+
 smoke: install           ## the smoke profile through DVC and Snakemake, each in a scratch copy
 	$(PY) -m sagan.smoke --orchestrator both
 
@@ -35,7 +41,9 @@ check-fid: install       ## smoke run through DVC + FID regression check against
 update-baseline: install ## smoke run through DVC, then write its FID into tests/baselines/smoke.json
 	$(PY) -m sagan.smoke --orchestrator dvc --update-baseline
 
-ui: install              ## the MLflow UI on 127.0.0.1 against the project's store
+ui: install              ## the MLflow UI on 127.0.0.1 against the project's store; prints the runs table's address
+	-@$(PY) -c 'from sagan import tracking; from sagan.params import load_params; \
+	print("MLflow runs table:", tracking.ui_url(load_params("params.yaml").mlflow))'
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
 bench: install

@@ -125,6 +125,44 @@ def experiments_fid(exp_show: list[dict]) -> dict[str, object]:
             for baseline in exp_show for group in baseline.get("experiments") or [] for rev in group["revs"]}
 
 
+# The attention study on the smoke profile's grid (studies/attention/smoke.yaml, 2 x 2), run in the
+# scenario's project after the pipeline, so that it shares the data and FID reference already there.
+STUDY = "attention"
+STUDY_PIPELINE = f"studies/{STUDY}/dvc.yaml"
+ADDED_SEED = 2
+
+
+def add_study_seed(project: Path, seed: int) -> None:
+    """Add a seed to the study's axes, as a user edits study.yaml."""
+    path = project / paths.study_file(STUDY)
+    study = yaml.safe_load(path.read_text())
+    study["axes"]["seed"].append(seed)
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+
+
+def study_record(project: Path) -> dict:
+    """The study's results table, its report, and its MLflow runs (tags by run id)."""
+    import mlflow
+    import pandas as pd
+
+    out = paths.StudyReports(STUDY)
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("sagan-smoke-attention")
+    runs = client.search_runs([experiment.experiment_id]) if experiment else []
+    return {"results": pd.read_csv(project / out.results_csv), "report": (project / out.report_md).read_text(),
+            "runs": {r.info.run_id: r.data.tags for r in runs}}
+
+
+def snakemake_planned_jobs(project: Path, target: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of `target` would execute."""
+    out = run(["snakemake", "-n", "--cores", "all", target], project, capture_output=True, text=True)
+    jobs = set()
+    for block in re.split(r"\n(?:local)?rule ", out.stdout + out.stderr)[1:]:
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        jobs.add((block.split(":", 1)[0], wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
 def run_dvc_scenario(project: Path) -> dict:
     rec: dict = {"project": project}
 
@@ -173,10 +211,44 @@ def run_dvc_scenario(project: Path) -> dict:
     return rec
 
 
-def run_snakemake_scenario(project: Path) -> dict:
+def run_dvc_study_scenario(project: Path) -> dict:
+    """README's study command on a fresh project: it runs the data stages and the FID reference it
+    shares, once, then the cells; then a seed more: only its cells (and the summary) are out of
+    date. A project of its own, beside the DVC scenario (the longest of the session)."""
     rec: dict = {"project": project}
+    study = run(["dvc", "repro", STUDY_PIPELINE], project, capture_output=True, text=True)
+    rec["study_ran"] = set(re.findall(r"Running stage '([^']+)'", study.stdout))
+    rec["study"] = study_record(project)
+    add_study_seed(project, ADDED_SEED)
+    rec["study_after_seed"] = set(json.loads(run(["dvc", "status", "--json", STUDY_PIPELINE], project,
+                                                 capture_output=True, text=True).stdout))
+    return rec
+
+
+# The one-node SLURM cluster of workflow/slurm/local-cluster.sh (.ci/run starts it): where it runs,
+# the Snakemake scenario's first run and its study go through the project's cluster profile.
+SLURM_LOCAL = ["--profile", "workflow/profiles/slurm-local"]
+
+
+def slurm_cluster_running() -> bool:
+    try:
+        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return state.returncode == 0 and state.stdout.split()[:1] in (["idle"], ["mix"], ["alloc"])
+
+
+def slurm_jobs(project: Path) -> list[str]:
+    """The rule of every job the SLURM executor ran (its log: .snakemake/slurm_logs/rule_RULE/...)."""
+    return sorted(p.parent.name.removeprefix("rule_") for p in (project / ".snakemake/slurm_logs").glob("rule_*/*.log"))
+
+
+def run_snakemake_scenario(project: Path) -> dict:
+    rec: dict = {"project": project, "slurm": slurm_cluster_running()}
+    cluster = SLURM_LOCAL if rec["slurm"] else []
     rec["first"] = snakemake_planned(project)
-    snakemake_run(project, capture_output=True)
+    snakemake_run(project, *cluster, capture_output=True)
+    rec["slurm_jobs"] = slurm_jobs(project)
     rec["second"] = snakemake_planned(project)
     # The FID gate runs here, not in the DVC scenario: DVC's is the longer of the two (the critical
     # path of the test session), and the gate's own untrained-generator FID takes half a minute.
@@ -201,11 +273,21 @@ def run_snakemake_scenario(project: Path) -> dict:
     rec["resume_log"] = (project / "logs/train.log").read_text()
     rec["after_resume"] = snakemake_planned(project)
     rec["tags"] = mlflow_tags(project)
+
+    # README's study command (one SLURM job per cell where the cluster runs); then a seed more:
+    # only its cells (and the summary) are planned.
+    rec["study_planned"] = snakemake_planned_jobs(project, "attention_study")
+    snakemake_run(project, *cluster, "attention_study", capture_output=True)
+    rec["study_slurm_jobs"] = [job for job in slurm_jobs(project) if job.startswith("study_")]
+    rec["study"] = study_record(project)
+    add_study_seed(project, ADDED_SEED)
+    rec["study_after_seed"] = snakemake_planned_jobs(project, "attention_study")
     return rec
 
 
 # Each scenario, and the test class in test_pipeline.py that reads its record.
-SCENARIOS = {"dvc": (run_dvc_scenario, "TestDvc"), "snakemake": (run_snakemake_scenario, "TestSnakemake")}
+SCENARIOS = {"dvc": (run_dvc_scenario, "TestDvc"), "snakemake": (run_snakemake_scenario, "TestSnakemake"),
+             "dvc_study": (run_dvc_study_scenario, "TestDvcStudy")}
 
 
 def start(selected_classes: set[str], workdir: Callable[[str], Path], pool: ThreadPoolExecutor) -> dict[str, Future]:

@@ -148,16 +148,16 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
 
 
-def _recorded_training_run(params: Params, record: Path, monkeypatch):
-    """An MLflow run in the params' store, named by `record` as train's run.json would name it."""
+def _recorded_training_run(params: Params):
+    """An MLflow run in the params' store, named by reports/train/run.json as train would name it."""
     import mlflow
 
     mlflow.set_tracking_uri(params.mlflow.tracking_uri)
     mlflow.set_experiment(params.mlflow.experiment)
     with mlflow.start_run() as training_run:
         pass
-    record.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
-    monkeypatch.setattr(paths, "RUN_RECORD", record)
+    paths.RUN_RECORD.parent.mkdir(parents=True, exist_ok=True)
+    paths.RUN_RECORD.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
     return training_run
 
 
@@ -165,7 +165,7 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
     import mlflow
 
     params = base_params()
-    training_run = _recorded_training_run(params, Path("run.json"), monkeypatch)
+    training_run = _recorded_training_run(params)
     metrics = {"fid": 12.5, "kid_mean": 0.25, "kid_std": None, "swd": 80.0, "n_gen": 6, "n_ref": 4, "wall_time_s": 2.0,
                "floor": {"fid": 2.0, "swd": 30.0, "n_gen": 6}, "ceiling": {"fid": 40.0, "swd": 200.0, "n_gen": 6},
                "reference_split": "val", "preprocessing": {"crop": 160, "size": 32},
@@ -245,18 +245,18 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, c
 
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     params = _with_fid(base_params(), kid=False)
-    training_run = _recorded_training_run(params, Path("run_for_evaluate.json"), monkeypatch)
+    training_run = _recorded_training_run(params)
     evaluate.run(params, ARGS)
     metrics = results.read()
     assert metrics["run_id"] == training_run.info.run_id
     assert "kid_mean" not in json.loads(paths.METRICS.read_text())  # fid.kid off: no KID column, not a null
     assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(metrics["fid"])
     # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
-    monkeypatch.setattr(paths, "RUN_RECORD", Path("no_such_run.json"))
+    paths.RUN_RECORD.unlink()
     capsys.readouterr()
     evaluate.run(params, ARGS)
     assert results.read()["run_id"] is None
-    assert "no_such_run.json not found; metrics not logged to MLflow" in capsys.readouterr().err
+    assert f"{paths.RUN_RECORD} not found; metrics not logged to MLflow" in capsys.readouterr().err
 
 
 def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monkeypatch, tmp_path):

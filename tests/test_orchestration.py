@@ -66,9 +66,22 @@ def snakemake_rules() -> dict:
         }
 
 
+# The study's rules (workflow/rules/study.smk; studies/attention/dvc.yaml is checked in test_study.py).
+STUDY_RULES = {"study_train": "train", "study_evaluate": "evaluate", "study_summary": "study"}
+
+
 def test_same_stage_names(snakemake_rules):
     assert tuple(dvc_stages()) == stages.STAGES
-    assert set(snakemake_rules) == set(stages.STAGES) | {"all"}
+    assert set(snakemake_rules) == set(stages.STAGES) | {"all"} | set(STUDY_RULES) | {"attention_study"}
+
+
+@pytest.mark.parametrize("rule", STUDY_RULES)
+def test_study_rules_depend_on_the_code_of_their_stage(rule, snakemake_rules):
+    stage = STUDY_RULES[rule]
+    cell_code = [str(stages.source_file("sagan.study.design"))] if stage != "study" else []
+    code = {i for i in snakemake_rules[rule]["inputs"] if i.startswith("src/")}
+    assert code == set(stages.code_deps(stage) + cell_code)
+    assert snakemake_rules[rule]["log"][0].startswith("logs/studies/")
 
 
 @pytest.mark.parametrize("stage", stages.STAGES)

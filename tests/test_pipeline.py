@@ -13,12 +13,13 @@ the records.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from sagan import paths
 from sagan.fid import results
-from scenarios import AFTER_TRAIN, ALL_STAGES, SWEEP, experiments_fid
+from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, STUDY_PIPELINE, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration
 
@@ -31,6 +32,32 @@ def dvc_scenario(pipeline_scenarios) -> dict:
 @pytest.fixture(scope="session")
 def snakemake_scenario(pipeline_scenarios) -> dict:
     return pipeline_scenarios["snakemake"].result()
+
+
+@pytest.fixture(scope="session")
+def dvc_study_scenario(pipeline_scenarios) -> dict:
+    return pipeline_scenarios["dvc_study"].result()
+
+
+# The smoke study's grid (studies/attention/smoke.yaml), and the cells a seed more adds.
+STUDY_CELLS = {"none-seed0", "none-seed1", "sagan-after3-seed0", "sagan-after3-seed1"}
+ADDED_CELLS = {f"none-seed{ADDED_SEED}", f"sagan-after3-seed{ADDED_SEED}"}
+
+
+def check_study(study: dict) -> None:
+    """One row per cell and seed, the report section, and the MLflow parent with a child per cell."""
+    results = study["results"].set_index("cell")
+    assert set(results.index) == STUDY_CELLS
+    assert (results["steps"] == 100).all() and (results["fid"] > 0).all() and (results["n_gen"] == 128).all()
+    assert results.loc["sagan-after3-seed1", ["attention", "placement", "seed"]].tolist() == ["sagan", 3, 1]
+    assert "## Does self-attention help?" in study["report"] and "**Reading:** " in study["report"]
+    [parent] = [run_id for run_id, tags in study["runs"].items() if tags.get("sagan.study.parent") == "true"]
+    children = {tags["sagan.study.cell"]: tags for run_id, tags in study["runs"].items() if run_id != parent}
+    assert set(children) == STUDY_CELLS and set(results["mlflow_run_id"]) == set(study["runs"]) - {parent}
+    assert {tags["mlflow.parentRunId"] for tags in children.values()} == {parent}
+    tags = children["sagan-after3-seed1"]
+    assert [tags[f"sagan.study.{axis}"] for axis in ("attention", "placement", "seed")] == ["sagan", "3", "1"]
+    assert children["none-seed0"]["sagan.study.placement"] == "-"
 
 
 class TestDvc:
@@ -96,6 +123,21 @@ class TestDvc:
         assert experiments == {name: name for name in names}  # in the project's store, not the queue's copies
 
 
+class TestDvcStudy:
+    def test_the_study_runs_its_cells_on_the_shared_data_and_writes_its_results(self, dvc_study_scenario):
+        train = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
+        expected = {f"{STUDY_PIPELINE}:{stage}" for stage in train}
+        expected |= {name.replace(":train_", ":evaluate_") for name in expected} | {f"{STUDY_PIPELINE}:summary"}
+        shared = {"download", "prepare", "split", "fid_ref", "fid_bounds"}  # once for all cells; no paper train
+        assert dvc_study_scenario["study_ran"] == expected | shared
+        check_study(dvc_study_scenario["study"])
+
+    def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_study_scenario):
+        new = {f"train_none@{ADDED_SEED}", f"train_attention@sagan-3-{ADDED_SEED}", f"evaluate_none@{ADDED_SEED}",
+               f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary"}
+        assert dvc_study_scenario["study_after_seed"] == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
+
+
 class TestSnakemake:
     def test_first_run_plans_every_rule_and_second_none(self, snakemake_scenario):
         assert snakemake_scenario["first"] == ALL_STAGES
@@ -103,6 +145,17 @@ class TestSnakemake:
 
     def test_report_param_reruns_only_report(self, snakemake_scenario):
         assert snakemake_scenario["report_param"] == {"report"}
+
+    def test_the_first_run_ran_every_stage_as_a_slurm_job(self, snakemake_scenario):
+        if not snakemake_scenario["slurm"]:
+            if os.environ.get("CI") == "1":
+                pytest.fail("no SLURM cluster is running; .ci/run starts it (workflow/slurm/local-cluster.sh start)")
+            pytest.skip("no SLURM cluster is running (workflow/slurm/local-cluster.sh start)")
+        assert snakemake_scenario["slurm_jobs"] == sorted(ALL_STAGES)  # one job each, logged by the executor
+        # the study: one job per cell's train and evaluate, and the summary
+        cells = len(STUDY_CELLS)
+        assert snakemake_scenario["study_slurm_jobs"] == ["study_evaluate"] * cells + ["study_summary"] + \
+            ["study_train"] * cells
 
     def test_train_param_reruns_train_evaluate_report(self, snakemake_scenario):
         assert snakemake_scenario["train_param"] == AFTER_TRAIN
@@ -138,3 +191,16 @@ class TestSnakemake:
 
     def test_runs_are_tagged_with_snakemake(self, snakemake_scenario):
         assert {t.get("sagan.orchestrator") for t in snakemake_scenario["tags"]} == {"snakemake"}
+
+    def test_the_study_runs_its_cells_on_the_shared_data_and_writes_its_results(self, snakemake_scenario):
+        jobs = snakemake_scenario["study_planned"]
+        cells = {f"study=attention, cell={cell}" for cell in STUDY_CELLS}
+        assert jobs == ({("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
+                        | {("study_summary", "study=attention"), ("attention_study", "")})
+        check_study(snakemake_scenario["study"])
+
+    def test_a_seed_more_plans_only_its_cells(self, snakemake_scenario):
+        cells = {f"study=attention, cell={cell}" for cell in ADDED_CELLS}
+        assert snakemake_scenario["study_after_seed"] == (
+            {("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
+            | {("study_summary", "study=attention"), ("attention_study", "")})

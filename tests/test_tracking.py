@@ -1,8 +1,14 @@
 """MLflow plumbing: later stages log into the training run named by run.json, through the client; the
 store opens safely under concurrency or fails in one line; recorded URLs carry no secrets."""
 import dataclasses
+import hashlib
 import json
 import multiprocessing
+import os
+import shutil
+import subprocess
+import threading
+import time
 
 import mlflow
 import pytest
@@ -122,8 +128,9 @@ def test_a_dvc_experiments_run_is_named_and_tagged_after_it(store, monkeypatch):
 
 
 def test_experiments_open_on_model_training_and_runs_name_their_source(store):
-    """MLflow 3's UI opens an untagged experiment on its GenAI overview; the Source column reads
-    mlflow.source.*. An experiment made before the tag gets it on the next run."""
+    """The experiment says it is model training (MLflow 3.17's UI goes by its own GenAI / Model
+    training switch instead: tests/test_mlflow_ui.py); the Source column reads mlflow.source.*. An
+    experiment made before the tag gets it on the next run."""
     p, _, _ = store  # experiment "t" exists, untagged
     client = mlflow.MlflowClient(p.tracking_uri)
     assert "mlflow.experimentKind" not in client.get_experiment_by_name("t").tags
@@ -135,3 +142,101 @@ def test_experiments_open_on_model_training_and_runs_name_their_source(store):
     tags = client.get_run(run.run_id).data.tags
     assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("sagan train", "LOCAL")
     assert tags["mlflow.source.git.commit"] == tags["sagan.git_commit"]
+
+
+# -- what the MLflow UI's runs table shows: the data, the source, grouped metrics, system metrics ----
+@pytest.fixture
+def shared_store(mlflow_uri, tmp_path, monkeypatch, request):
+    """`store`, as a new experiment of the session's store (creating a store takes seconds)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    p = MlflowParams(tracking_uri=mlflow_uri, experiment=f"test_tracking.{request.node.name}")
+    client = mlflow.MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment(p.experiment)).info.run_id
+    return p, run_id, tmp_path / "run.json"
+
+
+def test_a_training_run_records_its_data_and_grouped_metrics_and_a_continued_run_adds_no_input(train_project):
+    """The Dataset column reads the run's `training` input; the losses of every log point are
+    `train/...`; continuing the run (more steps, the same MLflow run) logs its data once."""
+    import csv
+
+    from conftest import tiny_params, train
+    from sagan import paths
+    from sagan.report import history
+
+    train(tiny_params(max_steps=4))
+    first = json.loads(paths.RUN_RECORD.read_text())
+    train(tiny_params(max_steps=8))
+    record = json.loads(paths.RUN_RECORD.read_text())
+    assert record["mlflow_run_id"] == first["mlflow_run_id"]  # continued, not a new run
+
+    client = mlflow.MlflowClient(record["tracking_uri"])
+    run = client.get_run(record["mlflow_run_id"])
+    (data,) = run.inputs.dataset_inputs
+    fingerprint = hashlib.sha256(paths.MANIFEST.read_bytes()).hexdigest()  # docs/contracts.md: DatasetInfo
+    assert [(t.key, t.value) for t in data.tags] == [("mlflow.data.context", "training")]
+    assert (data.dataset.name, data.dataset.digest) == ("synthetic CelebA", fingerprint[:8])
+    assert json.loads(data.dataset.source) == {"uri": "data/prepared"}
+    profile = json.loads(data.dataset.profile)
+    assert profile["fingerprint"] == run.data.tags["sagan.data_fingerprint"] == fingerprint
+    assert (profile["n_train"], profile["n_val"], profile["size"], profile["synthetic_data"]) == (128, 32, 32, True)
+    assert '"shape": [-1, 32, 32, 3]' in json.loads(data.dataset.schema)["mlflow_tensorspec"]["features"]
+
+    with open(paths.LOSSES_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    d_loss = client.get_metric_history(run.info.run_id, "train/d_loss")
+    assert [(m.step, m.value) for m in d_loss] == [(int(r["step"]), pytest.approx(float(r["d_loss"]))) for r in rows]
+    assert [m.step for m in d_loss] == [4, 8]
+    assert not {"d_loss", "g_loss", "steps", "train_wall_time_s"} & set(run.data.metrics)  # no ungrouped names
+    assert {f"train/{column}" for column in rows[0] if column not in ("step", "run_id")} <= set(run.data.metrics)
+    assert run.data.metrics["train/steps"] == 8 and run.data.metrics["train/wall_time_s"] > 0
+    # the report's run-history table reads these names
+    (row,) = [r for r in history.fetch_rows(tiny_params().mlflow) if r.run_id == run.info.run_id]
+    assert (row.metrics[history.METRIC_STEPS], row.metrics[history.METRIC_IMG_PER_S]) == \
+        (8, pytest.approx(record["img_per_s"]))
+
+
+def test_an_evaluation_records_the_fid_reference_once(shared_store, tmp_path):
+    p, run_id, record = shared_store
+    record.write_text(json.dumps({"mlflow_run_id": run_id}))
+    reference = tmp_path / "reference.npz"
+    reference.write_bytes(b"reference statistics" * 1000)
+    evaluation = {"reference_split": "val", "synthetic_data": False, "n_ref": 40000, "weights_kind": "official",
+                  "extractor": "inception"}
+    for fid in (12.5, 12.0):  # evaluate run twice against the same reference
+        MlflowRun.from_run_record(p, record).log_evaluation({"fid": fid}, reference, evaluation)
+    run = mlflow.MlflowClient(p.tracking_uri).get_run(run_id)
+    (data,) = run.inputs.dataset_inputs
+    sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()
+    assert (data.dataset.name, data.dataset.digest, json.loads(data.dataset.profile)["sha256"]) == \
+        ("CelebA FID reference (val)", sha256[:8], sha256)
+    assert [(t.key, t.value) for t in data.tags] == [("mlflow.data.context", "evaluation")]
+    assert json.loads(data.dataset.source) == {"uri": str(reference)}
+    assert run.data.metrics == {"fid": 12.0}
+
+
+def test_system_metrics_are_logged_only_when_switched_on(shared_store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")
+    p, _, _ = shared_store
+    client = mlflow.MlflowClient(p.tracking_uri)
+    for switched_on in (False, True):
+        run = MlflowRun.start_or_resume(dataclasses.replace(p, system_metrics=switched_on), None, {}, {})
+        time.sleep(0.5)
+        run.finish(ok=True)
+        logged = {key for key in client.get_run(run.run_id).data.metrics if key.startswith("system/")}
+        assert ({"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= logged) is switched_on
+        assert not logged or switched_on
+    assert "SystemMetricsMonitor" not in {thread.name for thread in threading.enumerate()}  # stopped by finish
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_runs_name_the_commit_they_were_trained_from(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    for args in (["init", "-q", "-b", "main"], ["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q",
+                                                 "--allow-empty", "-m", "first"]):
+        subprocess.run(["git", *args], check=True, env=env)
+    head = (tmp_path / ".git/refs/heads/main").read_text().strip()  # read without git
+    tags = run_tags(run_metadata(MlflowParams(), "f" * 64, synthetic_data=True))
+    assert len(head) == 40 and tags["mlflow.source.git.commit"] == tags["sagan.git_commit"] == head
+    assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("sagan train", "LOCAL")

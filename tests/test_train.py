@@ -77,7 +77,7 @@ def test_outputs_follow_the_contract(train_project, monkeypatch):
     assert run.data.tags["sagan.synthetic_data"] == "true" and run.data.tags["sagan.profile"] == "smoke"
     assert run.data.tags["sagan.data_fingerprint"] == record["data_fingerprint"]
     assert run.data.tags["sagan.git_commit"] == run.data.tags["mlflow.source.git.commit"] == record["git_commit"]
-    history = mlflow.MlflowClient(record["tracking_uri"]).get_metric_history(run.info.run_id, "d_loss")
+    history = mlflow.MlflowClient(record["tracking_uri"]).get_metric_history(run.info.run_id, "train/d_loss")
     assert [m.step for m in history] == [4, 8, 12]
     assert [m.value for m in history] == pytest.approx([float(r["d_loss"]) for r in rows])
 

@@ -31,6 +31,8 @@ COMMANDS = {
     "train": Command("sagan.train.loop", f"train SAGAN; resumes from {paths.CHECKPOINTS_DIR}/"),
     "evaluate": Command("sagan.fid.evaluate", f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"),
     "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
+    "study": Command("sagan.study.summary", "a study's results, statistics, figure and report, and its MLflow "
+                     "parent run (studies/NAME/study.yaml)"),
     "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR} or an MLflow model"),
     "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),
     "params": Command("sagan.profiles", "write params.yaml for a profile (configs/), or show how it "
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
         p.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (default: %(default)s)")
+        if name in ("train", "evaluate", "study"):
+            p.add_argument("--study", required=name == "study", help="a study: studies/STUDY/study.yaml"
+                           + ("" if name == "study" else "; with --cell, run that cell of it"))
+        if name in ("train", "evaluate"):
+            p.add_argument("--cell", help="the study's cell to run (e.g. sagan-after3-seed0): the params file's "
+                           "params, the study's base and the cell's axis values; writes under "
+                           "studies/STUDY/cells/CELL/")
         if name == "sample":
             p.add_argument("--n", type=int, default=64, help="number of images (default: %(default)s)")
             p.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
@@ -60,11 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def study_cell(params, args: argparse.Namespace):
+    """The params of `--study S --cell C` and the cell (sagan.study.design), for train and evaluate."""
+    if not (args.study and args.cell):
+        raise SaganError("--study and --cell go together", hint="e.g. --study attention --cell none-seed0")
+    from sagan.study.design import load_study
+
+    cell = load_study(args.study, params).cell(args.cell)
+    return cell.params, cell
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
     try:
         params = load_params(args.params) if command.reads_params else None
+        if getattr(args, "cell", None) or (args.command != "study" and getattr(args, "study", None)):
+            params, args.study_cell = study_cell(params, args)
         importlib.import_module(command.module).run(params, args)
     except SaganError as exc:
         print(f"sagan {args.command}: error: {exc}", file=sys.stderr)

@@ -121,6 +121,9 @@ class TrainParams:
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False
+    nproc_per_node: int = spec(1, doc="training processes on one node (DDP ranks, one per GPU); > 1 makes the "
+                               "Snakemake rule launch `torchrun --standalone`", check=lambda v: v >= 1,
+                               expect="an integer >= 1")
     device: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -146,6 +149,8 @@ class MlflowParams:
     log_model: bool = spec(True, doc="the generator as an MLflow model of its run (pt2 format), for the registry")
     registered_model: str = spec("sagan-celeba-generator",
                                  doc="Model Registry name: one version per training run; empty = do not register")
+    system_metrics: bool = spec(False, doc="MLflow's system metrics of training (CPU, memory, disk, network; GPU "
+                                "with nvidia-ml-py) as system/..., every 10 s")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ directory).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sagan.errors import SaganError
@@ -26,22 +27,126 @@ FID_DIR = Path("data/fid")
 FID_REFERENCE = FID_DIR / "reference.npz"
 FID_BOUNDS = FID_DIR / "bounds.json"
 
-MODELS_DIR = Path("models")
-GENERATOR = MODELS_DIR / "generator.pt"
-GENERATOR_BEST = MODELS_DIR / "generator_best.pt"
-CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """Where one training run and its evaluation write, under `root`: the paper's pipeline at the
+    project root (the constants below), each cell of a study in a directory of its own
+    (sagan.study), so that no two runs share a file."""
+
+    root: Path = Path(".")
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def generator(self) -> Path:
+        return self.models_dir / "generator.pt"
+
+    @property
+    def generator_best(self) -> Path:
+        return self.models_dir / "generator_best.pt"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.models_dir / "checkpoints"
+
+    @property
+    def train_reports_dir(self) -> Path:
+        return self.root / "reports" / "train"
+
+    @property
+    def losses_csv(self) -> Path:
+        return self.train_reports_dir / "losses.csv"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.train_reports_dir / "samples"
+
+    @property
+    def run_record(self) -> Path:
+        return self.train_reports_dir / "run.json"
+
+    @property
+    def evals_csv(self) -> Path:
+        return self.train_reports_dir / "evals.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "reports" / "metrics.json"
+
+    @property
+    def metrics_protocol(self) -> Path:
+        return self.root / "reports" / "metrics_protocol.json"
+
+
+RUN = RunOutputs()  # the paper's pipeline
+MODELS_DIR = RUN.models_dir
+GENERATOR = RUN.generator
+GENERATOR_BEST = RUN.generator_best
+CHECKPOINTS_DIR = RUN.checkpoints_dir
 
 REPORTS_DIR = Path("reports")
-TRAIN_REPORTS_DIR = REPORTS_DIR / "train"
-LOSSES_CSV = TRAIN_REPORTS_DIR / "losses.csv"
-SAMPLES_DIR = TRAIN_REPORTS_DIR / "samples"
-RUN_RECORD = TRAIN_REPORTS_DIR / "run.json"
-EVALS_CSV = TRAIN_REPORTS_DIR / "evals.csv"
-METRICS = REPORTS_DIR / "metrics.json"
-METRICS_PROTOCOL = REPORTS_DIR / "metrics_protocol.json"
+TRAIN_REPORTS_DIR = RUN.train_reports_dir
+LOSSES_CSV = RUN.losses_csv
+SAMPLES_DIR = RUN.samples_dir
+RUN_RECORD = RUN.run_record
+EVALS_CSV = RUN.evals_csv
+METRICS = RUN.metrics
+METRICS_PROTOCOL = RUN.metrics_protocol
 REPORT_MD = REPORTS_DIR / "report.md"
 REPORT_HTML = REPORTS_DIR / "report.html"
 FIGURES_DIR = REPORTS_DIR / "figures"
+
+# Studies (sagan.study): the declaration and each cell's outputs under studies/NAME/, the
+# results and their report under reports/studies/NAME/.
+STUDIES_DIR = Path("studies")
+STUDY_FILE_NAME = "study.yaml"
+STUDY_REPORTS_DIR = REPORTS_DIR / "studies"
+
+
+def study_file(study: str) -> Path:
+    return STUDIES_DIR / study / STUDY_FILE_NAME
+
+
+def study_cell_dir(study: str, cell: str) -> Path:
+    return STUDIES_DIR / study / "cells" / cell
+
+
+@dataclass(frozen=True)
+class StudyReports:
+    """What `sagan study` writes of one study."""
+
+    study: str
+
+    @property
+    def root(self) -> Path:
+        return STUDY_REPORTS_DIR / self.study
+
+    @property
+    def results_csv(self) -> Path:
+        return self.root / "results.csv"
+
+    @property
+    def summary_csv(self) -> Path:
+        return self.root / "summary.csv"
+
+    @property
+    def figure(self) -> Path:
+        return self.root / "fid_by_cell.png"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
 
 # Caches that are not pipeline outputs (never hashed by an orchestrator).
 STANDIN_WEIGHTS_DIR = Path(".cache/sagan")
@@ -60,6 +165,7 @@ WRITTEN_BY: dict[Path, str] = {
     REPORT_MD: "report",
     REPORT_HTML: "report",
     FIGURES_DIR: "report",
+    STUDY_REPORTS_DIR: "study",
 }
 
 

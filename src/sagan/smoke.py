@@ -1,6 +1,7 @@
 """Run the smoke profile end to end through DVC and/or Snakemake in a scratch copy.
 
-    python -m sagan.smoke [--orchestrator dvc|snakemake|both] [--dir DIR] [--check | --update-baseline]
+    python -m sagan.smoke [--orchestrator dvc|snakemake|both] [--dir DIR] [--study NAME]
+                          [--check | --update-baseline]
 
 The scratch copy is the working tree (tracked and untracked-but-not-ignored files) with the
 smoke profile as its params.yaml (written as `sagan params --profile smoke` writes it), in a git repo of its own, so the user's workspace, caches
@@ -54,8 +55,9 @@ def working_tree_files(root: Path = REPO_ROOT) -> list[str]:
 
 
 def make_scratch_project(dest: Path, profile: str = DEFAULT_PROFILE, root: Path = REPO_ROOT) -> Path:
-    """Copy the working tree to `dest` (replacing it), write params.yaml for `profile`, and make
-    it a git repo of its own."""
+    """Copy the working tree to `dest` (replacing it), write params.yaml for `profile` (and each
+    study's grid for it, studies/NAME/PROFILE.yaml, as its study.yaml), and make it a git repo of
+    its own."""
     dest = Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -64,6 +66,8 @@ def make_scratch_project(dest: Path, profile: str = DEFAULT_PROFILE, root: Path 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
     write_profile(profile, dest / DEFAULT_PARAMS, root=dest)
+    for grid in (dest / paths.STUDIES_DIR).glob(f"*/{profile}.yaml"):  # a study's grid for this profile
+        shutil.copy2(grid, grid.with_name(paths.STUDY_FILE_NAME))
     quiet = dict(capture_output=True)
     run(["git", "init", "-q"], dest, **quiet)
     run(["git", "add", "-A"], dest, **quiet)
@@ -79,11 +83,20 @@ def snakemake_run(project: Path, *extra: str, **kw) -> subprocess.CompletedProce
     return run(["snakemake", "--cores", "all", "--rerun-incomplete", *extra], project, **kw)
 
 
+def study_run(project: Path, orchestrator: str, study: str) -> subprocess.CompletedProcess:
+    """README's study command for `orchestrator`: its own DVC pipeline, or its Snakemake target."""
+    if orchestrator == "dvc":
+        return run(["dvc", "repro", str(paths.STUDIES_DIR / study / "dvc.yaml")], project, check=False)
+    return snakemake_run(project, f"{study}_study", check=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sagan.smoke", description=__doc__.splitlines()[0])
     parser.add_argument("--orchestrator", choices=("dvc", "snakemake", "both"), default="both")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "sagan-smoke",
                         help="scratch parent directory (default: %(default)s)")
+    parser.add_argument("--study", metavar="NAME", help="then run the study studies/NAME/ on its smoke grid "
+                        "(studies/NAME/smoke.yaml), e.g. attention")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--check", action="store_true", help="then run the FID regression check")
     group.add_argument("--update-baseline", action="store_true",
@@ -100,7 +113,12 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.CalledProcessError as exc:
             print(f"smoke: {orch} failed with exit code {exc.returncode}", file=sys.stderr)
             return 1
+        if args.study and study_run(project, orch, args.study).returncode:
+            print(f"smoke: the study '{args.study}' through {orch} failed", file=sys.stderr)
+            return 1
         print(f"== {orch}: done in {time.monotonic() - start:.0f} s; report: {project / paths.REPORT_HTML}")
+        if args.study:
+            print(f"   study report: {project / paths.StudyReports(args.study).report_html}")
         print(f"   MLflow UI: mlflow ui --backend-store-uri sqlite:///{project / 'mlflow.db'}")
         if args.check or args.update_baseline:
             cmd = ["sagan", "check-fid", "--baseline", str(REPO_ROOT / "tests/baselines/smoke.json")]

@@ -4,15 +4,20 @@
 reports/train/run.json; the later stages log into that same run (`MlflowRun.from_run_record`).
 Every stage talks to MLflow through an MlflowClient with the run id spelled out, never through
 mlflow's fluent API and its process-global active run.
+
+What the MLflow UI's runs table shows comes from here: the Source column (`run_tags`), the Dataset
+column (`training_input`, `reference_input`) and the metric names (below).
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,8 +28,24 @@ from sagan.params import MlflowParams, redact_url
 _MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
 # The run_metadata keys that also tag the MLflow run, as `sagan.KEY`.
 TAGGED_METADATA = ("git_commit", "data_fingerprint", "profile", "orchestrator", "synthetic_data")
-# MLflow 3's UI opens an experiment on its GenAI overview unless it is tagged as model training.
+# The experiment's kind: model training, not a GenAI app. (MLflow 3.17's UI takes the kind from its
+# GenAI / Model training switch, which ui_url sets, and reads this tag only with that switch off.)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+# MLflow metric names, chosen to sort and group in the UI: evaluate's scores keep metrics.json's keys
+# (`fid`, `kid_mean`, `swd`, `floor/fid`, ...: the columns of `dvc exp show` too); each log point's
+# losses are `train/<losses.csv column>` and the evaluations during training `eval/<evals.csv
+# column>`, by step; the run's summary at the end of training is these three.
+METRIC_STEPS = "train/steps"
+METRIC_WALL_TIME = "train/wall_time_s"
+METRIC_IMG_PER_S = "train/mean_img_per_s"
+
+# A run's dataset inputs (the UI's Dataset column), told apart by their `mlflow.data.context` tag.
+TRAINING_CONTEXT, EVALUATION_CONTEXT = "training", "evaluation"
+DIGEST_HEX = 8  # hex digits of a sha256 shown as a dataset's digest, as MLflow's own datasets do
+# The UI's runs table in its Model training mode (MLflow 3.17 opens in GenAI mode, on an experiment's
+# GenAI overview, until a browser picks Model training), lowest FID first.
+UI_RUNS_QUERY = "workflowType=machine_learning&orderByKey=metrics.%60fid%60&orderByAsc=true"
 
 
 def configured_uri(mlflow_params: MlflowParams) -> str:
@@ -84,6 +105,62 @@ def run_tags(metadata: dict) -> dict[str, str]:
     return tags
 
 
+def ui_url(mlflow_params: MlflowParams, server: str = "http://127.0.0.1:5000") -> str:
+    """The page of the MLflow UI at `server` to open on: the experiment's runs table (UI_RUNS_QUERY),
+    or the experiment list while the experiment does not exist yet."""
+    experiment = client(mlflow_params).get_experiment_by_name(mlflow_params.experiment)
+    if experiment is None:
+        return f"{server}/#/experiments?workflowType=machine_learning"
+    return f"{server}/#/experiments/{experiment.experiment_id}/runs?{UI_RUNS_QUERY}"
+
+
+def data_name(synthetic: bool) -> str:
+    """What the data is called in the MLflow UI: a stand-in says so."""
+    return "synthetic CelebA" if synthetic else "CelebA"
+
+
+def _dataset_input(name: str, digest: str, source: Path, context: str, profile: dict, schema: dict | None = None):
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    dataset = Dataset(name=name, digest=digest[:DIGEST_HEX], source_type="local",
+                      source=json.dumps({"uri": source.as_posix()}), profile=json.dumps(profile),
+                      schema=None if schema is None else json.dumps(schema))
+    return DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)])
+
+
+def training_input(info):
+    """The prepared shards a run trains on (`info`: sagan.data.loader.DatasetInfo), as its `training`
+    dataset input: named CelebA or synthetic CelebA, the digest the data fingerprint (the sha256 of
+    the manifest; its first DIGEST_HEX hex digits, and all of it in the profile and the run's
+    `sagan.data_fingerprint` tag),
+    the source data/prepared, the schema the uint8 NHWC images, the profile their counts and sizes."""
+    import numpy as np
+    from mlflow.data.schema import TensorDatasetSchema
+    from mlflow.types import Schema, TensorSpec
+
+    schema = TensorDatasetSchema(Schema([TensorSpec(np.dtype(np.uint8), (-1, info.size, info.size, 3), "image")]))
+    profile = {"num_rows": info.n_train, "n_train": info.n_train, "n_val": info.n_val, "size": info.size,
+               "crop": info.crop, "synthetic_data": bool(info.synthetic), "fingerprint": info.fingerprint}
+    return _dataset_input(data_name(info.synthetic), info.fingerprint, paths.PREPARED_DIR, TRAINING_CONTEXT,
+                          profile, schema.to_dict())
+
+
+def reference_input(reference: Path, evaluation: dict):
+    """The FID reference (data/fid/reference.npz, whose bytes are a pure function of its inputs) that
+    `evaluation` (sagan.fid.evaluate's result) was measured against, as the run's `evaluation`
+    dataset input; the digest is the file's sha256 (all of it in the profile)."""
+    sha256 = hashlib.sha256()
+    with open(reference, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(block)
+    split, synthetic = evaluation["reference_split"], bool(evaluation["synthetic_data"])
+    profile = {"num_rows": evaluation["n_ref"], "reference_split": split, "extractor": evaluation["extractor"],
+               "weights_kind": evaluation["weights_kind"], "synthetic_data": synthetic, "sha256": sha256.hexdigest()}
+    return _dataset_input(f"{data_name(synthetic)} FID reference ({split})", sha256.hexdigest(), reference,
+                          EVALUATION_CONTEXT, profile)
+
+
 @contextlib.contextmanager
 def _creation_lock(uri: str):
     """For a SQLite store, an exclusive lock on `<db>.lock` while the store is first opened: MLflow
@@ -129,11 +206,23 @@ class MlflowRun:
 
     def __init__(self, mlflow_client, run_id: str):
         self.client, self.run_id = mlflow_client, run_id
+        self.system_metrics = None  # MLflow's SystemMetricsMonitor while one runs (start_system_metrics)
 
     @classmethod
     def start_or_resume(cls, mlflow_params: MlflowParams, run_id: str | None, tags: dict[str, str],
-                        params: dict) -> MlflowRun:
-        """Train's run: `run_id` (from a resumed checkpoint) reopened, else a new run with `tags` and `params`."""
+                        params: dict, training_data=None) -> MlflowRun:
+        """Train's run: `run_id` (from a resumed checkpoint) reopened, else a new run with `tags` and
+        `params`; with its `training_data` input (training_input) and, with `mlflow.system_metrics`,
+        MLflow's system metrics until `finish`."""
+        run = cls._open(mlflow_params, run_id, tags, params)
+        if training_data is not None:
+            run.log_dataset(training_data)
+        if mlflow_params.system_metrics:
+            run.start_system_metrics(tracking_uri(mlflow_params), resumed=run.run_id == run_id)
+        return run
+
+    @classmethod
+    def _open(cls, mlflow_params: MlflowParams, run_id: str | None, tags: dict[str, str], params: dict) -> MlflowRun:
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
@@ -148,8 +237,13 @@ class MlflowRun:
                       f"{tracking_uri(mlflow_params)}; starting a new MLflow run")
         found = mlflow_client.get_experiment_by_name(mlflow_params.experiment)
         if found is None:
-            experiment_id = mlflow_client.create_experiment(mlflow_params.experiment, tags=EXPERIMENT_KIND)
-        else:  # an experiment made before the tag (or by hand) gets it on its next run
+            try:
+                experiment_id = mlflow_client.create_experiment(mlflow_params.experiment, tags=EXPERIMENT_KIND)
+            except MlflowException:  # made meanwhile by a run beside this one (a study's cells)
+                found = mlflow_client.get_experiment_by_name(mlflow_params.experiment)
+                if found is None:
+                    raise
+        if found is not None:  # an experiment made before the tag (or by hand) gets it on its next run
             experiment_id = found.experiment_id
             for key, value in EXPERIMENT_KIND.items():
                 if found.tags.get(key) != value:
@@ -184,6 +278,38 @@ class MlflowRun:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()
                                                     if not math.isnan(v)])
 
+    def log_evaluation(self, scores: dict[str, float], reference: Path, evaluation: dict) -> None:
+        """Evaluate's `scores` and, as the run's `evaluation` input, the FID reference they were
+        measured against (reference_input; none when the file is gone)."""
+        self.log_metrics(scores)
+        if reference.is_file():
+            self.log_dataset(reference_input(reference, evaluation))
+
+    def log_dataset(self, dataset_input) -> None:
+        """`dataset_input` (mlflow.entities.DatasetInput) as an input of the run, unless the run has
+        it already (same name, digest and context): a resumed run or a repeated evaluate adds none."""
+        def key(item) -> tuple:
+            return (item.dataset.name, item.dataset.digest, sorted((t.key, t.value) for t in item.tags))
+
+        if all(key(have) != key(dataset_input) for have in self.client.get_run(self.run_id).inputs.dataset_inputs):
+            self.client.log_inputs(self.run_id, datasets=[dataset_input])
+
+    def start_system_metrics(self, uri: str, resumed: bool) -> None:
+        """MLflow's system metrics (`system/cpu_utilization_percentage`, memory, disk, network, and
+        GPUs where nvidia-ml-py finds them), sampled every 10 s (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL)
+        in a thread until `finish`; a resumed run continues their steps. A monitor that cannot start
+        costs a warning, never the training."""
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(self.run_id, resume_logging=resumed, tracking_uri=uri)
+            monitor.start()
+        except Exception as exc:  # psutil missing, a store that refuses: the run goes on without them
+            print(f"sagan train: warning: no MLflow system metrics ({type(exc).__name__}: "
+                  f"{first_line(exc)[:200]})", file=sys.stderr)
+            return
+        self.system_metrics = monitor
+
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
@@ -196,4 +322,8 @@ class MlflowRun:
         self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
     def finish(self, ok: bool) -> None:
+        """Stop the system metrics (their last samples logged) and end the run."""
+        if self.system_metrics is not None:
+            self.system_metrics.finish()
+            self.system_metrics = None
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")

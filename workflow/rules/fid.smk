@@ -10,6 +10,8 @@ rule fid_ref:
     threads: all_cores
     log:
         "logs/fid_ref.log",
+    resources:
+        **gpus(),  # Inception features (and generated images): a GPU where the profile names one
     shell:
         sagan_command("fid_ref")
 
@@ -27,6 +29,8 @@ rule fid_bounds:
     threads: all_cores
     log:
         "logs/fid_bounds.log",
+    resources:
+        **gpus(),  # Inception features (and generated images): a GPU where the profile names one
     shell:
         sagan_command("fid_bounds")
 
@@ -49,5 +53,7 @@ rule evaluate:
     threads: all_cores
     log:
         "logs/evaluate.log",
+    resources:
+        **gpus(),  # Inception features (and generated images): a GPU where the profile names one
     shell:
         sagan_command("evaluate")

@@ -1,6 +1,9 @@
 # models/checkpoints/ is deliberately no output, here as in dvc.yaml: Snakemake deletes a job's
-# outputs before rerunning it, and the checkpoints must survive a kill so that the rerun resumes
-# from them.
+# outputs before rerunning it (and after it fails), and the checkpoints must survive both so that
+# the rerun resumes from them (README: "A failed job and its outputs").
+TRAIN_RANKS = PARAMS["train"]["nproc_per_node"]  # `sagan train` starts them under torchrun itself
+
+
 rule train:
     input:
         rules.prepare.output,
@@ -20,6 +23,8 @@ rule train:
     log:
         "logs/train.log",
     resources:
-        gpus=1,
+        # One task, whose `sagan train` starts the ranks under torchrun (SLURM's own tasks would
+        # each start all of them); one GPU per rank when the cluster profile names a GPU gres.
+        **gpus(TRAIN_RANKS),
     shell:
         sagan_command("train")

@@ -61,10 +61,10 @@ def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     }
 
 
-def log_to_training_run(params: Params, metrics: dict) -> None:
+def log_to_training_run(params: Params, metrics: dict, record_path: Path = paths.RUN_RECORD) -> None:
     """Add the metrics and the protocol tags to the training stage's MLflow run; warn, never fail."""
-    if not paths.RUN_RECORD.is_file():
-        print(f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow",
+    if not record_path.is_file():
+        print(f"sagan evaluate: warning: {record_path} not found; metrics not logged to MLflow",
               file=sys.stderr)
         return
     # Every score, and its floor and ceiling as `floor/fid`, ...; sample counts go to the tags.
@@ -76,19 +76,18 @@ def log_to_training_run(params: Params, metrics: dict) -> None:
             "sagan.fid_n_gen": str(metrics["n_gen"]), "sagan.fid_n_ref": str(metrics["n_ref"]),
             "sagan.synthetic_data": str(metrics["synthetic_data"]).lower()}
     try:
-        training_run = tracking.MlflowRun.from_run_record(params.mlflow, paths.RUN_RECORD)
+        training_run = tracking.MlflowRun.from_run_record(params.mlflow, record_path)
     except SaganError as exc:
         print(f"sagan evaluate: warning: metrics not logged to MLflow: {exc}", file=sys.stderr)
         return
-    training_run.log_metrics(values)
+    training_run.log_evaluation(values, paths.FID_REFERENCE, metrics)
     training_run.set_tags(tags)
     registry.tag_versions(params.mlflow, training_run.run_id, {"fid": f"{metrics['fid']:.4f}"})
 
 
-def training_run_id(record_path: Path | None = None) -> str | None:
+def training_run_id(record_path: Path = paths.RUN_RECORD) -> str | None:
     """The MLflow run id in reports/train/run.json (the run that wrote the generator), or None when
     there is no readable record with one (log_to_training_run warns about that)."""
-    record_path = paths.RUN_RECORD if record_path is None else record_path
     if not record_path.is_file():
         return None
     try:
@@ -99,16 +98,20 @@ def training_run_id(record_path: Path | None = None) -> str | None:
     return run_id if isinstance(run_id, str) and run_id else None
 
 
-# evaluate.generator -> the file it scores
-GENERATORS = {"last": paths.GENERATOR, "best": paths.GENERATOR_BEST}
+def generator_file(outputs: paths.RunOutputs, which: str) -> Path:
+    """The file `evaluate.generator` (last | best) names among a run's outputs."""
+    return {"last": outputs.generator, "best": outputs.generator_best}[which]
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
+    cell = getattr(args, "study_cell", None)  # a cell of a study (sagan.study), or the paper's pipeline
+    outputs = cell.outputs if cell else paths.RUN
     which = params.evaluate.generator
-    metrics = {**evaluate(params, GENERATORS[which]), "generator": which, "run_id": training_run_id()}
-    results.write(metrics)
-    log_to_training_run(params, metrics)
+    metrics = {**evaluate(params, generator_file(outputs, which)), "generator": which,
+               "run_id": training_run_id(outputs.run_record)}
+    results.write(metrics, outputs.metrics, outputs.metrics_protocol)
+    log_to_training_run(params, metrics, outputs.run_record)
     kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
     print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
           f"{metrics['reference_split']} images, {metrics['weights_kind']} weights, {which} generator) -> "
-          f"{paths.METRICS}, {paths.METRICS_PROTOCOL.name}")
+          f"{outputs.metrics}, {outputs.metrics_protocol.name}")

@@ -50,6 +50,9 @@ def log_generator(mlflow_params: MlflowParams, run_id: str, generator_path: Path
     z_dim, size = int(config["z_dim"]), int(config["image_size"])
     example = np.random.default_rng(EXAMPLE_SEED).standard_normal((2, z_dim), dtype=np.float32)
     _use_store(mlflow_params)
+    # The logged model belongs to the run's experiment (MLflow takes the process-wide one, Default,
+    # otherwise), or the UI's Models column of the run stays empty.
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient().get_run(run_id).info.experiment_id)
     return mlflow.pytorch.log_model(
         generator, name=ARTIFACT, run_id=run_id, step=step, signature=_signature(z_dim, size), input_example=example,
         serialization_format="pt2", registered_model_name=mlflow_params.registered_model or None,

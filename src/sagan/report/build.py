@@ -174,9 +174,19 @@ def build_document(params: Params, inputs: ReportInputs, hist: run_history.Histo
         title=params.report.title,
         warnings=comparability_warnings(inputs.metrics, inputs.run_record),
         sections=[table1_section(inputs.metrics, inputs.run_record), scale_section(inputs.metrics),
-                  figures_section(written, inputs.evals),
+                  figures_section(written, inputs.evals), *study_sections(),
                   history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs)],
     )
+
+
+def study_sections() -> list[Section]:
+    """"Does self-attention help?" from each study whose results exist (`sagan study`), none
+    otherwise. Optional inputs: the report stage does not depend on them, so after a study,
+    rerun the report (`sagan report`, or `dvc repro -f report`) to include it."""
+    from sagan.study.summary import read_section
+
+    found = (read_section(d.name, relative_to=paths.REPORTS_DIR) for d in sorted(paths.STUDY_REPORTS_DIR.glob("*")))
+    return [section for section in found if section is not None]
 
 
 def run(params: Params, args: argparse.Namespace | None = None) -> None:

@@ -8,13 +8,16 @@ from sagan import tracking
 from sagan.errors import SaganError
 from sagan.params import MlflowParams
 
-# Names of the run-level metrics the table reads, in one place so that they can be aligned with
-# what `sagan evaluate` and `sagan train` log.
+# Names of the run-level metrics the table reads: what `sagan evaluate` (metrics.json's keys) and
+# `sagan train` (sagan.tracking's names) log.
 METRIC_FID = "fid"
 METRIC_KID = "kid_mean"
-METRIC_STEPS = "steps"
-METRIC_WALL_TIME = "train_wall_time_s"
-METRIC_IMG_PER_S = "mean_img_per_s"
+METRIC_STEPS = tracking.METRIC_STEPS
+METRIC_WALL_TIME = tracking.METRIC_WALL_TIME
+METRIC_IMG_PER_S = tracking.METRIC_IMG_PER_S
+# The names runs logged before the training summary moved under `train/`, read when a run has no
+# value under the current name, so that older runs of a store keep their columns.
+FORMER_NAMES = {METRIC_STEPS: "steps", METRIC_WALL_TIME: "train_wall_time_s", METRIC_IMG_PER_S: "mean_img_per_s"}
 
 _PAGE = 1000
 
@@ -51,6 +54,11 @@ def differing_params(rows: list[HistoryRow]) -> list[str]:
     return [key for key in keys if len({row.params.get(key) for row in rows}) > 1]
 
 
+def current_names(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics with each FORMER_NAMES value also under its current name, unless it has one."""
+    return {**{name: metrics[old] for name, old in FORMER_NAMES.items() if old in metrics}, **metrics}
+
+
 def fetch_rows(mlflow_params: MlflowParams) -> list[HistoryRow]:
     client = tracking.client(mlflow_params)
     experiment = client.get_experiment_by_name(mlflow_params.experiment)
@@ -62,7 +70,7 @@ def fetch_rows(mlflow_params: MlflowParams) -> list[HistoryRow]:
     while True:
         page = client.search_runs([experiment.experiment_id], max_results=_PAGE, page_token=token)
         rows += [HistoryRow(run_id=run.info.run_id, run_name=run.info.run_name or run.info.run_id,
-                            params=dict(run.data.params), metrics=dict(run.data.metrics)) for run in page]
+                            params=dict(run.data.params), metrics=current_names(run.data.metrics)) for run in page]
         token = page.token
         if not token:
             return rows

@@ -40,7 +40,7 @@ SUPERSEDED = "superseded"
 # Params that may change between a run and its resume without changing what is trained so far.
 RESUMABLE_CHANGES = {"train.epochs", "train.max_steps", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.device", "train.compile", "train.superseded_max_gb", "train.eval_every",
-                     "train.eval_samples"}
+                     "train.eval_samples", "train.nproc_per_node"}  # the ranks: `world_size` below
 
 
 def training_identity(params: Params, data_fingerprint: str, world_size: int) -> dict:

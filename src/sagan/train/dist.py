@@ -6,6 +6,9 @@ stage runs as a single process (world size 1). Backend: NCCL on GPUs, gloo on CP
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +31,21 @@ class DistContext:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+def launch_ranks(nproc_per_node: int, argv: list[str]) -> int | None:
+    """`train.nproc_per_node` > 1 in a process that torchrun did not start: run `sagan ARGV` as that
+    many torchrun ranks on this node (`--standalone`), each with an equal share of this process's
+    threads, and return their exit status; None where this process is to train itself. One launch
+    path for `dvc repro`, the Snakemake rule and a shell alike."""
+    if nproc_per_node == 1 or "WORLD_SIZE" in os.environ:
+        return None
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, threads // nproc_per_node))}
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", f"--nproc_per_node={nproc_per_node}", "-m", "sagan", *argv]
+    print(f"sagan train: {nproc_per_node} ranks: {' '.join(cmd)}", flush=True)
+    return subprocess.call(cmd, env=env)
 
 
 def init(device_name: str) -> DistContext:

@@ -1,4 +1,4 @@
-"""One `sagan train` per project at a time: an exclusive lock on models/.train.lock for the whole run.
+"""One `sagan train` per run at a time: an exclusive lock on the run's models/.train.lock for the whole run.
 
 The lock is an fcntl.flock taken without waiting, so a second run stops at once with one line that
 names the first one's PID (the lock file holds the owner's PID and start time). The OS releases it
@@ -22,7 +22,7 @@ from sagan.errors import SaganError
 from sagan.train import dist
 from sagan.train.dist import DistContext
 
-LOCK_FILE = paths.MODELS_DIR / ".train.lock"
+LOCK_NAME = ".train.lock"  # in the run's models/ directory
 
 
 def _owner(fd: int) -> str:
@@ -35,7 +35,7 @@ def _owner(fd: int) -> str:
     return "unknown"
 
 
-def acquire(path: Path = LOCK_FILE) -> int:
+def acquire(path: Path) -> int:
     """Take the lock (its file descriptor), or raise SaganError naming the process that holds it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,8 +67,9 @@ def release(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(ctx: DistContext, path: Path = LOCK_FILE) -> Iterator[None]:
-    """Hold the project's training lock for the block: rank 0 takes it; every rank learns whether it did."""
+def exclusive(ctx: DistContext, models_dir: Path = paths.MODELS_DIR) -> Iterator[None]:
+    """Hold the run's training lock for the block: rank 0 takes it; every rank learns whether it did."""
+    path = Path(models_dir) / LOCK_NAME
     fd, error = None, None
     if ctx.is_main:
         try:

@@ -43,7 +43,7 @@ from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
 from sagan.errors import SaganError, first_line
 from sagan.model.sample import save_grid
-from sagan.params import Params, flatten
+from sagan.params import DEFAULT_PARAMS, Params, flatten
 from sagan.train import checkpoint, dist, lock, records
 from sagan.train.dist import DistContext
 from sagan.train.step import LOSSES, METRICS, GanTrainer
@@ -107,10 +107,14 @@ class LoopState:
 class Training:
     """One training run (or its resumption) of one rank."""
 
-    def __init__(self, params: Params, ctx: DistContext):
+    def __init__(self, params: Params, ctx: DistContext, cell=None):
+        """`cell`: a study's cell (sagan.study.design.StudyCell: its outputs, tags and record), or None
+        for the paper's pipeline. Not imported here, so that the study's code is no dependency of it."""
         from sagan.data.loader import dataset_info, load_split
 
         self.params, self.train, self.model, self.ctx = params, params.train, params.model, ctx
+        self.cell = cell
+        self.outputs = cell.outputs if cell else paths.RUN
         train, device = self.train, ctx.device
         self.info = dataset_info()
         self.data = load_split("train", device=device)
@@ -145,9 +149,9 @@ class Training:
     def resume(self) -> None:
         superseded = False
         if self.ctx.is_main:  # other identities' and formats' checkpoints out, this identity's set back in
-            superseded = checkpoint.arrange(self.identity, self.train.superseded_max_gb)
+            superseded = checkpoint.arrange(self.identity, self.train.superseded_max_gb, self.outputs.checkpoints_dir)
         dist.barrier(self.ctx)  # rank 0 has arranged the checkpoints before any rank reads them
-        found = checkpoint.load_newest_valid(identity=self.identity)
+        found = checkpoint.load_newest_valid(self.outputs.checkpoints_dir, identity=self.identity)
         if found is None:
             if superseded:
                 print("sagan train: no checkpoint of these params; training from scratch")
@@ -171,7 +175,8 @@ class Training:
                  "trainer": self.trainer.state_dict(),
                  "rng": checkpoint.capture_rng(self.ctx.device, {"noise": self.noise_gen}),
                  "loop": self.state.state_dict()}
-        self.last_checkpoint = str(checkpoint.save(state, self.state.step, self.train.keep_checkpoints))
+        self.last_checkpoint = str(checkpoint.save(state, self.state.step, self.train.keep_checkpoints,
+                                                   self.outputs.checkpoints_dir))
 
     def check_finite(self) -> None:
         """Stop at the first non-finite loss (one host sync; called at log points and checkpoints)."""
@@ -246,7 +251,8 @@ class Training:
         bar.update(state.step - bar.n)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", img_s=f"{row['img_per_s']:.0f}")
         if self.mlflow_run is not None:
-            self.mlflow_run.log_metrics({k: float(v) for k, v in row.items() if k != "step"}, step=state.step)
+            self.mlflow_run.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"},
+                                        step=state.step)
 
     def epoch_grid(self, epoch: int) -> None:
         """The fixed-z grid after an epoch: kept in the checkpoint (published by write_outputs at the
@@ -282,11 +288,13 @@ class Training:
     @cached_property
     def metadata(self) -> dict:
         """tracking.run_metadata of this run (rank 0 only): the MLflow tags and run.json share it."""
-        return tracking.run_metadata(self.params.mlflow, self.info.fingerprint, self.info.synthetic)
+        metadata = tracking.run_metadata(self.params.mlflow, self.info.fingerprint, self.info.synthetic)
+        return {**metadata, "study": self.cell.record} if self.cell else metadata
 
     def open_mlflow(self) -> None:
-        self.mlflow_run = tracking.MlflowRun.start_or_resume(self.params.mlflow, self.state.mlflow_run_id or None,
-                                                             tracking.run_tags(self.metadata), flatten(self.params))
+        tags = tracking.run_tags(self.metadata) | (self.cell.tags if self.cell else {})
+        self.mlflow_run = tracking.MlflowRun.start_or_resume(self.params.mlflow, self.state.mlflow_run_id or None, tags,
+                                                             flatten(self.params), tracking.training_input(self.info))
         self.state.mlflow_run_id = self.mlflow_run.run_id
 
     def write_outputs(self) -> None:
@@ -304,12 +312,13 @@ class Training:
         img_per_s = images_seen / state.wall_time_s if state.wall_time_s > 0 else 0.0
         device = self.ctx.device.type + (f" x{self.ctx.world_size}" if self.ctx.distributed else "")
         with contextlib.ExitStack() as publish:
-            run_record = publish.enter_context(atomic_path(paths.RUN_RECORD))
-            samples = publish.enter_context(atomic_dir(paths.SAMPLES_DIR))
-            losses = publish.enter_context(atomic_path(paths.LOSSES_CSV))
-            evals = publish.enter_context(atomic_path(paths.EVALS_CSV))
-            best = publish.enter_context(atomic_path(paths.GENERATOR_BEST))
-            generator = publish.enter_context(atomic_path(paths.GENERATOR))
+            out = self.outputs
+            run_record = publish.enter_context(atomic_path(out.run_record))
+            samples = publish.enter_context(atomic_dir(out.samples_dir))
+            losses = publish.enter_context(atomic_path(out.losses_csv))
+            evals = publish.enter_context(atomic_path(out.evals_csv))
+            best = publish.enter_context(atomic_path(out.generator_best))
+            generator = publish.enter_context(atomic_path(out.generator))
             ema = self.trainer.ema is not None
             save_generator(generator, self.trainer.sampling_model(), self.model, self.info.size, ema=ema)
             best_generator = self.trainer.sampling_model()
@@ -329,8 +338,8 @@ class Training:
                 "best_fid": state.best["fid"] if state.best else None,
             }, run_record)
         if self.mlflow_run is not None:  # run-level summary, for the report's run-history table
-            self.mlflow_run.log_metrics({"steps": state.step, "train_wall_time_s": state.wall_time_s,
-                                         "mean_img_per_s": img_per_s}, step=state.step)
+            self.mlflow_run.log_metrics({tracking.METRIC_STEPS: state.step, tracking.METRIC_IMG_PER_S: img_per_s,
+                                         tracking.METRIC_WALL_TIME: state.wall_time_s}, step=state.step)
             if self.params.mlflow.log_model:
                 self.log_model()
 
@@ -345,7 +354,7 @@ class Training:
                for output in run.client.get_run(run.run_id).outputs.model_outputs):
             return  # the outputs of a completed run rewritten: this generator is logged already
         try:
-            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, paths.GENERATOR, step)
+            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, self.outputs.generator, step)
         except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
             print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
                   f"{first_line(exc)[:200]})", file=sys.stderr)
@@ -359,10 +368,21 @@ def run(params: Params, args: argparse.Namespace | None = None) -> None:
     from sagan.data.loader import configure
 
     configure(verify_shards=params.data.verify_shards)
+    cell = getattr(args, "study_cell", None)  # a cell of a study (sagan.study), or the paper's pipeline
+    argv = ["train", "--params", str(getattr(args, "params", DEFAULT_PARAMS))]
+    if cell:
+        argv += ["--study", cell.study, "--cell", cell.name]
+    status = dist.launch_ranks(params.train.nproc_per_node, argv)
+    if status is not None:
+        if status:
+            raise SaganError(f"train.nproc_per_node: the {params.train.nproc_per_node} ranks failed "
+                             f"(exit status {status}); their errors are above")
+        return
     ctx = dist.init(params.train.device)
     try:
-        with lock.exclusive(ctx), determinism(params.train.deterministic):
-            training = Training(params, ctx)
+        with lock.exclusive(ctx, (cell.outputs if cell else paths.RUN).models_dir), \
+                determinism(params.train.deterministic):
+            training = Training(params, ctx, cell)
             training.resume()
             if ctx.is_main:
                 training.open_mlflow()

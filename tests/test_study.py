@@ -1,0 +1,262 @@
+"""The attention study (sagan.study): its cells and their params, the validation of a study file,
+the statistics against an independent computation, the report section, and studies/attention/
+dvc.yaml against the code. The study run end to end through both orchestrators is in
+tests/test_pipeline.py (TestStudy)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from sagan import paths, stages
+from sagan.errors import SaganError
+from sagan.params import Params, flatten, load_params
+from sagan.study import stats, summary
+from sagan.study.design import load_study
+from conftest import tiny_params
+
+ROOT = Path(__file__).resolve().parents[1]
+# Student t quantiles t(0.975, df), from a printed table: the independent check of scipy's.
+T975 = {1: 12.706204736174698, 2: 4.302652729911275, 3: 3.182446305284263}
+
+
+def write_study(root: Path, axes: dict, base: dict | None = None, name: str = "attention") -> None:
+    path = root / paths.study_file(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({"base": base or {}, "axes": axes}))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+FULL_AXES = {"attention": ["sagan", "biggan"], "placement": [2, 3, 4], "seed": [0, 1, 2]}
+
+
+def test_the_committed_studies_load_and_the_paper_grid_has_21_trainings(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    study = load_study("attention", load_params(ROOT / "params.yaml"))
+    assert len(study.cells) == 3 + 2 * 3 * 3  # "none" has no placement: 27 combinations, 21 trainings
+    smoke = yaml.safe_load((ROOT / "studies/attention/smoke.yaml").read_text())
+    assert smoke["axes"] == {"attention": ["sagan"], "placement": [3], "seed": [0, 1]}  # the 2 x 2 grid
+
+
+def test_each_cell_differs_from_params_and_base_in_exactly_its_axis_values(project):
+    base = {"train": {"max_steps": 100}, "mlflow": {"experiment": "study-x"}}
+    write_study(project, FULL_AXES, base)
+    study = load_study("attention", Params())
+    names = [cell.name for cell in study.cells]
+    assert names[:3] == ["none-seed0", "none-seed1", "none-seed2"]
+    assert "sagan-after2-seed0" in names and "biggan-after4-seed2" in names and len(set(names)) == 21
+    expected_base = flatten(Params()) | {"train.max_steps": 100, "mlflow.experiment": "study-x"}
+    for cell in study.cells:
+        if cell.attention == "none":
+            axis_values = {"model.attention": False, "train.seed": cell.seed}
+        else:
+            axis_values = {"model.attention": True, "model.attention_style": cell.attention,
+                           "model.attention_after": cell.placement, "train.seed": cell.seed}
+        got = flatten(cell.params)
+        assert {k: v for k, v in got.items() if v != expected_base[k]} == \
+               {k: v for k, v in axis_values.items() if v != expected_base[k]}, cell.name
+        assert got == expected_base | axis_values
+    cell = study.cell("biggan-after4-seed1")
+    assert cell.outputs.generator == Path("studies/attention/cells/biggan-after4-seed1/models/generator.pt")
+    assert cell.outputs.metrics == Path("studies/attention/cells/biggan-after4-seed1/reports/metrics.json")
+    assert cell.tags["sagan.study.placement"] == "4" and cell.tags["mlflow.runName"] == "biggan-after4-seed1"
+    assert study.cell("none-seed2").tags["sagan.study.placement"] == "-"
+
+
+@pytest.mark.parametrize("axes, base, message", [
+    ({**FULL_AXES, "placment": [3]}, None, "unknown axis 'placment' (hint: did you mean 'placement'?)"),
+    ({**FULL_AXES, "attention": ["sagan", "transformer"]}, None, "axis 'attention': 'transformer' is not one of"),
+    ({**FULL_AXES, "attention": ["none", "sagan"]}, None, "axis 'attention': leave out 'none'"),
+    ({**FULL_AXES, "placement": [2, 5]}, None, "axis 'placement': 5 is not an integer in [1, 4]"),
+    ({**FULL_AXES, "seed": [0, 0]}, None, "axis 'seed' lists a value twice"),
+    ({k: v for k, v in FULL_AXES.items() if k != "seed"}, None, "axis 'seed' needs a non-empty list"),
+    (FULL_AXES, {"train": {"lr_dd": 1e-3}}, "unknown param 'train.lr_dd'"),
+])
+def test_a_bad_study_file_is_one_line_naming_it(project, axes, base, message):
+    write_study(project, axes, base)
+    with pytest.raises(SaganError) as err:
+        load_study("attention", Params())
+    text = str(err.value)
+    assert message in text and text.startswith("studies/attention/study.yaml") and "\n" not in text
+
+
+def test_an_unknown_cell_or_study_names_the_known_ones(project):
+    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]})
+    study = load_study("attention", Params())
+    with pytest.raises(SaganError, match="no cell 'sagan-after3-seed9'.*did you mean 'sagan-after3-seed0'"):
+        study.cell("sagan-after3-seed9")
+    with pytest.raises(SaganError, match="study 'atention' not found.*known studies: attention"):
+        load_study("atention", Params())
+
+
+def test_a_placement_that_leaves_no_layer_fails_when_the_cell_trains():
+    """Placement is checked against the image size by the networks (4 layers at 32 px)."""
+    from sagan.model.networks import Generator
+    from sagan.params import ModelParams
+
+    with pytest.raises(SaganError, match="attention_after: 4 leaves no layer after the attention at 32 px"):
+        Generator(ModelParams(attention_after=4), 32)
+
+
+def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoints(train_project, capsys):
+    import argparse
+    import json
+    import os
+
+    import mlflow
+
+    from sagan.train import loop
+
+    write_study(train_project, {"attention": ["sagan"], "placement": [2], "seed": [0, 1]})
+
+    def cell_of(max_steps: int):
+        return load_study("attention", tiny_params(max_steps=max_steps, checkpoint_every=3)).cell("sagan-after2-seed1")
+
+    cell = cell_of(6)
+    loop.run(cell.params, argparse.Namespace(study_cell=cell))
+    assert cell.outputs.generator.is_file() and cell.outputs.evals_csv.is_file()
+    assert not paths.MODELS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()  # nothing of the pipeline's
+    record = json.loads(cell.outputs.run_record.read_text())
+    assert record["study"] == cell.record and record["params"]["train.seed"] == 1
+    assert record["params"]["model.attention_after"] == 2 and record["steps"] == 6
+    tags = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(record["mlflow_run_id"]).data.tags
+    assert tags["sagan.study.cell"] == tags["mlflow.runName"] == "sagan-after2-seed1"
+    assert tags["sagan.study.seed"] == "1"
+
+    capsys.readouterr()
+    longer = cell_of(9)  # more steps: the cell resumes from its own newest checkpoint
+    loop.run(longer.params, argparse.Namespace(study_cell=longer))
+    assert f"resuming from {cell.outputs.checkpoints_dir / 'step_0000006.pt'} (step 6 of 9)" in capsys.readouterr().out
+    assert json.loads(cell.outputs.run_record.read_text())["mlflow_run_id"] == record["mlflow_run_id"]
+
+
+# -- statistics --------------------------------------------------------------------------------
+RESULTS = pd.DataFrame({
+    "attention": ["none", "none", "none", "sagan", "sagan", "sagan"],
+    "placement": pd.array([None, None, None, 3, 3, 3], dtype="Int64"),
+    "seed": [0, 1, 2, 0, 1, 2],
+    "fid": [30.0, 34.0, 32.0, 27.0, 30.5, 29.0],
+})
+
+
+def test_intervals_agree_with_a_hand_computation():
+    fid = RESULTS["fid"]
+    table = stats.summarise(RESULTS, "fid", "none").set_index("attention")
+    none = [30.0, 34.0, 32.0]
+    mean, sd = sum(none) / 3, math.sqrt(sum((x - 32.0) ** 2 for x in none) / 2)
+    assert (mean, sd) == (32.0, 2.0)
+    half = T975[2] * sd / math.sqrt(3)
+    assert table.loc["none", "mean"] == pytest.approx(32.0)
+    assert table.loc["none", "std"] == pytest.approx(2.0)
+    assert (table.loc["none", "ci_low"], table.loc["none", "ci_high"]) == pytest.approx((32 - half, 32 + half))
+    # paired by seed: differences -3, -3.5, -3 (sagan minus none)
+    diffs = [-3.0, -3.5, -3.0]
+    d_mean = sum(diffs) / 3
+    d_sd = math.sqrt(sum((d - d_mean) ** 2 for d in diffs) / 2)
+    d_half = T975[2] * d_sd / math.sqrt(3)
+    row = table.loc["sagan"]
+    assert row["n_pairs"] == 3 and row["diff_mean"] == pytest.approx(d_mean)
+    assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((d_mean - d_half, d_mean + d_half))
+    # the cells' own intervals overlap, the paired one excludes 0: pairing by seed resolves it
+    assert row["ci_low"] < table.loc["none", "ci_high"] and row["diff_ci_high"] < 0
+    assert np.isnan(table.loc["none", "diff_mean"]) and len(fid) == 6
+
+
+def test_one_seed_gives_no_interval_and_the_reading_says_unresolved():
+    one = RESULTS[RESULTS["seed"] == 0]
+    table = summary.summary_table(one.assign(kid_mean=0.1, swd=1.0))
+    assert table["ci_low"].isna().all() and table["diff_ci_low"].isna().all() and len(table) == 6
+    assert summary.reading(table) == ("No attention variant's FID differs from no attention beyond the noise: "
+                                      "every paired 95% interval includes 0, so the difference is not resolved "
+                                      "at 1 seed.")
+
+
+def test_the_reading_names_a_resolved_difference():
+    table = summary.summary_table(RESULTS)
+    text = summary.reading(table)
+    assert text.startswith("Against no attention, paired over 3 seeds: sagan, after layer 3 lowers FID by 3.17 [")
+
+
+# -- the report section --------------------------------------------------------------------------
+def write_results(root: Path) -> None:
+    out = paths.StudyReports("attention")
+    (root / out.root).mkdir(parents=True)
+    results = RESULTS.assign(weights_kind="standin", synthetic_data=True, kid_mean=0.1, swd=2.0)
+    table = summary.summary_table(results)
+    results.to_csv(root / out.results_csv, index=False)
+    table.to_csv(root / out.summary_csv, index=False)
+    summary.fid_figure(table, results, root / out.figure)
+
+
+def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
+    from PIL import Image
+
+    from sagan.report.build import study_sections
+
+    assert study_sections() == []
+    write_results(project)
+    [section] = study_sections()
+    assert section.title == "Does self-attention help?"
+    table = next(b for b in section.blocks if hasattr(b, "rows"))
+    assert [row[0] for row in table.rows] == ["no attention", "sagan, after layer 3"]
+    assert table.rows[0][2] == "32.00" and table.rows[1][5].startswith("-3.17 [")
+    figure = next(b for b in section.blocks if hasattr(b, "href"))
+    assert figure.href == "studies/attention/fid_by_cell.png"
+    with Image.open(figure.file) as img:
+        assert img.size[0] >= 480 and img.size[1] == 360
+
+
+# -- studies/attention/dvc.yaml against the code --------------------------------------------------
+def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes():
+    dvc = yaml.safe_load((ROOT / "studies/attention/dvc.yaml").read_text())
+    assert dvc["vars"] == ["study.yaml:axes"]
+    design = str(stages.source_file("sagan.study.design"))
+    base = {"studies/attention/study.yaml": ["base"]}
+    cells = {"train_none": "none-seed${item.seed}", "evaluate_none": "none-seed${item.seed}",
+             "train_attention": "${item.attention}-after${item.placement}-seed${item.seed}",
+             "evaluate_attention": "${item.attention}-after${item.placement}-seed${item.seed}"}
+    for name, cell in cells.items():
+        stage, step = dvc["stages"][name], name.split("_")[0]
+        outputs = paths.RunOutputs(paths.study_cell_dir("attention", cell))
+        assert stage["wdir"] == "../.."
+        assert stage["cmd"] == f"sagan {step} --params params.yaml --study attention --cell {cell}"
+        code = [d for d in stage["deps"] if d.startswith("src/")]
+        assert sorted(code) == sorted(stages.code_deps(step) + [design]), name
+        assert stage["params"] == [*stages.param_keys(step), base], name
+        assert all(out[next(iter(out))] == {"cache": False} for out in stage["outs"]), name
+        outs = [next(iter(out)) for out in stage["outs"]]
+        if step == "train":
+            assert outs == [str(p) for p in (outputs.generator, outputs.generator_best, outputs.train_reports_dir)]
+            assert {str(paths.PREPARED_DIR), str(paths.SPLIT_FILE), str(paths.FID_REFERENCE)} <= set(stage["deps"])
+        else:
+            assert outs == [str(outputs.metrics), str(outputs.metrics_protocol)]
+            assert {str(outputs.generator), str(outputs.train_reports_dir), str(paths.FID_BOUNDS)} <= set(stage["deps"])
+    assert dvc["stages"]["train_none"]["matrix"] == {"seed": "${axes.seed}"}
+    assert dvc["stages"]["train_attention"]["matrix"] == {
+        "attention": "${axes.attention}", "placement": "${axes.placement}", "seed": "${axes.seed}"}
+    summary_stage = dvc["stages"]["summary"]
+    assert summary_stage["cmd"] == "sagan study --params params.yaml --study attention"
+    assert sorted(d for d in summary_stage["deps"] if d.startswith("src/")) == stages.code_deps("study")
+    assert summary_stage["outs"] == [{str(paths.StudyReports("attention").root): {"cache": False}}]
+
+
+def test_git_tracks_the_study_results_and_ignores_the_cells():
+    """No study output is in DVC's cache (a checkout would fail on a study never run): the small
+    results are git's, the cells' models and records stay on the machine that trained them."""
+    import subprocess
+
+    cell = paths.RunOutputs(paths.study_cell_dir("attention", "none-seed0"))
+    reports = paths.StudyReports("attention")
+    files = [cell.generator, cell.run_record, cell.metrics, reports.results_csv, reports.report_html]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, capture_output=True,
+                             text=True, input="\n".join(map(str, files)) + "\n").stdout.split()
+    assert ignored == [str(cell.generator), str(cell.run_record), str(cell.metrics)]
