@@ -231,6 +231,7 @@ SLURM_LOCAL = ["--profile", "workflow/profiles/slurm-local"]
 
 
 def slurm_cluster_running() -> bool:
+    """The cluster's node answers sinfo and takes jobs."""
     try:
         state = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
@@ -240,7 +241,8 @@ def slurm_cluster_running() -> bool:
 
 def slurm_jobs(project: Path) -> list[str]:
     """The rule of every job the SLURM executor ran (its log: .snakemake/slurm_logs/rule_RULE/...)."""
-    return sorted(p.parent.name.removeprefix("rule_") for p in (project / ".snakemake/slurm_logs").glob("rule_*/*.log"))
+    logs = project / ".snakemake/slurm_logs"  # rule_RULE/[WILDCARDS/]JOBID.log
+    return sorted(p.relative_to(logs).parts[0].removeprefix("rule_") for p in logs.glob("rule_*/**/*.log"))
 
 
 def run_snakemake_scenario(project: Path) -> dict:

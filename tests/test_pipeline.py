@@ -48,7 +48,7 @@ def check_study(study: dict) -> None:
     """One row per cell and seed, the report section, and the MLflow parent with a child per cell."""
     results = study["results"].set_index("cell")
     assert set(results.index) == STUDY_CELLS
-    assert (results["steps"] == 100).all() and (results["fid"] > 0).all() and (results["n_gen"] == 128).all()
+    assert (results["steps"] == 50).all() and (results["fid"] > 0).all() and (results["n_gen"] == 128).all()
     assert results.loc["sagan-after3-seed1", ["attention", "placement", "seed"]].tolist() == ["sagan", 3, 1]
     assert "## Does self-attention help?" in study["report"] and "**Reading:** " in study["report"]
     [parent] = [run_id for run_id, tags in study["runs"].items() if tags.get("sagan.study.parent") == "true"]

@@ -23,6 +23,7 @@ import yaml
 from conftest import generator_tensors, make_project, read_losses, tiny_raw_params, write_params
 from sagan import paths
 from sagan.smoke import orchestrator_env
+from scenarios import slurm_cluster_running
 
 pytestmark = pytest.mark.integration  # Snakemake and torchrun subprocesses
 
@@ -115,6 +116,7 @@ def test_gpu_requests_come_from_the_profile_and_train_nproc_per_node(tmp_path, p
 
 
 # -- a failed train job -------------------------------------------------------------------------
+@pytest.mark.slow  # four Snakemake runs with training (about a minute): `make test-all` runs it
 def test_a_failed_train_job_costs_its_outputs_but_not_the_run(tmp_path, mlflow_uri):
     """Snakemake 9 deletes a job's declared outputs when it starts the job and again when the job
     fails (README: "A failed job and its outputs"); the previous run survives in its checkpoints,
@@ -146,18 +148,10 @@ def test_a_failed_train_job_costs_its_outputs_but_not_the_run(tmp_path, mlflow_u
 
 
 # -- a real SLURM cluster -----------------------------------------------------------------------
-def cluster_running() -> bool:
-    try:
-        state = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return state.returncode == 0 and state.stdout.split()[:1] in (["idle"], ["mix"], ["alloc"])
-
-
 @pytest.fixture
 def slurm_cluster() -> None:
     """Requested first by the test, so that a missing cluster skips (or fails) before any setup."""
-    if cluster_running():
+    if slurm_cluster_running():
         return
     script = CLUSTER_SCRIPT.relative_to(REPO_ROOT)
     if os.environ.get("CI") == "1" and CLUSTER_SCRIPT.exists():
