@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -175,6 +176,19 @@ def run_dvc_scenario(project: Path) -> dict:
     rec["report_param"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
     rec["left_out_of_commit"] = commit(project, "first run")
 
+    # From here two independent stories, each in its own copy of the committed project, side by
+    # side (they were the longest chain of the test session): more epochs, killed and resumed,
+    # and commits compared; and README's experiment workflow, from a sweep to a clone.
+    experiments = project.parent / "experiments"
+    shutil.copytree(project, experiments, symlinks=True)
+    with ThreadPoolExecutor(max_workers=1) as side:
+        rec_experiments = side.submit(run_dvc_experiments, experiments)
+        run_dvc_more_epochs(project, rec)
+        rec |= rec_experiments.result()
+    return rec
+
+
+def run_dvc_more_epochs(project: Path, rec: dict) -> None:
     set_param(project, "train.epochs", MORE_EPOCHS)
     rec["killed_at"] = kill_during_training(["dvc", "repro"], project)
     resumed = dvc_repro(project, capture_output=True, text=True)
@@ -185,6 +199,9 @@ def run_dvc_scenario(project: Path) -> dict:
     plots = run(["dvc", "plots", "diff", "HEAD~1", "--json"], project, check=False, capture_output=True, text=True)
     rec["plots_diff"] = (plots.returncode, plots.stdout + plots.stderr)
 
+
+def run_dvc_experiments(project: Path) -> dict:
+    rec: dict = {"experiments_project": project}
     run_queue(project, SWEEP)
     rec["exp_show"] = json.loads(run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True).stdout)
     rec["exp_show_columns"] = run(["dvc", "exp", "show", "--only-changed", "--csv"], project, capture_output=True,
@@ -207,7 +224,7 @@ def run_dvc_scenario(project: Path) -> dict:
     run(["dvc", "pull"], clone, capture_output=True)
     rec["clone"] = clone
     rec["clone_ran"] = dvc_ran(dvc_repro(clone, capture_output=True, text=True).stdout)
-    rec["tags"] = mlflow_tags(project)
+    rec["tags"] = mlflow_tags(project)  # the first run's, and the experiments' in the project's store
     return rec
 
 

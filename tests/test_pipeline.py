@@ -94,7 +94,7 @@ class TestDvc:
         assert dvc_scenario["applied_metrics"]["fid"] == fids[dvc_scenario["best"]] == min(fids.values())
 
     def test_a_clone_that_pulls_from_the_remote_runs_nothing(self, dvc_scenario):
-        project, clone = dvc_scenario["project"], dvc_scenario["clone"]
+        project, clone = dvc_scenario["experiments_project"], dvc_scenario["clone"]
         assert dvc_scenario["clone_ran"] == set()
         for path in (paths.GENERATOR, paths.FID_REFERENCE, paths.REPORT_HTML, paths.METRICS):
             assert (clone / path).read_bytes() == (project / path).read_bytes(), path
