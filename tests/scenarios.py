@@ -94,8 +94,8 @@ MORE_EPOCHS = 6
 # README's committed workflow: after a run, git takes the lock file, the params and the small
 # outputs DVC compares (everything else under reports/ is git-ignored and in DVC's cache).
 COMMITTED = ["dvc.lock", "params.yaml", "reports"]
-# README's worked sweep, one epoch each here to keep the test session short.
-SWEEP = [["-S", "train.lr_d=1e-4", "-S", "train.epochs=1"], ["-S", "train.lr_d=2e-4", "-S", "train.epochs=1"]]
+# README's worked sweep, half an epoch each here to keep the test session short.
+SWEEP = [["-S", f"train.lr_d={lr_d}", "-S", "train.epochs=1", "-S", "train.max_steps=50"] for lr_d in ("1e-4", "2e-4")]
 
 
 def commit(project: Path, message: str) -> str:
