@@ -236,7 +236,7 @@ def pytest_collection_modifyitems(items) -> None:
     leave idle, instead of waiting behind them."""
     import scenarios
 
-    readers = {test_class for _, test_class in scenarios.SCENARIOS.values()}
+    readers = set().union(*(test_classes for _, test_classes in scenarios.SCENARIOS.values()))
     items.sort(key=lambda item: item.cls is not None and item.cls.__name__ in readers)  # stable
 
 

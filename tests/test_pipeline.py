@@ -2,8 +2,9 @@
 
 Proves the caching behaviour users rely on: a second run does nothing; a report param reruns only
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
-kill during training resumes from the checkpoint; and the FID regression check passes (in the
-Snakemake scenario, the shorter of the two). Through DVC, also README's experiment workflow:
+kill during training resumes from the checkpoint; the FID regression check passes (in the
+Snakemake scenario, the shorter of the two); and the smoke attention study runs its cells on the
+first run's data and FID reference, and a seed more adds only its cells. Through DVC, also README's experiment workflow:
 commits carry the metrics (`dvc metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp
 show` with a FID each and in MLflow under its names, `dvc exp apply` leaves nothing to run, and a
 clone that pulls from a remote runs nothing. What each orchestrator did is recorded once per
@@ -34,11 +35,6 @@ def snakemake_scenario(pipeline_scenarios) -> dict:
     return pipeline_scenarios["snakemake"].result()
 
 
-@pytest.fixture(scope="session")
-def dvc_study_scenario(pipeline_scenarios) -> dict:
-    return pipeline_scenarios["dvc_study"].result()
-
-
 # The smoke study's grid (studies/attention/smoke.yaml), and the cells a seed more adds.
 STUDY_CELLS = {"none-seed0", "none-seed1", "sagan-after3-seed0", "sagan-after3-seed1"}
 ADDED_CELLS = {f"none-seed{ADDED_SEED}", f"sagan-after3-seed{ADDED_SEED}"}
@@ -48,7 +44,7 @@ def check_study(study: dict) -> None:
     """One row per cell and seed, the report section, and the MLflow parent with a child per cell."""
     results = study["results"].set_index("cell")
     assert set(results.index) == STUDY_CELLS
-    assert (results["steps"] == 50).all() and (results["fid"] > 0).all() and (results["n_gen"] == 128).all()
+    assert (results["steps"] == 50).all() and (results["fid"] > 0).all() and (results["n_gen"] == 64).all()
     assert results.loc["sagan-after3-seed1", ["attention", "placement", "seed"]].tolist() == ["sagan", 3, 1]
     assert "## Does self-attention help?" in study["report"] and "**Reading:** " in study["report"]
     [parent] = [run_id for run_id, tags in study["runs"].items() if tags.get("sagan.study.parent") == "true"]
@@ -108,7 +104,7 @@ class TestDvc:
         project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
         assert (project / paths.REPORT_HTML).stat().st_size > 10_000
         assert all(isinstance(v, (int, float)) for _, v in results.leaves(metrics)), metrics  # numbers only
-        assert metrics["fid"] > 0 and metrics["n_gen"] == 128
+        assert metrics["fid"] > 0 and metrics["n_gen"] == 64
         # the trained generator sits between real images and the untrained generator, on FID and SWD
         for key in ("fid", "swd"):
             assert metrics["floor"][key] < metrics[key] < metrics["ceiling"][key], (key, metrics)
@@ -124,18 +120,23 @@ class TestDvc:
 
 
 class TestDvcStudy:
-    def test_the_study_runs_its_cells_on_the_shared_data_and_writes_its_results(self, dvc_study_scenario):
-        train = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
-        expected = {f"{STUDY_PIPELINE}:{stage}" for stage in train}
-        expected |= {name.replace(":train_", ":evaluate_") for name in expected} | {f"{STUDY_PIPELINE}:summary"}
-        shared = {"download", "prepare", "split", "fid_ref", "fid_bounds"}  # once for all cells; no paper train
-        assert dvc_study_scenario["study_ran"] == expected | shared
-        check_study(dvc_study_scenario["study"])
+    """README's study command, in a copy of the DVC scenario's project after its first run."""
+    TRAIN = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
+    CELL_STAGES = {f"{STUDY_PIPELINE}:{stage}" for stage in TRAIN} | \
+        {f"{STUDY_PIPELINE}:{stage.replace('train_', 'evaluate_')}" for stage in TRAIN} | {f"{STUDY_PIPELINE}:summary"}
 
-    def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_study_scenario):
+    def test_on_a_fresh_project_the_study_would_run_the_shared_stages_once_and_no_paper_training(self, dvc_scenario):
+        shared = {"download", "prepare", "split", "fid_ref", "fid_bounds"}
+        assert dvc_scenario["study_dag"] == self.CELL_STAGES | shared
+
+    def test_after_the_pipeline_the_study_runs_only_its_cells_and_writes_its_results(self, dvc_scenario):
+        assert dvc_scenario["study_ran"] == self.CELL_STAGES
+        check_study(dvc_scenario["study"])
+
+    def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_scenario):
         new = {f"train_none@{ADDED_SEED}", f"train_attention@sagan-3-{ADDED_SEED}", f"evaluate_none@{ADDED_SEED}",
                f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary"}
-        assert dvc_study_scenario["study_after_seed"] == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
+        assert dvc_scenario["study_after_seed"] == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
 
 
 class TestSnakemake:
