@@ -185,7 +185,7 @@ class TestSnakemake:
 
         client = mlflow.MlflowClient(f"sqlite:///{snakemake_scenario['project'] / 'mlflow.db'}")
         versions = client.search_model_versions("name='sagan-smoke-generator'")
-        # the first run (400 steps), then the same run continued to 600 steps after the kill; the
+        # the first run (400 steps), then the same run continued to 500 steps after the kill; the
         # report-title rerun trained nothing and registered nothing
         assert len(versions) == 2 and len({v.run_id for v in versions}) == 1
         assert all(float(v.tags["fid"]) > 0 for v in versions)  # tagged by evaluate

@@ -112,6 +112,9 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 MinJobAge=$MIN_JOB_AGE
+# A job runs at the nice value of the sbatch that submitted it (default: slurmd's), so that work
+# submitted from a niced process (the test session's pipeline scenarios) stays in the background.
+PropagatePrioProcess=1
 ReturnToService=2
 $node NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=cpu Nodes=$host Default=YES MaxTime=INFINITE State=UP
