@@ -327,7 +327,7 @@ def run_snakemake_study(project: Path, cluster: list[str]) -> dict:
     return rec
 
 
-# Each scenario, and the test class in test_pipeline.py that reads its record.
+# Each scenario, and the test classes in test_pipeline.py that read its record.
 SCENARIOS = {"dvc": (run_dvc_scenario, {"TestDvc", "TestDvcStudy"}),
              "snakemake": (run_snakemake_scenario, {"TestSnakemake"})}
 

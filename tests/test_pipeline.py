@@ -4,10 +4,10 @@ Proves the caching behaviour users rely on: a second run does nothing; a report 
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
 kill during training resumes from the checkpoint; the FID regression check passes (in the
 Snakemake scenario, the shorter of the two); and the smoke attention study runs its cells on the
-first run's data and FID reference, and a seed more adds only its cells. Through DVC, also README's experiment workflow:
-commits carry the metrics (`dvc metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp
-show` with a FID each and in MLflow under its names, `dvc exp apply` leaves nothing to run, and a
-clone that pulls from a remote runs nothing. What each orchestrator did is recorded once per
+first run's data and FID reference, and a seed more adds only its cells. Through DVC, also
+README's experiment workflow: commits carry the metrics (`dvc metrics diff`, `dvc plots diff`), a
+queued sweep lands in `dvc exp show` with a FID each and in MLflow under its names, `dvc exp
+apply` leaves nothing to run, and a clone that pulls from a remote runs nothing. What each orchestrator did is recorded once per
 session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
 the records.
 """
