@@ -32,6 +32,7 @@ def write_study(root: Path, axes: dict, base: dict | None = None, name: str = "a
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
+    (tmp_path / "src").symlink_to(ROOT / "src")  # the stages' PARAM_KEYS, read from the project's source
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -80,6 +81,8 @@ def test_each_cell_differs_from_params_and_base_in_exactly_its_axis_values(proje
     ({**FULL_AXES, "seed": [0, 0]}, None, "axis 'seed' lists a value twice"),
     ({k: v for k, v in FULL_AXES.items() if k != "seed"}, None, "axis 'seed' needs a non-empty list"),
     (FULL_AXES, {"train": {"lr_dd": 1e-3}}, "unknown param 'train.lr_dd'"),
+    (FULL_AXES, {"fid": {"num_samples": 32}}, "base changes 'fid.num_samples', which the shared stage fid_bounds"),
+    (FULL_AXES, {"prepare": {"size": 32}}, "base changes 'prepare.size', which the shared stage prepare reads"),
 ])
 def test_a_bad_study_file_is_one_line_naming_it(project, axes, base, message):
     write_study(project, axes, base)

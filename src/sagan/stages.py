@@ -31,6 +31,7 @@ SHARED_PLUMBING = {
     "sagan.atomic": "write-to-temp-then-rename; changes how files are written, not their bytes",
     "sagan.errors": "the SaganError type; message text only",
     "sagan.cli": "dispatches `sagan STAGE` to the stage module's run()",
+    "sagan.stages": "this module: stage names, param keys and code deps (a study checks its base against them)",
 }
 
 

@@ -23,14 +23,19 @@ import itertools
 from functools import cached_property
 from pathlib import Path
 
-from sagan import paths
+from sagan import paths, stages
 from sagan.errors import SaganError
-from sagan.params import ModelParams, Params, parse_params, parse_yaml
+from sagan.params import ModelParams, Params, flatten, parse_params, parse_yaml
 
 BASELINE = "none"  # the attention value of the cells without attention
 STYLES = dataclasses.fields(ModelParams)[[f.name for f in dataclasses.fields(ModelParams)].index(
     "attention_style")].metadata["choices"]
 AXES = ("attention", "placement", "seed")
+# The stages that run once, from params.yaml alone, for every cell. A base that changed what they
+# read would score the cells on data, a reference or bounds that are not theirs. Their model and
+# train keys are the exception: fid_bounds' ceiling, the paper model untrained, is the one scale
+# every cell is measured on.
+SHARED_STAGES = ("download", "prepare", "split", "fid_ref", "fid_bounds")
 
 
 def _placement_ok(value) -> bool:
@@ -168,6 +173,20 @@ def load_study(name: str, params: Params) -> Study:
                          hint="a study file has `base` (params every cell shares) and `axes`")
     base = raw.get("base") or {}
     parse_params(base, where=f"{path} base", partial=True)  # an unknown key in base: one line, here
+    _check_base_keeps_shared_stages(base, params, path)
     study = Study(name, base, _check_axes(raw.get("axes"), str(path)), params)
     study.cells  # every cell's params validated now
     return study
+
+
+def _check_base_keeps_shared_stages(base: dict, params: Params, path: Path) -> None:
+    """One line naming the first key of `base` that changes what a shared stage reads."""
+    read_by = {key: stage for stage in SHARED_STAGES for key in stages.param_keys(stage)
+               if key.split(".")[0] not in ("model", "train")}
+    before = flatten(params)
+    after = flatten(parse_params(_merge(dataclasses.asdict(params), base), where=f"{path} base"))
+    for key in sorted(k for k in after if after[k] != before[k]):
+        stage = next((s for prefix, s in read_by.items() if key == prefix or key.startswith(prefix + ".")), None)
+        if stage:
+            raise SaganError(f"{path}: base changes '{key}', which the shared stage {stage} reads once for "
+                             f"every cell", hint="change it in params.yaml: the shared stages and every cell rerun")
