@@ -130,7 +130,7 @@ def experiments_fid(exp_show: list[dict]) -> dict[str, object]:
 # The attention study on the smoke profile's grid (studies/attention/smoke.yaml, 2 x 2), run in the
 # scenario's project after the pipeline, so that it shares the data and FID reference already there.
 STUDY = "attention"
-STUDY_PIPELINE = f"studies/{STUDY}/dvc.yaml"
+STUDY_PIPELINE = str(paths.study_pipeline(STUDY))
 ADDED_SEED = 2
 
 

@@ -220,7 +220,7 @@ def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
 
 # -- studies/attention/dvc.yaml against the code --------------------------------------------------
 def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes():
-    dvc = yaml.safe_load((ROOT / "studies/attention/dvc.yaml").read_text())
+    dvc = yaml.safe_load((ROOT / paths.study_pipeline("attention")).read_text())
     assert dvc["vars"] == ["study.yaml:axes"]
     design = str(stages.source_file("sagan.study.design"))
     base = {"studies/attention/study.yaml": ["base"]}

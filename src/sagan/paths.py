@@ -113,6 +113,11 @@ def study_file(study: str) -> Path:
     return STUDIES_DIR / study / STUDY_FILE_NAME
 
 
+def study_pipeline(study: str) -> Path:
+    """The study's DVC pipeline (`dvc repro studies/NAME/dvc.yaml`)."""
+    return STUDIES_DIR / study / "dvc.yaml"
+
+
 def study_cell_dir(study: str, cell: str) -> Path:
     return STUDIES_DIR / study / "cells" / cell
 
