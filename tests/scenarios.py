@@ -8,6 +8,7 @@ unit tests, using the cores that DVC, Snakemake and git leave idle.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -26,6 +27,7 @@ from sagan.smoke import dvc_repro, make_scratch_project, orchestrator_env, run, 
 
 ALL_STAGES = set(stages.STAGES)
 AFTER_TRAIN = {"train", "evaluate", "report"}
+CHECK = stages.PARAMS_CHECK  # DVC's first stage, rerun by any change to params.yaml
 
 
 def set_param(project: Path, dotted: str, value) -> None:
@@ -48,6 +50,28 @@ def snakemake_planned(project: Path) -> set[str]:
         return set()
     table = text.split("Job stats:", 1)[1].split("total", 1)[0]
     return {m.group(1) for m in re.finditer(r"^(\w+)\s+\d+\s*$", table, re.M)} - {"all", "job"}
+
+
+def output_files(project: Path) -> dict[str, tuple[str, int]]:
+    """Every file of every output of dvc.yaml but the params check's own stamp: its sha256 and mtime."""
+    declared = yaml.safe_load((project / "dvc.yaml").read_text())["stages"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o
+            for s in declared.values() for key in ("outs", "metrics", "plots") for o in s.get(key, [])}
+    files = [f for out in outs - {str(paths.PARAMS_CHECKED)} for f in [project / out, *(project / out).rglob("*")]]
+    return {str(f.relative_to(project)): (hashlib.sha256(f.read_bytes()).hexdigest(), f.stat().st_mtime_ns)
+            for f in files if f.is_file()}
+
+
+def repro_with_a_params_typo(project: Path) -> dict:
+    """A typo in params.yaml (`dvc exp run -S train.lr_g=abc` writes the same): `dvc repro` must fail
+    before DVC deletes any output. params.yaml is restored afterwards."""
+    params_file = project / "params.yaml"
+    text, before = params_file.read_text(), output_files(project)
+    set_param(project, "train.lr_g", "abc")
+    failed = dvc_repro(project, check=False, capture_output=True, text=True)
+    params_file.write_text(text)
+    return {"returncode": failed.returncode, "ran": dvc_ran(failed.stdout), "log": failed.stdout + failed.stderr,
+            "outputs_before": before, "outputs_after": output_files(project)}
 
 
 def checkpoints(project: Path) -> dict[Path, float]:
@@ -182,6 +206,7 @@ def run_dvc_scenario(project: Path) -> dict:
     rec["first"] = dvc_ran(first.stdout)
     rec["second"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
     rec["metrics"] = json.loads((project / paths.METRICS).read_text())
+    rec["typo"] = repro_with_a_params_typo(project)
 
     set_param(project, "report.title", "changed title")
     rec["report_param"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)

@@ -1,12 +1,16 @@
 """The `sagan` console script: one subcommand per stage, user errors as one line and exit 1."""
 import importlib
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import write_params
-from sagan import stages
+from sagan import atomic, paths, stages
 from sagan.cli import COMMANDS, main
+from sagan.fid import gate, results
 from sagan.params import Params, load_params
 from sagan.stages import STAGES
 
@@ -60,3 +64,58 @@ def test_an_mlflow_failure_mid_stage_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["report", "--params", str(params)]) == 1
     assert capsys.readouterr().err == ("sagan report: error: MLflow: MlflowException: RESOURCE_DOES_NOT_EXIST: "
                                        "run 'abc' not found\n")
+
+
+# The two files of an evaluation (sagan.fid.results) that `sagan check-fid` reads.
+EVALUATION = {"fid": 9.0, "n_gen": 6, "n_ref": 4, "wall_time_s": 1.0, "floor": {"fid": 2.0}, "ceiling": {"fid": 30.0},
+              "run_id": None, "generator": "last", "reference_split": "val", "extractor": "inception-v3-compat",
+              "weights_sha256": "ab" * 32, "weights_kind": "standin", "preprocessing": {"crop": 160, "size": 32},
+              "synthetic_data": True, "metric_protocols": {}}
+
+
+@pytest.mark.parametrize("old", ["", "{not json", "\x89PNG\r\n\x1a\n\x00\xff", '{"fid": 8.0, "tolerance": "wide"}'],
+                         ids=["empty", "corrupt", "binary", "bad-tolerance"])
+def test_check_fid_update_rewrites_an_empty_or_corrupt_baseline(tmp_path, monkeypatch, capsys, old):
+    """Before, `--update` refused the baseline that its own hint said to rewrite with it."""
+    params = write_params(tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    paths.METRICS.parent.mkdir()
+    results.write(EVALUATION)
+    Path("baseline.json").write_bytes(old.encode("latin-1"))
+    assert main(["check-fid", "--params", str(params), "--baseline", "baseline.json", "--update"]) == 0
+    assert capsys.readouterr().err == ""
+    baseline = gate.read_baseline(Path("baseline.json"))
+    assert (baseline["fid"], baseline["tolerance"], baseline["protocol"]["n_gen"]) == (9.0, gate.DEFAULT_TOLERANCE, 6)
+    assert main(["check-fid", "--params", str(params), "--baseline", "baseline.json"]) == 0
+
+
+def test_check_fid_update_onto_a_directory_is_one_line(tmp_path, monkeypatch, capsys):
+    """Before, `sagan check-fid --update --baseline DIR` ended in an IsADirectoryError traceback."""
+    params = write_params(tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    paths.METRICS.parent.mkdir()
+    results.write(EVALUATION)
+    Path("baselines").mkdir()
+    assert main(["check-fid", "--params", str(params), "--baseline", "baselines", "--update"]) == 1
+    assert capsys.readouterr().err == ("sagan check-fid: error: baselines: is a directory, so it cannot be written "
+                                       "as a file (hint: give the path of the file to write)\n")
+    assert os.listdir("baselines") == []
+
+
+def test_an_error_under_a_progress_bar_starts_on_its_own_line(tmp_path, monkeypatch, capsys):
+    """Before, a disk-full line was printed onto the end of the training progress bar."""
+    from tqdm import tqdm
+
+    from sagan.train import loop
+
+    def fail(params, args):
+        bar = tqdm(total=10, desc="train")  # open, as the training loop's bar is when a write fails
+        bar.update(3)
+        raise atomic.no_space_error("models/checkpoints/step_0000003.pt")
+
+    monkeypatch.setattr(loop, "run", fail)
+    assert main(["train", "--params", str(write_params(tmp_path / "params.yaml"))]) == 1
+    err = capsys.readouterr().err
+    assert "train:  30%" in err
+    assert err.endswith("\nsagan train: error: no space left on device while writing "
+                        f"models/checkpoints/step_0000003.pt (hint: {atomic.NO_SPACE_HINT})\n")

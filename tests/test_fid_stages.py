@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import types
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 
 from conftest import PicklePayload
 from sagan import cli, paths, pixels
+from sagan.atomic import write_json
 from sagan.errors import SaganError
 from sagan.fid import bounds, evaluate, extractor, measure, reference, results
 from sagan.model.io import save_generator
@@ -102,6 +104,7 @@ def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, mo
     reference.run(base_params(), ARGS)
     assert paths.FID_REFERENCE.read_bytes() == before
     # evaluating a (new) generator reads the reference but never rewrites it
+    _bounds_for(_with_fid(base_params(), kid=False), tmp_path, monkeypatch)
     metrics = evaluate.evaluate(_with_fid(base_params(), kid=False))
     assert paths.FID_REFERENCE.read_bytes() == before
     assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, N_GEN)
@@ -148,6 +151,13 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
 
 
+def _bounds_for(params: Params, tmp_path: Path, monkeypatch) -> None:
+    """data/fid/bounds.json measured with `params` (evaluate refuses bounds of other sampling params),
+    in tmp_path, so that the module's own file stays as the fixture wrote it."""
+    monkeypatch.setattr(paths, "FID_BOUNDS", tmp_path / "bounds.json")
+    bounds.run(params, ARGS)
+
+
 def _recorded_training_run(params: Params):
     """An MLflow run in the params' store, named by reports/train/run.json as train would name it."""
     import mlflow
@@ -161,7 +171,7 @@ def _recorded_training_run(params: Params):
     return training_run
 
 
-def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
+def test_metrics_are_logged_into_the_training_run(project, monkeypatch, capsys):
     import mlflow
 
     params = base_params()
@@ -170,8 +180,12 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch):
                "floor": {"fid": 2.0, "swd": 30.0, "n_gen": 6}, "ceiling": {"fid": 40.0, "swd": 200.0, "n_gen": 6},
                "reference_split": "val", "preprocessing": {"crop": 160, "size": 32},
                "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
-               "synthetic_data": True}
+               "synthetic_data": True, "run_id": "another-run"}
+    # run.json names another run than the one these metrics were checked against (replaced since): no logging
     evaluate.log_to_training_run(params, metrics)
+    assert mlflow.get_run(training_run.info.run_id).data.metrics == {}
+    assert "metrics not logged to MLflow" in capsys.readouterr().err
+    evaluate.log_to_training_run(params, {**metrics, "run_id": training_run.info.run_id})
     logged = mlflow.get_run(training_run.info.run_id).data
     # kid_std None, the sample counts and the protocol are no metrics
     assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25, "swd": 80.0, "floor/fid": 2.0, "floor/swd": 30.0,
@@ -217,7 +231,7 @@ def test_missing_reference_and_generator_are_one_line(project, tmp_path, monkeyp
 
 def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
     ref = reference.read_reference()
-    arrays = {k: np.asarray(v) for k, v in ref.items()}
+    arrays = {k: np.asarray(v) for k, v in ref.items() if k != "sha256"}  # sha256: of the file read, not in it
     monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
     reference.write_npz(paths.FID_REFERENCE, {**arrays, "size": np.array(64)})
     with pytest.raises(SaganError, match=r"reference.npz: reference images are 64 px but models/generator.pt "
@@ -240,11 +254,12 @@ def test_an_unknown_device_is_named_with_its_param(project):
         evaluate.evaluate(_with_fid(base_params(), device="gpu0"))
 
 
-def test_evaluate_records_the_training_run_it_belongs_to(project, monkeypatch, capsys):
+def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monkeypatch, capsys):
     import mlflow
 
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     params = _with_fid(base_params(), kid=False)
+    _bounds_for(params, tmp_path, monkeypatch)
     training_run = _recorded_training_run(params)
     evaluate.run(params, ARGS)
     metrics = results.read()
@@ -276,7 +291,7 @@ def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monke
         paths.GENERATOR_BEST.unlink()
 
 
-def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
+def test_kid_subset_size_below_two_names_the_param(project, tmp_path, monkeypatch):
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     with pytest.raises(SaganError) as exc:
         evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1))
@@ -284,6 +299,7 @@ def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
                                      f"min(fid.num_samples, reference features) = {min(N_GEN, N_REF)} ")
     assert "\n" not in str(exc.value)
     # larger than the pools: capped (small runs still get a KID), as before
+    _bounds_for(_with_fid(base_params(), kid_subset_size=1000), tmp_path, monkeypatch)
     metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000))
     assert metrics["kid_mean"] is not None
 
@@ -292,6 +308,100 @@ def test_kid_subset_size_below_two_names_the_param(project, monkeypatch):
 def test_num_samples_below_two_names_the_param(project, kid):
     with pytest.raises(SaganError, match=r"^fid.num_samples: 1; FID needs at least 2 samples [^\n]*$"):
         evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid))
+
+
+def _publish_run(outputs: paths.RunOutputs, run_id: str, seed: int) -> None:
+    """What a `sagan train` publishes at its end, as far as evaluate reads it: a generator, then run.json."""
+    params = base_params()
+    torch.manual_seed(seed)
+    save_generator(outputs.generator, Generator(params.model, 32), params.model, 32, ema=False)
+    write_json(outputs.run_record, {"mlflow_run_id": run_id})
+
+
+@pytest.mark.parametrize("where,new_run_id,changed", [
+    ("pipeline", "run-b", "models/generator.pt and reports/train/run.json"),
+    ("pipeline", "run-a", "models/generator.pt"),  # a run continued to more steps keeps its MLflow run
+    ("cell", "run-b", "studies/s/cells/c/models/generator.pt and studies/s/cells/c/reports/train/run.json"),
+])
+def test_a_train_publishing_while_evaluate_runs_is_refused_not_misattributed(project, monkeypatch, where,
+                                                                             new_run_id, changed):
+    """evaluate read the generator at its start and run.json at its end: a train that published in
+    between got the old generator's FID under the new run's id."""
+    monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
+    outputs = paths.RUN if where == "pipeline" else paths.RunOutputs("studies/s/cells/c")
+    args = argparse.Namespace(params="params.yaml", study_cell=types.SimpleNamespace(outputs=outputs)
+                              if where == "cell" else None)
+    kept = paths.GENERATOR.read_bytes()  # the module's untrained generator, which other tests score
+    real_score = measure.score
+
+    def score_while_train_publishes(*args, **kwargs):
+        _publish_run(outputs, new_run_id, seed=1)
+        return real_score(*args, **kwargs)
+
+    try:
+        _publish_run(outputs, "run-a", seed=0)
+        written = outputs.metrics.read_bytes() if outputs.metrics.exists() else None
+        monkeypatch.setattr(measure, "score", score_while_train_publishes)
+        with pytest.raises(SaganError) as exc:
+            evaluate.run(base_params(), args)
+        assert str(exc.value) == (
+            f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no metrics were "
+            f"written, as they would be attributed to another run than the one they measure (hint: rerun `sagan "
+            f"evaluate` once training has finished)")
+        assert (outputs.metrics.read_bytes() if outputs.metrics.exists() else None) == written
+    finally:
+        paths.GENERATOR.write_bytes(kept)
+        paths.RUN_RECORD.unlink(missing_ok=True)
+        shutil.rmtree("studies", ignore_errors=True)
+
+
+@pytest.fixture
+def no_sampling(monkeypatch):
+    """evaluate's sampler and scorer fail the test: a refusal must come before any sample."""
+    def sampled(*args, **kwargs):
+        raise AssertionError("evaluate generated and scored samples before refusing")
+
+    monkeypatch.setattr(measure, "generated_batches", sampled)
+    monkeypatch.setattr(measure, "score", sampled)
+
+
+def test_bounds_of_another_reference_are_refused_before_any_sample(project, tmp_path, monkeypatch, no_sampling):
+    stored = json.loads(paths.FID_BOUNDS.read_text())
+    assert stored["reference_sha256"] == hashlib.sha256(paths.FID_REFERENCE.read_bytes()).hexdigest()
+    assert stored["params"] == {"fid.num_samples": N_GEN, "fid.seed": 0, "fid.kid": True, "fid.kid_subset_size": 3,
+                                "fid.swd_images": base_params().fid.swd_images}
+    # fid.reference_max_images changed and `sagan fid-ref` rerun; bounds.json is the old reference's
+    for module in (reference, measure):
+        monkeypatch.setattr(module, "load_extractor", lambda weights, device: _PixelFeatures())
+    monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
+    params = _with_fid(base_params(), reference_max_images=N_REF - 1)
+    reference.run(params, ARGS)
+    new = hashlib.sha256(paths.FID_REFERENCE.read_bytes()).hexdigest()
+    with pytest.raises(SaganError, match=rf"^data/fid/bounds\.json: was measured against another FID reference "
+                                         rf"\(sha256 {stored['reference_sha256']}\) than {paths.FID_REFERENCE} "
+                                         rf"\(sha256 {new}\); it is written by `sagan fid-bounds` \(hint: run "
+                                         rf"`sagan fid-bounds`, or the whole pipeline: `dvc repro`\)$"):
+        evaluate.evaluate(params)
+
+
+def test_bounds_of_other_sampling_params_are_refused_before_any_sample(project, no_sampling):
+    with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: was measured with fid\.seed 0, fid\.swd_images "
+                                         r"\d+; the params give fid\.seed 5, fid\.swd_images 3; it is written by "
+                                         r"`sagan fid-bounds` \(hint: "):
+        evaluate.evaluate(_with_fid(base_params(), seed=5, swd_images=3))
+
+
+@pytest.mark.parametrize("damage", [lambda kept: kept[: len(kept) // 2], lambda kept: b"\xff" + kept],
+                         ids=["truncated", "not-utf8"])
+def test_a_damaged_bounds_file_is_refused_before_any_sample(project, no_sampling, damage):
+    kept = paths.FID_BOUNDS.read_bytes()
+    try:
+        paths.FID_BOUNDS.write_bytes(damage(kept))
+        with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: not valid JSON \([^\n]*\); it is written "
+                                             r"by `sagan fid-bounds`"):
+            evaluate.evaluate(base_params())
+    finally:
+        paths.FID_BOUNDS.write_bytes(kept)
 
 
 # --- sagan check-fid -------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """SAGAN networks, self-attention, the generator file and `sagan sample`."""
 import dataclasses
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +374,23 @@ def test_sample_command_refuses_a_directory_as_out(tmp_path, smoke_params_file, 
     err = capsys.readouterr().err
     assert err.startswith(f"sagan sample: error: --out: {out} is a directory") and err.count("\n") == 1
     assert list(out.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["generator.pt", "grids"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink to a fifo"])
+def test_sample_command_refuses_an_out_that_is_not_a_regular_file(tmp_path, smoke_params_file, capsys, kind):
+    """The grid replaces --out atomically: a device node or a FIFO there (as root, /dev/null) would
+    be replaced, so anything that exists and is not a regular file is refused before sampling."""
+    generator_file = tmp_path / "generator.pt"
+    save_generator(generator_file, trained_generator(SMALL, 32), SMALL, 32, ema=False)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    out = fifo if kind == "fifo" else tmp_path / "link.png"
+    if out != fifo:
+        out.symlink_to(fifo)
+    args = ["sample", "--params", smoke_params_file, "--generator", str(generator_file), "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err == (f"sagan sample: error: --out: {out} exists and is not a regular file; sample writes a PNG "
+                   f"file (hint: give a new path or an existing PNG, e.g. --out samples.png)\n")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and out.exists() and out.is_symlink() == (kind != "fifo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"generator.pt", "fifo", out.name})

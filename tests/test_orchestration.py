@@ -41,7 +41,7 @@ def dvc_stages() -> dict:
             "cmd": s["cmd"],
             "inputs": _expand_sources(s["deps"]),
             "outputs": set(outs),
-            "params": set(s.get("params", [])),
+            "params": set(map(_name, s.get("params", []))),
         }
     return stages
 
@@ -71,7 +71,7 @@ STUDY_RULES = {"study_train": "train", "study_evaluate": "evaluate", "study_summ
 
 
 def test_same_stage_names(snakemake_rules):
-    assert tuple(dvc_stages()) == stages.STAGES
+    assert tuple(dvc_stages()) == (stages.PARAMS_CHECK, *stages.STAGES)  # the Snakefile checks params itself
     assert set(snakemake_rules) == set(stages.STAGES) | {"all"} | set(STUDY_RULES) | {"attention_study"}
 
 
@@ -88,10 +88,26 @@ def test_study_rules_depend_on_the_code_of_their_stage(rule, snakemake_rules):
 def test_same_command_inputs_outputs_params(stage, snakemake_rules):
     dvc, smk = dvc_stages()[stage], snakemake_rules[stage]
     assert dvc["cmd"] == smk["cmd"] == f"sagan {stages.command(stage)} --params params.yaml"
-    assert dvc["inputs"] == smk["inputs"]
+    assert dvc["inputs"] - {str(paths.PARAMS_CHECKED)} == smk["inputs"]
     assert dvc["outputs"] == smk["outputs"]
     assert dvc["params"] == smk["params"]
     assert smk["log"] == [f"logs/{stage}.log"]
+
+
+def test_dvc_checks_params_yaml_before_any_stage_with_outputs():
+    """DVC deletes a stage's outputs before it runs the stage: a typo in params.yaml cost the
+    trained generator before `sagan train` refused it. The first stage validates the whole file
+    (and reruns when the validation changes) and every other stage comes after it, downstream of
+    its stamp. tests/test_pipeline.py runs a typo through `dvc repro`."""
+    check = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stages.PARAMS_CHECK]
+    assert check["cmd"] == ["sagan params --params params.yaml", f"echo ok > {paths.PARAMS_CHECKED}"]
+    assert check["params"] == [{"params.yaml": None}]  # every key of the file
+    assert check["deps"] == [str(stages.source_file("sagan.params"))]
+    assert check["outs"] == [str(paths.PARAMS_CHECKED)]
+    after_check = {str(paths.PARAMS_CHECKED)}
+    for stage, s in list(dvc_stages().items())[1:]:
+        assert s["inputs"] & after_check, f"dvc.yaml {stage} may run before params.yaml is checked"
+        after_check |= s["outputs"]
 
 
 def test_dvc_yaml_paths_are_the_paths_module():
@@ -179,3 +195,19 @@ def test_dvc_artifacts_name_the_generator_as_a_model():
     assert artifacts["generator"]["path"] == str(paths.GENERATOR) and artifacts["generator"]["type"] == "model"
     assert artifacts["generator"]["desc"] and artifacts["generator"]["labels"]
     assert str(paths.GENERATOR) in dvc_stages()["train"]["outputs"]
+
+
+def test_a_broken_study_fails_only_the_studys_targets(tmp_path):
+    """A study is optional: a bad studies/NAME/study.yaml stopped `snakemake -n` for the paper's
+    pipeline too. Only the study's targets fail, with the study's one line."""
+    (tmp_path / "src").symlink_to(ROOT / "src")  # the stages' code deps, read from the project's source
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / paths.study_file("attention")).parent.mkdir(parents=True)
+    (tmp_path / paths.study_file("attention")).write_text("axes:\n  placment: [3]\n")
+    snakemake = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
+    paper = subprocess.run(snakemake, cwd=tmp_path, capture_output=True, text=True)
+    assert paper.returncode == 0, paper.stderr
+    study = subprocess.run([*snakemake, "attention_study"], cwd=tmp_path, capture_output=True, text=True)
+    assert study.returncode == 1
+    assert study.stderr.strip().splitlines()[-1] == ("snakemake: error: studies/attention/study.yaml: unknown axis "
+                                                     "'placment' (hint: did you mean 'placement'?)")

@@ -1,8 +1,10 @@
 """The params contract: params.yaml is the paper, profiles are overlays, bad keys stop with one line."""
+import os
 from pathlib import Path
 
 import pytest
 
+from conftest import write_params
 from sagan.errors import SaganError
 from sagan.cli import main
 from sagan.params import Params, flatten, load_params, parse_params
@@ -130,3 +132,35 @@ def test_a_key_given_twice_is_refused_not_last_one_wins(tmp_path):
     (tmp_path / "configs/twice.yaml").write_text("train:\n  seed: 1  # a\ntrain:\n  seed: 2  # b\n")
     with pytest.raises(SaganError, match=r"configs/twice.yaml: not valid YAML \(duplicate key 'train' at line 3\)"):
         read_profile("twice", tmp_path)
+
+
+def test_the_best_generator_without_evaluations_during_training_is_refused(tmp_path):
+    """Before, the combination was accepted and the report claimed a best generator "at step None"."""
+    f = write_params(tmp_path / "p.yaml", evaluate={"generator": "best"}, train={"eval_every": 0})
+    with pytest.raises(SaganError) as err:
+        load_params(f)
+    assert str(err.value) == (f"{f}: 'evaluate.generator' is 'best' but 'train.eval_every' is 0, so no generator "
+                              "is scored during training (hint: set train.eval_every > 0, or evaluate.generator: last)")
+
+
+def test_a_profile_is_labelled_with_its_file_name_unless_it_says_otherwise(tmp_path, monkeypatch):
+    """Before, a profile that did not set mlflow.profile labelled its runs 'paper'."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs/seed1.yaml").write_text("train:\n  seed: 1  # another seed\n")
+    (tmp_path / "configs/named.yaml").write_text("mlflow:\n  profile: custom  # its own label\n")
+    for name, label in (("seed1", "seed1"), ("named", "custom")):
+        assert main(["params", "--profile", name, "--params", f"{name}.yaml"]) == 0
+        assert load_params(f"{name}.yaml").mlflow.profile == label
+
+
+def test_a_directory_given_as_the_params_file_is_one_line_saying_so(tmp_path, monkeypatch, capsys):
+    """Before, `sagan params --params DIR` ended in an IsADirectoryError traceback, and a stage
+    said a directory's params file was "not found"."""
+    monkeypatch.chdir(ROOT)  # configs/
+    read = f"{tmp_path}: is a directory, not a params file (hint: give the params file's path, e.g. params.yaml)"
+    written = f"{tmp_path}: is a directory, so it cannot be written as a file (hint: give the path of the file to write)"
+    for argv, message in ((["params"], read), (["prepare"], read), (["params", "--profile", "smoke"], written)):
+        assert main([*argv, "--params", str(tmp_path)]) == 1
+        assert capsys.readouterr().err == f"sagan {argv[0]}: error: {message}\n"
+    assert os.listdir(tmp_path) == []  # nothing written into it

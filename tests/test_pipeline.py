@@ -4,11 +4,12 @@ Proves the caching behaviour users rely on: a second run does nothing; a report 
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
 kill during training resumes from the checkpoint; the FID regression check passes (in the
 Snakemake scenario, the shorter of the two); and the smoke attention study runs its cells on the
-first run's data and FID reference, and a seed more adds only its cells. Through DVC, also
-README's experiment workflow: commits carry the metrics (`dvc metrics diff`, `dvc plots diff`), a
-queued sweep lands in `dvc exp show` with a FID each and in MLflow under its names, `dvc exp
-apply` leaves nothing to run, and a clone that pulls from a remote runs nothing. What each orchestrator did is recorded once per
-session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
+first run's data and FID reference, and a seed more adds only its cells. Through DVC, a typo in
+params.yaml stops `dvc repro` before it deletes any output (DVC's first stage checks the file, and
+reruns on any change to it), and README's experiment workflow: commits carry the metrics (`dvc
+metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp show` with a FID each and in
+MLflow under its names, `dvc exp apply` leaves nothing to run, and a clone that pulls from a remote
+runs nothing. What each orchestrator did is recorded once per session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
 the records.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 
 from sagan import paths
 from sagan.fid import results
-from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, STUDY_PIPELINE, SWEEP, experiments_fid
+from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, STUDY_PIPELINE, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +59,20 @@ def check_study(study: dict) -> None:
 
 class TestDvc:
     def test_first_run_runs_every_stage_and_second_none(self, dvc_scenario):
-        assert dvc_scenario["first"] == ALL_STAGES
+        assert dvc_scenario["first"] == ALL_STAGES | {CHECK}
         assert dvc_scenario["second"] == set()
 
+    def test_a_params_typo_stops_dvc_before_any_output_is_deleted(self, dvc_scenario):
+        """DVC deletes a stage's outputs before it runs the stage: a typo cost train's outputs
+        before `sagan train` refused it. The check stage fails first; every output stays as it was."""
+        typo = dvc_scenario["typo"]
+        assert typo["returncode"] != 0 and typo["ran"] == {CHECK}
+        assert "sagan params: error: params.yaml: 'train.lr_g' must be float, got 'abc'" in typo["log"]
+        assert {str(paths.GENERATOR), str(paths.RUN_RECORD), str(paths.REPORT_HTML)} <= set(typo["outputs_before"])
+        assert typo["outputs_after"] == typo["outputs_before"]
+
     def test_report_param_reruns_only_report(self, dvc_scenario):
-        assert dvc_scenario["report_param"] == {"report"}
+        assert dvc_scenario["report_param"] == {CHECK, "report"}  # the check: any change to params.yaml
 
     def test_committing_as_readme_says_leaves_nothing_out(self, dvc_scenario):
         assert dvc_scenario["left_out_of_commit"] == ""
@@ -81,7 +91,7 @@ class TestDvc:
         fids = experiments_fid(dvc_scenario["exp_show"])
         assert len(fids) == len(SWEEP)
         assert all(isinstance(fid, float) and fid > 0 for fid in fids.values()), fids
-        assert all(ran == AFTER_TRAIN for ran in dvc_scenario["exp_ran"].values()), dvc_scenario["exp_ran"]
+        assert all(ran == AFTER_TRAIN | {CHECK} for ran in dvc_scenario["exp_ran"].values()), dvc_scenario["exp_ran"]
         assert {"Experiment", "fid", "kid_mean", "train.lr_d", "train.epochs"} <= set(dvc_scenario["exp_show_columns"])
 
     def test_applying_the_best_experiment_leaves_nothing_to_run(self, dvc_scenario):
@@ -123,10 +133,11 @@ class TestDvcStudy:
     """README's study command, in a copy of the DVC scenario's project after its first run."""
     TRAIN = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
     CELL_STAGES = {f"{STUDY_PIPELINE}:{stage}" for stage in TRAIN} | \
-        {f"{STUDY_PIPELINE}:{stage.replace('train_', 'evaluate_')}" for stage in TRAIN} | {f"{STUDY_PIPELINE}:summary"}
+        {f"{STUDY_PIPELINE}:{stage.replace('train_', 'evaluate_')}" for stage in TRAIN} | \
+        {f"{STUDY_PIPELINE}:summary", f"{STUDY_PIPELINE}:check"}
 
     def test_on_a_fresh_project_the_study_would_run_the_shared_stages_once_and_no_paper_training(self, dvc_scenario):
-        shared = {"download", "prepare", "split", "fid_ref", "fid_bounds"}
+        shared = {CHECK, "download", "prepare", "split", "fid_ref", "fid_bounds"}
         assert dvc_scenario["study_dag"] == self.CELL_STAGES | shared
 
     def test_after_the_pipeline_the_study_runs_only_its_cells_and_writes_its_results(self, dvc_scenario):
@@ -135,7 +146,7 @@ class TestDvcStudy:
 
     def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_scenario):
         new = {f"train_none@{ADDED_SEED}", f"train_attention@sagan-3-{ADDED_SEED}", f"evaluate_none@{ADDED_SEED}",
-               f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary"}
+               f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary", "check"}  # check: study.yaml changed
         assert dvc_scenario["study_after_seed"] == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
 
 

@@ -176,8 +176,11 @@ def test_too_many_corrupt_jpegs_fail_naming_count_and_param(synthetic_raw, tmp_p
 
 
 def test_image_smaller_than_the_crop_is_bad(synthetic_raw, tmp_path):
+    """The hint names the param to change; before, it said to download the intact zip again."""
     zip_path, partition_path = _small_celeba(tmp_path, synthetic_raw, n=10)
-    with pytest.raises(SaganError, match=r"10 of 10 JPEGs are bad .* 178x218 is smaller than the 200x200 crop"):
+    with pytest.raises(SaganError, match=r"10 of 10 JPEGs are bad .* 178x218 is smaller than the 200x200 crop "
+                                         r"\(prepare.crop\)\) \(hint: lower prepare.crop to fit inside the images "
+                                         r"\(CelebA's aligned images are 178x218; the paper crops 160\)\)$"):
         prepare(zip_path, partition_path, tmp_path / "out", PrepareParams(crop=200, size=32, workers=1))
 
 

@@ -6,14 +6,19 @@ and a real MLflow sqlite store with runs created through the MLflow API.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import html
 import itertools
 import json
 import re
+import urllib.parse
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from markdown_it import MarkdownIt
 from PIL import Image
 
 from conftest import write_params
@@ -22,6 +27,7 @@ from sagan.errors import SaganError
 from sagan.fid import results
 from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
 from sagan.report import build, figures, history
+from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
 
 # Table 1 of the paper, spelled out here independently of sagan.report.paper.
 PAPER_ROWS = [
@@ -46,25 +52,29 @@ LOSSES = [  # step, epoch, d_loss, g_loss
 ]
 EVALS = [(100, 250.0, 180.0), (200, 150.0, 120.0), (300, 160.0, 100.0)]  # step, FID, SWD during training
 SAMPLE_COLOURS = {"epoch_001.png": (255, 0, 0), "epoch_002.png": (0, 255, 0), "epoch_010.png": (0, 0, 255)}
+# The official Inception weights' sha256 (torch-fidelity's weights-inception-2015-12-05-6726825d.pth),
+# spelled out here independently of sagan.fid.extractor; any other digest is not the official file.
+OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+STANDIN_SHA256 = hashlib.sha256(b"stand-in weights").hexdigest()
 
 
 @dataclass
 class Store:
     uri: str
     run_ids: dict[str, str]
+    experiment: str = EXPERIMENT
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
+def make_store(root: Path, experiment: str, runs: list[tuple[str, dict, dict]]) -> Store:
+    """A real MLflow sqlite store at `root` with `runs` (name, params that vary, metrics) in `experiment`."""
     import mlflow
 
-    root = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{root}/mlflow.db"
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
-    experiment_id = client.create_experiment(EXPERIMENT, artifact_location=str(root / "artifacts"))
+    experiment_id = client.create_experiment(experiment, artifact_location=str(root / "artifacts"))
     run_ids = {}
-    for name, varying, metrics in RUNS:
+    for name, varying, metrics in runs:
         run = client.create_run(experiment_id, run_name=name)
         for key, value in {**SHARED_PARAMS, **varying}.items():
             client.log_param(run.info.run_id, key, value)
@@ -72,21 +82,27 @@ def store(tmp_path_factory) -> Store:
             client.log_metric(run.info.run_id, key, value)
         client.set_terminated(run.info.run_id)
         run_ids[name] = run.info.run_id
-    return Store(uri, run_ids)
+    return Store(uri, run_ids, experiment)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Store:
+    return make_store(tmp_path_factory.mktemp("mlflow"), EXPERIMENT, RUNS)
 
 
 def report_params(store: Store, **report) -> Params:
-    return Params(mlflow=MlflowParams(tracking_uri=store.uri, experiment=EXPERIMENT),
+    return Params(mlflow=MlflowParams(tracking_uri=store.uri, experiment=store.experiment),
                   train=TrainParams(lr_d=2e-4), report=ReportParams(**report))
 
 
 def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
-                 synthetic_metrics: bool = True, synthetic_run: bool = True, params: Params | None = None) -> None:
+                 weights_sha256: str = STANDIN_SHA256, synthetic_metrics: bool = True, synthetic_run: bool = True,
+                 params: Params | None = None) -> None:
     """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
     trained with `params` (default: report_params(store))."""
     run_id = store.run_ids["beta"]
     metrics = {"run_id": run_id, "generator": "last", "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
-               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": "ab12",
+               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": weights_sha256,
                "weights_kind": weights_kind,
                "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
                "synthetic_data": synthetic_metrics, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
@@ -106,7 +122,7 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
     (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
     for name, colour in SAMPLE_COLOURS.items():
         Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
-    run_record = {"mlflow_run_id": run_id, "mlflow_experiment": EXPERIMENT,
+    run_record = {"mlflow_run_id": run_id, "mlflow_experiment": store.experiment,
                   "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
                   "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
                   "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "dvc",
@@ -140,8 +156,14 @@ def md_table_after(text: str) -> list[list[str]]:
     """The first Markdown table in `text`, as rows of cells (header first)."""
     lines = list(itertools.takewhile(lambda line: line.startswith("|"),
                                      itertools.dropwhile(lambda line: not line.startswith("|"), text.splitlines())))
-    rows = [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    rows = [[md_text(cell.strip()) for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
     return [rows[0]] + rows[2:]  # drop the |---| rule
+
+
+def md_text(source: str) -> str:
+    """Markdown source text as a reader sees it: CommonMark's backslash escapes of ASCII punctuation and
+    its entities resolved."""
+    return html.unescape(re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", source))
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +176,7 @@ def standin_report(tmp_path_factory, store) -> Path:
 def paper_report(tmp_path_factory, store) -> Path:
     """A run comparable with the paper: official weights, real CelebA."""
     return make_report(tmp_path_factory.mktemp("paper"), store, fid=21.004, weights_kind="official",
-                       synthetic_metrics=False, synthetic_run=False)
+                       weights_sha256=OFFICIAL_SHA256, synthetic_metrics=False, synthetic_run=False)
 
 
 def read(root: Path) -> tuple[str, str]:
@@ -184,16 +206,41 @@ def test_this_runs_fid_is_the_one_in_metrics_json(standin_report):
 
 
 # -- banner -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("weights_kind,synthetic_metrics,synthetic_run,expected", [
-    ("official", False, False, []),
-    ("standin", False, False, [build.STANDIN_WARNING]),
-    ("official", True, False, [build.SYNTHETIC_WARNING]),
-    ("official", False, True, [build.SYNTHETIC_WARNING]),
-    ("standin", True, True, [build.STANDIN_WARNING, build.SYNTHETIC_WARNING]),
+@pytest.mark.parametrize("weights_kind,weights_sha256,synthetic_metrics,synthetic_run,expected", [
+    ("official", OFFICIAL_SHA256, False, False, []),
+    ("standin", STANDIN_SHA256, False, False, [build.STANDIN_WARNING]),
+    ("official", OFFICIAL_SHA256, True, False, [build.SYNTHETIC_WARNING]),
+    ("official", OFFICIAL_SHA256, False, True, [build.SYNTHETIC_WARNING]),
+    ("standin", STANDIN_SHA256, True, True, [build.STANDIN_WARNING, build.SYNTHETIC_WARNING]),
+    # The label is an editable word; the digest is what evaluate hashed and loaded, and it decides.
+    ("official", STANDIN_SHA256, False, False, [build.STANDIN_WARNING]),
+    ("official", OFFICIAL_SHA256[:8], False, False, [build.STANDIN_WARNING]),  # a prefix is not the file
+    ("standin", OFFICIAL_SHA256, False, False, []),
 ])
-def test_comparability_warnings(weights_kind, synthetic_metrics, synthetic_run, expected):
-    metrics = {"weights_kind": weights_kind, "synthetic_data": synthetic_metrics}
+def test_comparability_warnings(weights_kind, weights_sha256, synthetic_metrics, synthetic_run, expected):
+    metrics = {"weights_kind": weights_kind, "weights_sha256": weights_sha256, "synthetic_data": synthetic_metrics}
     assert build.comparability_warnings(metrics, {"synthetic_data": synthetic_run}) == expected
+
+
+def test_the_official_digest_is_the_official_files():
+    """sagan.fid.official's full digest agrees with this file's spelling and with the prefix in the
+    official file's name, the one check torch hub's convention gives."""
+    from sagan.fid import extractor, official
+
+    assert official.OFFICIAL_SHA256 == OFFICIAL_SHA256
+    assert OFFICIAL_SHA256.startswith(extractor.OFFICIAL_SHA256_PREFIX)
+
+
+def test_a_protocol_that_says_official_over_stand_in_weights_keeps_the_banner(tmp_path, store):
+    """`weights_kind: official` written over stand-in weights' digest in metrics_protocol.json (its
+    metrics_sha256 still matches: only metrics.json is hashed) must not make the numbers comparable."""
+    md, html_text = read(make_report(tmp_path, store, weights_kind="official", weights_sha256=STANDIN_SHA256,
+                                     synthetic_metrics=False, synthetic_run=False))
+    assert f"> **These numbers cannot be compared with the paper's.**\n>\n> - {build.STANDIN_WARNING}\n" in md
+    banner = html_text.split("<h2>", 1)[0]
+    assert 'class="banner"' in banner and f"<ul><li>{build.STANDIN_WARNING}</li></ul></div>" in banner
+    assert md_table(md, "Table 1: FID on CelebA")[5][3].endswith("; weights standin")
+    assert dict(md_table(md, "Metadata")[1:])["FID weights"] == f"standin (sha256 {STANDIN_SHA256})"
 
 
 def test_banner_tops_the_report_when_a_stand_in_was_used(standin_report):
@@ -354,6 +401,91 @@ def test_html_escapes_all_text(tmp_path, store):
     assert "<script>" not in html_text
     assert "<title>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co</title>" in html_text
     assert md.startswith('# &lt;script&gt;alert("x")&lt;/script&gt; &amp; co\n')  # shown, not rendered, in Markdown
+
+
+# -- user-named text is shown, never rendered, in Markdown -------------------------------------
+# CommonMark with GFM's tables and strikethrough: how GitHub, GitLab and most viewers read report.md.
+MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+# Names a user chooses (a title, a run, an experiment, a study or cell, a param value) that Markdown
+# would otherwise turn into a link, an image, raw HTML, inline markup or a block of its own.
+HOSTILE = [
+    "[x](javascript:alert(1))",
+    "![x](http://remote/p.png)",
+    "<http://remote/a> <img src=http://remote/q.png> &amp; &#42;",
+    "*em* _em_ __strong__ `code` ~~del~~ ~del~ a*b*c",
+    "# heading #",
+    "a | b \\| c \\",
+    "- item",
+    "+ item",
+    "1. item",
+    "2) item",
+    "> quote",
+    "[ref]: http://remote/r",
+    "---",
+    "line one\n# line two\n[ref]: http://remote/r",
+]
+
+
+def rendered_tags(page: str) -> Counter:
+    return Counter(re.findall(r"<(\w+)", page))
+
+
+def rendered_texts(page: str, tag: str) -> list[str]:
+    """The text of every `tag` element of a rendered page, as a reader sees it."""
+    return [html.unescape(re.sub(r"<[^>]*>", "", inner)) for inner in re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)]
+
+
+@pytest.mark.parametrize("text", HOSTILE)
+def test_markdown_shows_user_named_text_literally(tmp_path, text):
+    """Every place of the document model that carries a name: the title, a banner line, a section title
+    (a study's), a paragraph, a table cell (a run, a cell, a param value), a labelled paragraph, a
+    figure's caption and its path (under a study's directory)."""
+    png = tmp_path / "fig.png"
+    Image.new("RGB", (4, 4)).save(png)
+
+    def document(name: str) -> Document:
+        return Document(title=name, warnings=[name], sections=[Section(name, [
+            name, Table([name], [[name]]), Labelled(name, name), Figure(png, f"studies/{name}/fig.png", name)])])
+
+    page = MARKDOWN.render(to_markdown(document(text)))
+    assert rendered_tags(page) == rendered_tags(MARKDOWN.render(to_markdown(document("plain"))))
+    shown = " ".join(text.splitlines())  # Markdown is read on one line per block
+    for tag in ("h1", "h2", "li", "th", "td"):
+        assert rendered_texts(page, tag) == [shown], tag
+    assert shown in rendered_texts(page, "p") and f"{shown} {shown}" in rendered_texts(page, "p")
+    [(src, alt)] = re.findall(r'<img src="([^"]*)" alt="([^"]*)"', page)
+    assert urllib.parse.unquote(html.unescape(src)) == f"studies/{text}/fig.png" and html.unescape(alt) == shown
+    page = to_html(document(text))
+    assert "<a " not in page and '<img src="http' not in page
+    assert rendered_texts(page, "h1") == [text]
+
+
+def test_user_named_text_in_the_report_is_never_a_link_image_or_markup(tmp_path_factory):
+    """A title, run names, the experiment's name and param values as an attacker would pick them, in
+    report.md as a Markdown viewer renders it and in report.html."""
+    experiment = "exp [e](javascript:alert(1))"
+    run_names = ["[x](javascript:alert(1))", "![x](http://remote/p.png)"]
+    hostile = make_store(tmp_path_factory.mktemp("hostile-mlflow"), experiment, [
+        ("beta", {"train.loss": "bce"}, {"fid": 12.0}),
+        (run_names[0], {"train.loss": "*hinge* | <b>x</b>"}, {"fid": 20.0}),
+        (run_names[1], {"train.loss": "`bce`"}, {"fid": 30.0}),
+    ])
+    title = "# [t](javascript:alert(1)) ![t](http://remote/t.png) <http://remote/a> _t_ #"
+    md, html_text = read(make_report(tmp_path_factory.mktemp("hostile"), hostile, report_params(hostile, title=title)))
+
+    page = MARKDOWN.render(md)
+    assert "<a " not in page and "<code>" not in page and "<del>" not in page
+    assert [src.split("/")[0] for src in re.findall(r'<img src="([^"]*)"', page)] == ["figures"] * 4
+    assert rendered_tags(page)["em"] == 4 and rendered_tags(page)["strong"] == 1  # captions; the banner
+    assert rendered_texts(page, "h1") == [title]
+    assert any(f"runs in MLflow experiment '{experiment}', sorted by FID" in p for p in rendered_texts(page, "p"))
+    runs = md_table(md, "Run history")
+    assert [row[:2] for row in runs[1:]] == [["beta (this run)", "bce"], [run_names[0], "*hinge* | <b>x</b>"],
+                                             [run_names[1], "`bce`"]]
+    params = {key: ours for key, _, ours in md_table_after(md.split("Params that differ", 1)[1])[1:]}
+    assert params["mlflow.experiment"] == experiment
+    assert '<a href="javascript:' not in html_text and '<img src="http://remote' not in html_text
+    assert f"<h1>{html.escape(title)}</h1>" in html_text
 
 
 # -- missing or bad inputs ----------------------------------------------------------------------

@@ -142,3 +142,53 @@ def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, ml
     assert_same_tensors(results["killed"]["G"], results["never_killed"]["G"])
     assert results["killed"]["losses"] == results["never_killed"]["losses"]
     assert results["killed"]["grids"] == results["never_killed"]["grids"]
+
+
+def test_a_lower_step_limit_resumes_from_a_checkpoint_at_or_below_it_or_is_refused(tmp_path, monkeypatch,
+                                                                                   mlflow_uri, capsys):
+    """Before, lowering train.max_steps below a finished run resumed "step 12 of 9", trained nothing
+    and published the 12-step generator with `train.max_steps: 9` in its run.json."""
+    from mlflow import MlflowClient
+
+    from sagan import tracking
+    from sagan.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.chdir(make_project(tmp_path / "nine"))
+    train(tiny_params(max_steps=9))
+    nine = outputs()
+    monkeypatch.chdir(make_project(tmp_path / "project"))
+    train(tiny_params())  # 12 steps: checkpoints 8, 10 and 12 kept
+    twelve = outputs()
+    capsys.readouterr()
+
+    train(tiny_params(max_steps=9))
+    assert "resuming from models/checkpoints/step_0000008.pt (step 8 of 9)" in capsys.readouterr().out
+    shorter = outputs()
+    assert_same_tensors(shorter["G"], nine["G"])  # as if trained for 9 steps from the start
+    assert shorter["losses"] == nine["losses"] and shorter["grids"] == nine["grids"]
+    assert (shorter["run"]["steps"], shorter["run"]["params"]["train.max_steps"]) == (9, 9)
+    assert shorter["run"]["mlflow_run_id"] != twelve["run"]["mlflow_run_id"]  # a run of its own
+    history = MlflowClient(mlflow_uri).get_metric_history(twelve["run"]["mlflow_run_id"], tracking.METRIC_STEPS)
+    assert [m.value for m in history] == [12]  # the 12-step run's record is left as it was
+    assert [p.name for p in checkpoint.list_checkpoints()] == \
+        ["step_0000012.pt", "step_0000010.pt", "step_0000009.pt", "step_0000008.pt"]  # the longer run's kept
+
+    before, kept = published(), [p.read_bytes() for p in checkpoint.list_checkpoints()]
+    Path("params.yaml").write_text(yaml.safe_dump(tiny_raw_params(max_steps=4)))
+    assert main(["train", "--params", "params.yaml"]) == 1
+    assert capsys.readouterr().err == (
+        "sagan train: error: train.max_steps: 4 ends the run at step 4, but models/checkpoints holds these params "
+        "trained to step 12 and none of their checkpoints at or below step 4 (hint: raise train.max_steps to "
+        "publish that run, or move models/checkpoints aside to train 4 steps from scratch)\n")
+    assert published() == before and [p.read_bytes() for p in checkpoint.list_checkpoints()] == kept
+
+    train(tiny_params(max_steps=0, epochs=1))  # 8 steps: the 12-step run's checkpoint at step 8, published
+    record = yaml.safe_load(paths.RUN_RECORD.read_text())
+    assert (record["steps"], record["params"]["train.epochs"]) == (8, 1)
+    assert record["mlflow_run_id"] not in (twelve["run"]["mlflow_run_id"], shorter["run"]["mlflow_run_id"])
+
+    train(tiny_params())  # the limit back: the 12-step run is published again, nothing trained
+    again = outputs()
+    assert_same_tensors(again["G"], twelve["G"])
+    assert again["run"]["mlflow_run_id"] == twelve["run"]["mlflow_run_id"]

@@ -4,6 +4,7 @@ dvc.yaml against the code. The study run end to end through both orchestrators i
 tests/test_pipeline.py (TestStudy)."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 from sagan import paths, stages
 from sagan.errors import SaganError
 from sagan.params import Params, flatten, load_params
+from sagan.report.document import Labelled
 from sagan.study import stats, summary
 from sagan.study.design import load_study
 from conftest import tiny_params
@@ -190,10 +192,23 @@ def test_the_reading_names_a_resolved_difference():
 
 
 # -- the report section --------------------------------------------------------------------------
+CELLS = ["none-seed0", "none-seed1", "none-seed2", "sagan-after3-seed0", "sagan-after3-seed1", "sagan-after3-seed2"]
+
+
+def write_run_record(root: Path, cell: str, run_id: str) -> None:
+    record = root / paths.RunOutputs(paths.study_cell_dir("attention", cell)).run_record
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"mlflow_run_id": run_id}))
+
+
 def write_results(root: Path) -> None:
+    """The study's results as `sagan study` writes them, and each cell's run record (run ids run-CELL)."""
     out = paths.StudyReports("attention")
     (root / out.root).mkdir(parents=True)
-    results = RESULTS.assign(weights_kind="standin", synthetic_data=True, kid_mean=0.1, swd=2.0)
+    results = RESULTS.assign(weights_kind="standin", synthetic_data=True, kid_mean=0.1, swd=2.0, cell=CELLS,
+                             mlflow_run_id=[f"run-{cell}" for cell in CELLS])
+    for cell in CELLS:
+        write_run_record(root, cell, f"run-{cell}")
     table = summary.summary_table(results)
     results.to_csv(root / out.results_csv, index=False)
     table.to_csv(root / out.summary_csv, index=False)
@@ -218,6 +233,67 @@ def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
         assert img.size[0] >= 480 and img.size[1] == 360
 
 
+def test_the_section_marks_the_cells_trained_again_since_the_study_ran(project):
+    """The report showed a study's numbers after a cell had been retrained (or removed): the
+    section names the cells whose current run is not the one summarised, and their rows."""
+    write_results(project)
+    fresh = summary.read_section("attention", relative_to=paths.REPORTS_DIR)
+    assert [block.label for block in fresh.blocks if isinstance(block, Labelled)] == ["Reading:"]
+    write_run_record(project, "sagan-after3-seed1", "run-retrained")
+    (project / paths.RunOutputs(paths.study_cell_dir("attention", "none-seed2")).run_record).unlink()
+    section = summary.read_section("attention", relative_to=paths.REPORTS_DIR)
+    assert section.blocks[0] == Labelled("Stale:", (
+        "cells none-seed2, sagan-after3-seed1 have been trained again (or removed) since `sagan study` "
+        "ran: their rows show their previous runs. Rerun `sagan study --study attention`."))
+    table = next(b for b in section.blocks if hasattr(b, "rows"))
+    assert [row[0] for row in table.rows] == ["no attention (stale)", "sagan, after layer 3 (stale)"]
+
+
+def test_the_parent_run_has_exactly_the_current_cells_runs_as_children(project):
+    """A retrained cell's old run stayed a child of the study's parent run (5 children for 4
+    cells): `sagan study` unlinks the runs that are no longer a cell's."""
+    from sagan.params import MlflowParams
+    from sagan import tracking
+
+    mlflow_params = MlflowParams(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", experiment="study")
+    client = tracking.client(mlflow_params)
+    experiment = client.create_experiment("study")
+    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0, 1]})
+    study = load_study("attention", Params())
+    runs = {cell.name: client.create_run(experiment).info.run_id for cell in study.cells}
+
+    def summarise(run_ids: dict) -> str:
+        results = RESULTS[RESULTS["seed"] < 2].assign(cell=[c.name for c in study.cells],
+                                                      mlflow_run_id=[run_ids[c.name] for c in study.cells])
+        parent = summary.log_parent_run(mlflow_params, study, results, summary.summary_table(results))
+        children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+        return parent, {run.info.run_id for run in children}
+
+    parent, children = summarise(runs)
+    assert children == set(runs.values())
+    retrained = runs | {"sagan-after3-seed1": client.create_run(experiment).info.run_id}
+    again, children = summarise(retrained)
+    assert again == parent and children == set(retrained.values())
+    assert "mlflow.parentRunId" not in client.get_run(runs["sagan-after3-seed1"]).data.tags
+
+
+def test_the_study_check_validates_every_cell_and_writes_only_its_stamp(project):
+    """The study pipeline's first stage (`sagan study --check`): a typo in the study's base stops
+    it before DVC deletes any cell's outputs; a valid study gets its stamp and nothing else."""
+    import argparse
+
+    check = argparse.Namespace(study="attention", check=True)
+    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]}, {"train": {"lr_g": "abc"}})
+    with pytest.raises(SaganError, match=r"^studies/attention/study\.yaml .*train\.lr_g"):
+        summary.run(Params(), check)
+    assert not (project / "studies/attention/cells").exists()
+    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]})
+    summary.run(Params(), check)
+    stamp = project / paths.study_checked("attention")
+    assert list(stamp.parent.iterdir()) == [stamp] and stamp.read_text() == "ok\n"
+    assert not (project / paths.StudyReports("attention").root).exists()
+
+
 # -- studies/attention/dvc.yaml against the code --------------------------------------------------
 def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes():
     dvc = yaml.safe_load((ROOT / paths.study_pipeline("attention")).read_text())
@@ -237,15 +313,22 @@ def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes():
         assert stage["params"] == [*stages.param_keys(step), base], name
         assert all(out[next(iter(out))] == {"cache": False} for out in stage["outs"]), name
         outs = [next(iter(out)) for out in stage["outs"]]
-        if step == "train":
+        if step == "train":  # after the check, and through it everything else (the check's order)
             assert outs == [str(p) for p in (outputs.generator, outputs.generator_best, outputs.train_reports_dir)]
-            assert {str(paths.PREPARED_DIR), str(paths.SPLIT_FILE), str(paths.FID_REFERENCE)} <= set(stage["deps"])
+            assert {str(paths.PREPARED_DIR), str(paths.SPLIT_FILE), str(paths.FID_REFERENCE),
+                    str(paths.study_checked("attention"))} <= set(stage["deps"])
         else:
             assert outs == [str(outputs.metrics), str(outputs.metrics_protocol)]
             assert {str(outputs.generator), str(outputs.train_reports_dir), str(paths.FID_BOUNDS)} <= set(stage["deps"])
     assert dvc["stages"]["train_none"]["matrix"] == {"seed": "${axes.seed}"}
     assert dvc["stages"]["train_attention"]["matrix"] == {
         "attention": "${axes.attention}", "placement": "${axes.placement}", "seed": "${axes.seed}"}
+    check = dvc["stages"]["check"]  # every cell's params validated before DVC deletes any cell's outputs
+    assert list(dvc["stages"])[0] == "check" and check["wdir"] == "../.."
+    assert check["cmd"] == "sagan study --params params.yaml --study attention --check"
+    assert check["params"] == [{"params.yaml": None}, {"studies/attention/study.yaml": None}]  # every key
+    assert check["deps"] == [str(stages.source_file(m)) for m in ("sagan.params", "sagan.study.design")]
+    assert check["outs"] == [{str(paths.study_checked("attention")): {"cache": False}}]
     summary_stage = dvc["stages"]["summary"]
     assert summary_stage["cmd"] == "sagan study --params params.yaml --study attention"
     assert sorted(d for d in summary_stage["deps"] if d.startswith("src/")) == stages.code_deps("study")
@@ -263,3 +346,21 @@ def test_git_tracks_the_study_results_and_ignores_the_cells():
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, capture_output=True,
                              text=True, input="\n".join(map(str, files)) + "\n").stdout.split()
     assert ignored == [str(cell.generator), str(cell.run_record), str(cell.metrics)]
+
+
+
+@pytest.mark.parametrize("name", ["../x", "x/y", ".", "", "-x", "a b"])
+def test_a_study_or_cell_name_that_is_no_plain_name_is_one_line(project, name):
+    """`--study ../x` read x/study.yaml beside studies/ and trained into x/cells/: a name is a
+    directory under studies/ (a cell's under studies/NAME/cells/), never a path."""
+    grid = {"attention": ["sagan"], "placement": [3], "seed": [0]}
+    if name not in (".", ""):
+        write_study(project, grid, name=name)  # a study file there: only the name stops it
+    with pytest.raises(SaganError) as err:
+        load_study(name, Params())
+    assert str(err.value) == (f"--study {name!r}: not a plain name (hint: letters, digits, '_' and '-', "
+                              "not starting with '-': it names a directory)")
+    write_study(project, grid)
+    with pytest.raises(SaganError) as err:
+        load_study("attention", Params()).cell("../none-seed0")
+    assert str(err.value).startswith("--cell '../none-seed0': not a plain name (hint: ")

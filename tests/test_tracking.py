@@ -14,7 +14,7 @@ import mlflow
 import pytest
 
 from sagan.errors import SaganError
-from sagan.params import DataParams, MlflowParams, Params, flatten
+from sagan.params import DataParams, MlflowParams, Params, ReportParams, flatten
 from sagan.tracking import MlflowRun, client, run_metadata, run_tags, tracking_uri
 
 
@@ -97,6 +97,15 @@ def test_secrets_in_recorded_urls_are_redacted(monkeypatch):
     metadata = run_metadata(params.mlflow, "f" * 64, synthetic_data=True)
     assert metadata["tracking_uri"] == "https://mlflow.example/?<redacted>"
     assert "s3cret" not in json.dumps([flat, metadata]) and "abc" not in json.dumps([flat, metadata])
+
+
+def test_text_around_a_url_is_recorded_as_written():
+    """Only the URL inside a param is redacted: a title that mentions one keeps its words and case."""
+    title = "Results: see https://u:pw@x.example/p?token=1 and [x](javascript:alert(1))"
+    params = Params(report=ReportParams(title=title))
+    assert flatten(params)["report.title"] == (
+        "Results: see https://x.example/p?<redacted> and [x](javascript:alert(1))")
+    assert flatten(Params(report=ReportParams(title="Plain words: no link")))["report.title"] == "Plain words: no link"
 
 
 @pytest.mark.parametrize("configured,expected", [

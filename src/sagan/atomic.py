@@ -5,8 +5,8 @@ process writing it. A writer killed outright (kill -9, power loss) leaves its te
 the next atomic write of the same target removes it, and every other temporary of that target
 whose writer is no longer alive, but never one that a live writer is still filling.
 
-A full disk or an unwritable directory is a one-line SaganError naming the path, not a
-traceback, and the temporary is removed.
+A full disk, an unwritable directory or a directory where a file is to be written is a one-line
+SaganError naming the path, not a traceback, and the temporary is removed.
 """
 from __future__ import annotations
 
@@ -160,6 +160,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary name keeps the suffix so that writers that infer the format from it work.
     """
     path = Path(path)
+    if path.is_dir():  # checked before the caller's work: a rename onto it would fail only at the end
+        raise SaganError(f"{path}: is a directory, so it cannot be written as a file",
+                         hint="give the path of the file to write")
     tmp = _new_temp(path, f".{path.stem}.", f".tmp{path.suffix}", tempfile.mkstemp)
     try:
         with _write_errors_as_one_line(path):

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("train", "evaluate", "study"):
             p.add_argument("--study", required=name == "study", help="a study: studies/STUDY/study.yaml"
                            + ("" if name == "study" else "; with --cell, run that cell of it"))
+        if name == "study":
+            p.add_argument("--check", action="store_true", help="only validate the params file and the study (every "
+                           "cell's params) and write its stamp: the study's first DVC stage")
         if name in ("train", "evaluate"):
             p.add_argument("--cell", help="the study's cell to run (e.g. sagan-after3-seed0): the params file's "
                            "params, the study's base and the cell's axis values; writes under "
@@ -79,6 +82,20 @@ def study_cell(params, args: argparse.Namespace):
     return cell.params, cell
 
 
+def end_progress_bars() -> None:
+    """Close the progress bars that an error left open (the training loop's, say), so that the
+    error line starts on a line of its own, not at the end of a bar."""
+    tqdm = sys.modules.get("tqdm")  # imported only by stages that draw bars
+    for bar in list(getattr(tqdm.tqdm, "_instances", ())) if tqdm else ():  # made with the first bar
+        bar.close()
+
+
+def error(command: str, message: str) -> int:
+    end_progress_bars()
+    print(f"sagan {command}: error: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = COMMANDS[args.command]
@@ -88,16 +105,15 @@ def main(argv: list[str] | None = None) -> int:
             params, args.study_cell = study_cell(params, args)
         importlib.import_module(command.module).run(params, args)
     except SaganError as exc:
-        print(f"sagan {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return error(args.command, str(exc))
     except KeyboardInterrupt:
+        end_progress_bars()
         print(f"sagan {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # an MLflow store failing mid-run is the user's to fix, not a bug of ours
         if not type(exc).__module__.startswith("mlflow"):
             raise
-        print(f"sagan {args.command}: error: MLflow: {type(exc).__name__}: {first_line(exc)}", file=sys.stderr)
-        return 1
+        return error(args.command, f"MLflow: {type(exc).__name__}: {first_line(exc)}")
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
 import urllib.parse
 from dataclasses import dataclass, field
@@ -145,7 +146,7 @@ class TrainParams:
 class MlflowParams:
     tracking_uri: str = spec("sqlite:///mlflow.db", doc="MLFLOW_TRACKING_URI overrides")
     experiment: str = "sagan-celeba"
-    profile: str = spec("paper", doc="the label on every run; each profile sets its own")
+    profile: str = spec("paper", doc="the label on every run; a profile's is its file name unless it sets one")
     log_model: bool = spec(True, doc="the generator as an MLflow model of its run (pt2 format), for the registry")
     registered_model: str = spec("sagan-celeba-generator",
                                  doc="Model Registry name: one version per training run; empty = do not register")
@@ -265,7 +266,11 @@ def parse_params(raw: Any, where: str = "params", partial: bool = False) -> Para
     absent = [name for name in hints if name not in sections]
     if absent and not partial:
         raise _missing(where, f"section '{absent[0]}'")
-    return Params(**sections)
+    params = Params(**sections)
+    if params.evaluate.generator == "best" and not params.train.eval_every:
+        raise SaganError(f"{where}: 'evaluate.generator' is 'best' but 'train.eval_every' is 0, so no generator is "
+                         "scored during training", hint="set train.eval_every > 0, or evaluate.generator: last")
+    return params
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -297,19 +302,29 @@ def parse_yaml(text: str, where: str) -> Any:
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
     path = Path(path)
+    if path.is_dir():
+        raise SaganError(f"{path}: is a directory, not a params file",
+                         hint="give the params file's path, e.g. params.yaml")
     if not path.is_file():
         raise SaganError(f"{path}: params file not found", hint="run from the project root or pass --params")
     return parse_params(parse_yaml(path.read_text(), str(path)), where=str(path))
 
 
+# A URL inside any text: scheme://, then everything up to white space.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
+
 def redact_url(value: Any) -> Any:
-    """A URL without the parts that may carry secrets (user:password@, the query of a presigned
-    URL, the fragment); anything else unchanged. Applied wherever params are recorded."""
-    if not isinstance(value, str) or "://" not in value:
-        return value
-    parts = urllib.parse.urlsplit(value)
+    """Text with every URL in it stripped of the parts that may carry secrets (user:password@,
+    the query of a presigned URL, the fragment); the text around the URLs, and anything that is
+    not a string, unchanged. Applied wherever params are recorded."""
+    return _URL.sub(lambda match: _redacted(match.group()), value) if isinstance(value, str) else value
+
+
+def _redacted(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
     if "@" not in parts.netloc and not parts.query and not parts.fragment:
-        return value  # nothing secret; and a round trip could rewrite it (sqlite:////abs/path)
+        return url  # nothing secret; and a round trip could rewrite it (sqlite:////abs/path)
     host = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "<redacted>" if parts.query else "", ""))
 

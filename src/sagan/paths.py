@@ -7,10 +7,15 @@ directory).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sagan.errors import SaganError
+
+# DVC's first stage validates params.yaml and writes this stamp ("ok"), which download, and through it
+# every stage, depends on (dvc.yaml, stage `params`).
+PARAMS_CHECKED = Path("data/params.checked")
 
 RAW_DIR = Path("data/raw")
 RAW_ZIP = RAW_DIR / "img_align_celeba.zip"
@@ -107,6 +112,17 @@ FIGURES_DIR = REPORTS_DIR / "figures"
 STUDIES_DIR = Path("studies")
 STUDY_FILE_NAME = "study.yaml"
 STUDY_REPORTS_DIR = REPORTS_DIR / "studies"
+# A study's or a cell's name is one directory (studies/NAME/, its cells/CELL/, reports/studies/NAME/),
+# never a path: `--study ../x` would read and write outside the project. The Snakemake wildcards use it.
+PLAIN_NAME = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+
+
+def plain_name(name: str, option: str) -> str:
+    """`name` if it is a plain name, else the one line naming the `option` it came from."""
+    if not re.fullmatch(PLAIN_NAME, name):
+        raise SaganError(f"{option} {name!r}: not a plain name",
+                         hint="letters, digits, '_' and '-', not starting with '-': it names a directory")
+    return name
 
 
 def study_file(study: str) -> Path:
@@ -120,6 +136,12 @@ def study_pipeline(study: str) -> Path:
 
 def study_cell_dir(study: str, cell: str) -> Path:
     return STUDIES_DIR / study / "cells" / cell
+
+
+def study_checked(study: str) -> Path:
+    """The stamp ("ok") of `sagan study --check`, the study's first DVC stage, which every cell's
+    training depends on (no cell is named so: cells are `none-seedS` and `STYLE-afterP-seedS`)."""
+    return STUDIES_DIR / study / "cells" / "params.checked"
 
 
 @dataclass(frozen=True)
@@ -158,6 +180,7 @@ STANDIN_WEIGHTS_DIR = Path(".cache/sagan")
 
 # The `sagan` command that writes each output: every "missing or bad input" error names it.
 WRITTEN_BY: dict[Path, str] = {
+    PARAMS_CHECKED: "params",
     RAW_DIR: "download",
     PREPARED_DIR: "prepare",
     SPLIT_DIR: "split",

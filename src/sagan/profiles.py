@@ -40,7 +40,13 @@ class Profile:
 
     @property
     def params(self) -> Params:
-        return parse_params(self.changes, where=str(PROFILES_DIR / f"{self.name}.yaml"), partial=True)
+        """The paper's params with the profile's changes; its runs are labelled with its name
+        (`mlflow.profile`) unless it sets a label of its own."""
+        changes = self.changes
+        mlflow = (changes.get("mlflow") or {}) if isinstance(changes, dict) else None
+        if isinstance(mlflow, dict):  # anything else is left to parse_params to refuse
+            changes = {**changes, "mlflow": {"profile": self.name, **mlflow}}
+        return parse_params(changes, where=str(PROFILES_DIR / f"{self.name}.yaml"), partial=True)
 
 
 def _reasons(text: str) -> dict[str, str]:

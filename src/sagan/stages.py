@@ -21,6 +21,12 @@ from sagan.cli import COMMANDS
 SRC = Path("src")
 # The stages in graph order, by their dvc.yaml / Snakemake names.
 STAGES = ("download", "prepare", "split", "fid_ref", "fid_bounds", "train", "evaluate", "report")
+# DVC's stage before them: DVC deletes a stage's outputs before it runs the stage, so a typo in
+# params.yaml (`dvc exp run -S train.lr_g=abc`) cost the trained generator before `sagan train`
+# refused it. `sagan params` validates the whole file first and the stage writes a stamp
+# (paths.PARAMS_CHECKED) that download, and through it every stage, depends on; the same stamp
+# every time changes no hash downstream. The Snakefile validates params.yaml while it parses.
+PARAMS_CHECK = "params"
 
 # Modules a stage imports but that are deliberately not its code deps. They decide how a result
 # is parsed, placed, written or reported, not what it is; listing them would invalidate every

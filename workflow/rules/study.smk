@@ -4,32 +4,35 @@
 # the study's summary. `snakemake --cores all attention_study`; `snakemake --cores all` alone
 # still runs only the paper's pipeline. Cell jobs take one thread each by default, so that cells
 # run side by side (`--set-threads study_train=4` gives each more).
+import functools
+
 from sagan.study.design import load_study
 
 
-def _load_studies():
-    names = sorted(p.parent.name for p in paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}"))
+@functools.cache
+def study(name):
+    """The study `name`, loaded when a job of it is planned, not while the Snakefile is parsed: a
+    study is optional, and a broken study.yaml must fail its own targets only, not the paper's."""
     try:
-        return {name: load_study(name, load_params(DEFAULT_PARAMS)) for name in names}
+        return load_study(name, load_params(DEFAULT_PARAMS))
     except SaganError as exc:
-        sys.exit(f"snakemake: error: {exc}")
+        sys.exit(f"snakemake: error: {exc}")  # one line, as for params.yaml (Snakefile)
 
 
-STUDIES = _load_studies()
 CELL = paths.RunOutputs(paths.study_cell_dir("{study}", "{cell}"))  # a cell's outputs, as patterns
 STUDY_REPORTS = paths.StudyReports("{study}")
 
 
 wildcard_constraints:
-    study=r"\w+",
-    cell=r"[\w-]+",
+    study=paths.PLAIN_NAME,
+    cell=paths.PLAIN_NAME,
 
 
 def cell_params(stage):
     """The cell's values of the stage's declared params (params.yaml, the study's base and the
     cell's axis values), so that a changed value reruns that cell's job only."""
     def values(wildcards):
-        cell = dataclasses.asdict(STUDIES[wildcards.study].cell(wildcards.cell).params)
+        cell = dataclasses.asdict(study(wildcards.study).cell(wildcards.cell).params)
         section = lambda key: cell[key.partition(".")[0]]
         return {key: section(key)[key.partition(".")[2]] if "." in key else cell[key]
                 for key in stages.param_keys(stage)}
@@ -88,7 +91,7 @@ rule study_evaluate:
 
 def study_cells_outputs(wildcards):
     """Every cell's metrics and training records (run.json): the summary waits for all of them."""
-    return [path for cell in STUDIES[wildcards.study].cells
+    return [path for cell in study(wildcards.study).cells
             for path in (cell.outputs.metrics, cell.outputs.metrics_protocol, cell.outputs.train_reports_dir)]
 
 

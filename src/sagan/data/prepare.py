@@ -47,6 +47,9 @@ PARTITION_LINE = re.compile(r"^(\S+\.jpg)\s+([012])$")
 CHUNK_IMAGES = 256  # images per worker task: large enough to amortise IPC, small enough to balance
 ZIP_MAGIC = b"PK\x03\x04"
 REDOWNLOAD_HINT = "delete it and run `sagan download` again"
+# Ends the reason of an image smaller than the crop: then the param is wrong for the images, not the zip.
+CROP_PARAM = "(prepare.crop)"
+CROP_HINT = "lower prepare.crop to fit inside the images (CelebA's aligned images are 178x218; the paper crops 160)"
 
 
 def centre_box(width: int, height: int, crop: int) -> tuple[int, int]:
@@ -70,7 +73,7 @@ def crop_resize(jpeg: bytes, crop: int, size: int) -> np.ndarray:
         raise ValueError(f"undecodable JPEG ({str(exc).splitlines()[-1].strip()})") from exc
     _, height, width = chw.shape
     if width < crop or height < crop:
-        raise ValueError(f"{width}x{height} is smaller than the {crop}x{crop} crop (prepare.crop)")
+        raise ValueError(f"{width}x{height} is smaller than the {crop}x{crop} crop {CROP_PARAM}")
     left, top = centre_box(width, height, crop)
     square = chw[:, top:top + crop, left:left + crop].unsqueeze(0)
     # uint8 in, uint8 out: torch's integer antialias path rounds like PIL and is ~2x faster than float
@@ -233,9 +236,11 @@ def _check_bad(bad: list[tuple[int, str]], names: list[str], prepare: PreparePar
     n = len(names)
     if len(bad) == n or len(bad) > prepare.max_bad_fraction * n:
         index, reason = bad[0]
+        hint = (CROP_HINT if reason.endswith(CROP_PARAM)
+                else REDOWNLOAD_HINT + ", or raise prepare.max_bad_fraction to skip them")
         raise SaganError(f"{zip_path}: {len(bad)} of {n} JPEGs are bad ({len(bad) / n:.2%}), more than "
                          f"prepare.max_bad_fraction = {prepare.max_bad_fraction} (first: {names[index]}: {reason})",
-                         hint=REDOWNLOAD_HINT + ", or raise prepare.max_bad_fraction to skip them")
+                         hint=hint)
 
 
 def prepare(zip_path: Path, partition_path: Path, out_dir: Path, prepare: PrepareParams) -> dict:

@@ -8,7 +8,11 @@
   training initialises it) on evaluate's latents. What no training scores.
 
 The file depends on the data, the reference and PARAM_KEYS only, so changing how the generator
-trains never recomputes it; evaluate copies both rows into reports/metrics.json.
+trains never recomputes it; evaluate copies both rows into reports/metrics.json. It records what
+its rows were measured with: the reference's sha256 (which stands for the data, the Inception
+weights and the reference keys) and the sampling keys, which evaluate checks before it draws a
+sample (`read`). The model keys and train.seed are not checked: a study's cells train other models
+against this one scale (sagan.study.design).
 """
 from __future__ import annotations
 
@@ -21,16 +25,17 @@ from sagan import paths
 from sagan.atomic import write_json
 from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
-from sagan.fid import measure
+from sagan.fid import measure, reference
 from sagan.fid.extractor import image_batches
-from sagan.fid.reference import read_reference
 from sagan.model.networks import Generator
-from sagan.params import Params
+from sagan.params import Params, flatten
 
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
 PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
               "fid.kid", "fid.kid_subset_size", "fid.swd_images", "model", "train.seed")
 ROWS = ("floor", "ceiling")
+# The keys of evaluate's protocol that the rows depend on, beside the reference (its digest covers its keys).
+SAMPLING_KEYS = tuple(key for key in PARAM_KEYS if key.startswith("fid.") and key not in reference.PARAM_KEYS)
 
 
 def untrained_generator(params: Params, image_size: int) -> Generator:
@@ -42,35 +47,46 @@ def untrained_generator(params: Params, image_size: int) -> Generator:
 def compute(params: Params) -> dict:
     """bounds.json's content for the prepared data and reference in the working directory."""
     fid = params.fid
-    reference = read_reference()
-    measure.check_sample_sizes(fid, reference)
+    ref = reference.read_reference()
+    measure.check_sample_sizes(fid, ref)
     size = dataset_info().size
-    extractor, _ = measure.matching_extractor(fid, reference, size, "the prepared data")
+    extractor, _ = measure.matching_extractor(fid, ref, size, "the prepared data")
     real = measure.reference_images(fid)
     training_images = load_split("train", max_images=fid.num_samples)
     floor = measure.score(image_batches(training_images, fid.batch_size), len(training_images), extractor,
-                          reference, real, fid, desc="floor (training images)")
+                          ref, real, fid, desc="floor (training images)")
     generator = untrained_generator(params, size).to(resolve_device(fid.device, param="fid.device"))
     ceiling = measure.score(measure.generated_batches(generator, params.model.z_dim, fid.num_samples, fid.batch_size, fid.seed),
-                            fid.num_samples, extractor, reference, real, fid, desc="ceiling (untrained generator)")
-    return {"floor": floor, "ceiling": ceiling, "weights_sha256": str(reference["weights_sha256"])}
+                            fid.num_samples, extractor, ref, real, fid, desc="ceiling (untrained generator)")
+    return {"floor": floor, "ceiling": ceiling, "reference_sha256": ref["sha256"], "params": sampling_params(params)}
 
 
-def read(expected_weights_sha256: str, num_samples: int) -> dict:
-    """The floor and ceiling rows of data/fid/bounds.json; one line naming the file when it is
-    missing, unreadable, or measured with other Inception weights or sample count than now."""
+def sampling_params(params: Params) -> dict:
+    """The SAMPLING_KEYS of `params` and their values."""
+    flat = flatten(params)
+    return {key: flat[key] for key in SAMPLING_KEYS}
+
+
+def read(ref: dict, params: Params) -> dict:
+    """The floor and ceiling rows of data/fid/bounds.json, measured against `ref` (read_reference's)
+    with the sampling keys of `params`; else one line naming the file. Cheap, so evaluate calls it
+    before drawing any sample."""
     try:
         data = json.loads(paths.require(paths.FID_BOUNDS).read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise paths.bad_input(paths.FID_BOUNDS, f"not valid JSON ({exc})") from exc
     if not isinstance(data, dict) or any(not isinstance(data.get(row), dict) for row in ROWS):
         raise paths.bad_input(paths.FID_BOUNDS, f"lacks the {' and '.join(ROWS)} rows")
-    if data.get("weights_sha256") != expected_weights_sha256:
-        raise paths.bad_input(paths.FID_BOUNDS, f"was measured with Inception weights sha256 "
-                                                f"{data.get('weights_sha256')}, the reference with {expected_weights_sha256}")
-    if data["ceiling"].get("n_gen") != num_samples:
-        raise paths.bad_input(paths.FID_BOUNDS, f"was measured on {data['ceiling'].get('n_gen')} samples, "
-                                                f"fid.num_samples is {num_samples}")
+    if data.get("reference_sha256") != ref["sha256"]:
+        raise paths.bad_input(paths.FID_BOUNDS, f"was measured against another FID reference (sha256 "
+                                                f"{data.get('reference_sha256')}) than {paths.FID_REFERENCE} "
+                                                f"(sha256 {ref['sha256']})")
+    recorded = data.get("params") if isinstance(data.get("params"), dict) else {}
+    now = sampling_params(params)
+    differ = [key for key in SAMPLING_KEYS if recorded.get(key) != now[key]]
+    if differ:
+        raise paths.bad_input(paths.FID_BOUNDS, f"was measured with {', '.join(f'{k} {recorded.get(k)}' for k in differ)}; "
+                                                f"the params give {', '.join(f'{k} {now[k]}' for k in differ)}")
     return {row: data[row] for row in ROWS}
 
 

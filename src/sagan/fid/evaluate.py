@@ -5,17 +5,25 @@ data/fid/bounds.json.
 `fid.num_samples` images are drawn in batches of `fid.batch_size` from latents of a numpy
 Generator seeded with `fid.seed` (drawn on the CPU in sequence, so the images are the same for
 any batch size or device), converted to uint8 exactly as the training data is stored, and
-measured by sagan.fid.measure (the protocol the floor and ceiling share); sample sizes are
-checked before any image is drawn.
+measured by sagan.fid.measure (the protocol the floor and ceiling share); sample sizes, and that
+data/fid/bounds.json was measured against this reference with these sampling params, are checked
+before any image is drawn.
 
 The numbers go to reports/metrics.json, their protocol and the MLflow run id of the training run
 they belong to (`run_id`, from reports/train/run.json) to reports/metrics_protocol.json
 (sagan.fid.results), and the numbers into that MLflow run. Without run.json `run_id` is
 null and a warning says the metrics were not logged: evaluating a foreign generator still works.
+
+The generator and run.json are one pair: a `sagan train` may publish a new pair while an evaluation
+runs (it takes no lock, so that it never stops a training run from starting). The pair is read
+before the generator is loaded and again after scoring, and an evaluation whose pair changed is
+refused rather than written under the other run's id. (Train renames run.json microseconds after
+the generator; an evaluation lasts seconds at least, so it cannot fall between the two.)
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -46,11 +54,12 @@ def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     measure.check_sample_sizes(fid, reference)
     generator, config = load_generator(generator_path, resolve_device(fid.device, param="fid.device"))
     extractor, weights = measure.matching_extractor(fid, reference, int(config["image_size"]), str(generator_path))
+    floor_and_ceiling = bounds.read(reference, params)  # before the 50,000 images, not after
     batches = measure.generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
     scores = measure.score(batches, fid.num_samples, extractor, reference, measure.reference_images(fid), fid,
                            desc="evaluate")
     return {
-        **scores, **bounds.read(reference["weights_sha256"], fid.num_samples),
+        **scores, **floor_and_ceiling,
         "reference_split": str(reference["reference_split"]),
         "extractor": EXTRACTOR_LABEL, "weights_sha256": weights.sha256, "weights_kind": weights.kind,
         "preprocessing": {"crop": int(reference["crop"]), "size": int(reference["size"]),
@@ -80,6 +89,10 @@ def log_to_training_run(params: Params, metrics: dict, record_path: Path = paths
     except SaganError as exc:
         print(f"sagan evaluate: warning: metrics not logged to MLflow: {exc}", file=sys.stderr)
         return
+    if training_run.run_id != metrics["run_id"]:  # run.json replaced since run() checked it
+        print(f"sagan evaluate: warning: metrics not logged to MLflow: {record_path} names run {training_run.run_id}, "
+              f"the metrics belong to {metrics['run_id']}", file=sys.stderr)
+        return
     training_run.log_evaluation(values, paths.FID_REFERENCE, metrics)
     training_run.set_tags(tags)
     registry.tag_versions(params.mlflow, training_run.run_id, {"fid": f"{metrics['fid']:.4f}"})
@@ -103,12 +116,28 @@ def generator_file(outputs: paths.RunOutputs, which: str) -> Path:
     return {"last": outputs.generator, "best": outputs.generator_best}[which]
 
 
+def published_pair(generator: Path, record: Path) -> tuple[str | None, str | None]:
+    """(sha256 of the generator file, the run id of run.json) as they are now; None for a missing or
+    unreadable one (evaluate names a missing generator when it loads it). The generator's content,
+    not only the run id: a run continued to more steps keeps its MLflow run."""
+    digest = hashlib.sha256(generator.read_bytes()).hexdigest() if generator.is_file() else None
+    return digest, training_run_id(record)
+
+
 def run(params: Params, args: argparse.Namespace) -> None:
     cell = getattr(args, "study_cell", None)  # a cell of a study (sagan.study), or the paper's pipeline
     outputs = cell.outputs if cell else paths.RUN
     which = params.evaluate.generator
-    metrics = {**evaluate(params, generator_file(outputs, which)), "generator": which,
-               "run_id": training_run_id(outputs.run_record)}
+    generator = generator_file(outputs, which)
+    pair = published_pair(generator, outputs.run_record)
+    metrics = {**evaluate(params, generator), "generator": which, "run_id": pair[1]}
+    now = published_pair(generator, outputs.run_record)
+    if now != pair:
+        changed = " and ".join(str(path) for path, before, after in zip((generator, outputs.run_record), pair, now)
+                               if before != after)
+        raise SaganError(f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no "
+                         f"metrics were written, as they would be attributed to another run than the one they measure",
+                         hint="rerun `sagan evaluate` once training has finished")
     results.write(metrics, outputs.metrics, outputs.metrics_protocol)
     log_to_training_run(params, metrics, outputs.run_record)
     kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""

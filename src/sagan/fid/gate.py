@@ -31,7 +31,7 @@ PROTOCOL_KEYS = ("n_gen", "n_ref", "reference_split", "weights_kind", "weights_s
 def read_json(path: Path) -> dict:
     try:
         return json.loads(paths.require(path).read_text())
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bytes that are no text
         raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
 
 
@@ -75,13 +75,22 @@ def gap_closed(metrics: dict) -> float:
     return (ceiling - metrics["fid"]) / (ceiling - floor)
 
 
+def kept_tolerance(baseline_path: Path) -> float:
+    """The tolerance of the baseline that --update rewrites, or the default where it has none that
+    is a number (no file, an empty or corrupt one: what --update is there to repair)."""
+    try:
+        old = read_json(baseline_path) if baseline_path.is_file() else {}
+    except SaganError:
+        return DEFAULT_TOLERANCE
+    if isinstance(old, dict) and "tolerance" in old and _number_problem(old, "tolerance") is None:
+        return old["tolerance"]
+    return DEFAULT_TOLERANCE
+
+
 def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
-    old = read_json(baseline_path) if baseline_path.is_file() else {}
-    if not isinstance(old, dict):
-        old = {}
     write_json(baseline_path, {
         "fid": metrics["fid"],
-        "tolerance": old.get("tolerance", DEFAULT_TOLERANCE),
+        "tolerance": kept_tolerance(baseline_path),
         "profile": params.mlflow.profile,
         "protocol": {k: metrics[k] for k in PROTOCOL_KEYS},
     })

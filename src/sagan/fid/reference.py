@@ -17,6 +17,8 @@ reference features (float32), which `sagan evaluate` needs for KID.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import zipfile
 from pathlib import Path
 
@@ -48,17 +50,22 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read_reference(path: Path | None = None) -> dict:
-    """The reference statistics (default: paths.FID_REFERENCE) as plain values (0-d arrays become scalars)."""
+    """The reference statistics (default: paths.FID_REFERENCE) as plain values (0-d arrays become
+    scalars), and `sha256`: the digest of the bytes they were read from, which identifies the
+    reference (bounds.json records it). Hashed and loaded from one read, so that a reference
+    rewritten meanwhile can never lend its digest to the other's statistics."""
     path = paths.require(paths.FID_REFERENCE if path is None else path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        content = path.read_bytes()
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
             out = {key: data[key] for key in data.files}
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise paths.bad_input(path, f"not a readable reference file ({exc})") from exc
     missing = [key for key in REQUIRED if key not in out]
     if missing:
         raise paths.bad_input(path, f"missing {', '.join(missing)}")
-    return {key: value.item() if value.ndim == 0 else value for key, value in out.items()}
+    return {**{key: value.item() if value.ndim == 0 else value for key, value in out.items()},
+            "sha256": hashlib.sha256(content).hexdigest()}
 
 
 def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:

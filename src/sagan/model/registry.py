@@ -2,18 +2,27 @@
 under `mlflow.registered_model`, and loaded back by `sagan sample --model-uri`.
 
 The format is mlflow.pytorch's `pt2` (a torch.export program of the generator in eval mode), not
-`pickle`. MLflow (3.17) loads a pt2 model only after checking that each of its records is plain
-metadata or loads with torch's weights_only unpickler, and refuses pickled models unless
-MLFLOW_ALLOW_PICKLE_DESERIALIZATION is set: loading one of ours never runs code from the store.
-The logged program is built from models/generator.pt as published (loaded weights_only), so the
-registry holds exactly what DVC caches.
+`pickle`. Loading a model from a store trusts nothing but such an export, and never calls
+mlflow.pytorch's loader: that unpickles models (MLFLOW_ALLOW_PICKLE_DESERIALIZATION defaults to
+true in MLflow 3.17) and imports a model's `code` directory and pickle module whatever that
+variable says. Instead the model's files are copied into a temporary directory, and refused
+unread unless its MLmodel has a pytorch flavour whose data is `data/model.pt2` alone (no pickled
+weights, no pickle module, no `code` entry in any flavour); that archive must then pass MLflow's
+pickle-free check (every record plain metadata or loadable by torch's weights_only unpickler),
+always applied, before torch.export.load reads the same checked copy. The logged program is built
+from models/generator.pt as published (loaded weights_only), so the registry holds exactly what
+DVC caches.
 """
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
+import yaml
 
 from sagan import tracking
 from sagan.errors import SaganError, first_line
@@ -21,6 +30,7 @@ from sagan.model.io import load_generator
 from sagan.params import MlflowParams
 
 ARTIFACT = "generator"  # the model's name in its run: runs:/<run_id>/generator
+PT2_FILE = "model.pt2"  # mlflow.pytorch's pt2 export, alone in the flavour's `data` directory
 EXAMPLE_SEED = 0
 
 
@@ -78,32 +88,72 @@ def tag_versions(mlflow_params: MlflowParams, run_id: str, tags: dict[str, str])
 
 def _logged_model_uri(mlflow_client, model_uri: str) -> str:
     """MLflow 3 keeps a logged model apart from its run's artifacts, as `models:/<model_id>`;
-    `runs:/<run_id>/<name>` is resolved here to the run's logged model of that name."""
+    `runs:/<run_id>/<name>` is resolved here to the run's logged model of that name, or is one
+    line saying the run has none (MLflow would say it failed to download 'MLmodel')."""
     if not model_uri.startswith("runs:/"):
         return model_uri
     run_id, _, name = model_uri.removeprefix("runs:/").partition("/")
     for output in mlflow_client.get_run(run_id).outputs.model_outputs:
         if mlflow_client.get_logged_model(output.model_id).name == name:
             return f"models:/{output.model_id}"
-    return model_uri  # not a logged model: perhaps a model directory among the run's artifacts
+    raise SaganError(f"--model-uri {model_uri}: run {run_id} has no logged model named {name!r}",
+                     hint=f"`sagan train` logs its generator as runs:/<run_id>/{ARTIFACT} "
+                          f"(with `mlflow.log_model: true`)")
+
+
+def _checked_export(model_dir: Path) -> tuple[Path, int]:
+    """The pt2 file and latent size of the model copied to `model_dir` if it is a pt2 export as
+    log_generator writes it, judged from its MLmodel and file names alone; else ValueError(why not)."""
+    from mlflow.models import Model
+
+    try:
+        mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"no readable MLmodel: {first_line(exc)[:100]}") from exc
+    flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
+    if not isinstance(flavors, dict) or not isinstance(flavors.get("pytorch"), dict):
+        raise ValueError("no pytorch flavour in its MLmodel")
+    if shipped := sorted(name for name, flavor in flavors.items() if isinstance(flavor, dict) and flavor.get("code")):
+        raise ValueError(f"it ships code to import: the `code` entry of {', '.join(shipped)}")
+    if (data := flavors["pytorch"].get("model_data")) != "data":
+        raise ValueError(f"its pytorch data is {data!r}, not 'data'")
+    files = sorted(path.name for path in (model_dir / "data").iterdir()) if (model_dir / "data").is_dir() else []
+    if files != [PT2_FILE]:
+        raise ValueError(f"data/ holds {', '.join(files) or 'nothing'}, not {PT2_FILE} alone")
+    signature = Model.from_dict(mlmodel).signature
+    inputs = signature.inputs.inputs if signature else []
+    if len(inputs) != 1 or len(getattr(inputs[0], "shape", ())) != 2:
+        raise ValueError("its signature is not one latent input of shape (-1, z_dim)")
+    return model_dir / "data" / PT2_FILE, int(inputs[0].shape[1])
 
 
 def load_model(mlflow_params: MlflowParams, model_uri: str) -> tuple[torch.nn.Module, int]:
-    """The generator at `model_uri` (models:/<name>/<version>, runs:/<run_id>/generator,
-    models:/<model_id>) on the CPU, and its latent size from the signature; or one line naming
-    the URI."""
-    import mlflow.pytorch
+    """The generator at `model_uri` (models:/<name>/<version>, models:/<name>/latest,
+    runs:/<run_id>/generator, models:/<model_id>, a model directory) on the CPU, and its latent
+    size from the signature; or one line naming the URI. Nothing but a pt2 export is loaded."""
+    import mlflow.artifacts
     from mlflow.exceptions import MlflowException
-    from mlflow.models import get_model_info
+    from mlflow.pytorch import _validate_pt2_archive_is_pickle_free  # pinned mlflow: its check, always on
 
     mlflow_client = tracking.client(mlflow_params)
     _use_store(mlflow_params)
-    try:
-        resolved = _logged_model_uri(mlflow_client, model_uri)
-        inputs = get_model_info(resolved).signature.inputs.inputs
-        module = mlflow.pytorch.load_model(resolved)  # a pt2 program loads on the CPU it was exported on
-    except (MlflowException, OSError, AttributeError) as exc:
-        raise SaganError(f"--model-uri {model_uri}: cannot load it from {tracking.tracking_uri(mlflow_params)} "
-                         f"({first_line(exc)[:200]})",
-                         hint="list the versions with the MLflow UI (`make ui`), or use runs:/<run_id>/generator") from exc
-    return module, int(inputs[0].shape[1])
+    with tempfile.TemporaryDirectory(prefix="sagan-model-") as tmp:
+        try:
+            resolved = _logged_model_uri(mlflow_client, model_uri)
+            # A copy, so that what is checked is what is loaded; no progress bar before a one-line error.
+            with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
+                model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved, dst_path=tmp))
+        except (MlflowException, OSError) as exc:
+            raise SaganError(f"--model-uri {model_uri}: cannot load it from {tracking.tracking_uri(mlflow_params)} "
+                             f"({first_line(exc)[:200]})",
+                             hint="list the versions with the MLflow UI (`make ui`), "
+                                  "or use runs:/<run_id>/generator") from exc
+        try:
+            pt2, z_dim = _checked_export(model_dir)
+            _validate_pt2_archive_is_pickle_free(str(pt2))
+            module = torch.export.load(pt2).module()  # a pt2 program loads on the CPU it was exported on
+        except (ValueError, MlflowException, RuntimeError) as exc:  # RuntimeError: a damaged archive
+            raise SaganError(f"--model-uri {model_uri}: refused, not a pt2 export as `sagan train` logs it "
+                             f"({first_line(exc)[:200]})",
+                             hint="only models that `sagan train` logs (`mlflow.log_model: true`) are loaded") from exc
+    return module, z_dim

@@ -1,6 +1,7 @@
 """`sagan sample --n 64 --out grid.png --seed 0 [--generator PATH | --model-uri URI]`: a grid of
 generated faces, from a generator file (default: models/generator.pt) or from an MLflow model
-(`models:/NAME/VERSION`, `runs:/RUN_ID/generator`; sagan.model.registry) in the params' store.
+(`models:/NAME/VERSION`, `runs:/RUN_ID/generator`, ...; sagan.model.registry, which loads nothing
+but a pt2 export) in the params' store. --out is a new path or a regular file, replaced atomically.
 
 `save_grid` is also the trainer's writer of its per-epoch sample grids.
 """
@@ -49,9 +50,14 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.n < 1:
         raise SaganError(f"--n: must be at least 1, got {args.n}")
     out = Path(args.out)
-    if out.is_dir():  # checked before the generator runs: the rename onto it would fail at the end
+    # Checked before the generator runs: the rename onto a directory would fail at the end, and
+    # onto a FIFO or device node (as root, /dev/null) would replace it.
+    if out.is_dir():
         raise SaganError(f"--out: {out} is a directory; give the PNG file to write",
                          hint=f"e.g. --out {out / 'samples.png'}")
+    if out.exists() and not out.is_file():
+        raise SaganError(f"--out: {out} exists and is not a regular file; sample writes a PNG file",
+                         hint="give a new path or an existing PNG, e.g. --out samples.png")
     if args.model_uri:
         from sagan.model.registry import load_model
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
+from sagan.fid.official import weights_kind
 from sagan.params import Params, flatten
 from sagan.report import figures, history as run_history
 from sagan.report.document import Document, Figure, Section, Table, to_html, to_markdown
@@ -34,9 +35,10 @@ def fmt(value: float | int | None, spec: str = ".2f") -> str:
 
 
 def comparability_warnings(metrics: dict, run_record: dict) -> list[str]:
-    """Why this run's numbers cannot be set beside the paper's; empty when they can."""
+    """Why this run's numbers cannot be set beside the paper's; empty when they can. The weights are
+    judged by their digest: metrics_protocol.json's `weights_kind` is a word a hand edit can change."""
     warnings = []
-    if metrics.get("weights_kind") == "standin":
+    if weights_kind(metrics["weights_sha256"]) != "official":
         warnings.append(STANDIN_WARNING)
     if metrics.get("synthetic_data") or run_record.get("synthetic_data"):
         warnings.append(SYNTHETIC_WARNING)
@@ -48,7 +50,7 @@ def protocol(metrics: dict) -> str:
     return (f"{metrics['n_gen']} generated vs {metrics['n_ref']} reference images "
             f"({metrics['reference_split']} split); centre crop {pre.get('crop', '?')} px, "
             f"resized to {pre.get('size', '?')} px; extractor {metrics['extractor']}; "
-            f"weights {metrics['weights_kind']}")
+            f"weights {weights_kind(metrics['weights_sha256'])}")
 
 
 def table1_section(metrics: dict, run_record: dict) -> Section:
@@ -152,7 +154,7 @@ def metadata_section(inputs: ReportInputs) -> Section:
         ["MLflow experiment", str(record.get("mlflow_experiment", NOT_AVAILABLE))],
         ["DVC experiment", str(record.get("dvc_experiment") or "none (not run by `dvc exp run`)")],
         ["Synthetic data", str(bool(metrics.get("synthetic_data") or record["synthetic_data"])).lower()],
-        ["FID weights", f"{metrics['weights_kind']} (sha256 {metrics.get('weights_sha256', NOT_AVAILABLE)})"],
+        ["FID weights", f"{weights_kind(metrics['weights_sha256'])} (sha256 {metrics['weights_sha256']})"],
         ["Training", f"{record.get('steps', NOT_AVAILABLE)} steps, {fmt(record.get('wall_time_s'), '.1f')} s, "
                      f"{fmt(record.get('img_per_s'), '.1f')} img/s on {record.get('device', NOT_AVAILABLE)}"],
     ]

@@ -1,15 +1,19 @@
 """One document model, rendered twice: Markdown (report.md) and self-contained HTML (report.html).
 
-Building the content once and rendering it twice keeps the two files in step. The HTML escapes
-all text and embeds every image as a base64 data URI, so the file can be mailed or attached.
+Building the content once and rendering it twice keeps the two files in step. Both escape all
+text, so that a name a user picks (a title, a run, a study, a param value) is shown and never
+rendered: no markup, link or image comes from text. The HTML embeds every image as a base64 data
+URI, so the file can be mailed or attached.
 """
 from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
+from urllib.parse import quote
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,14 @@ class Figure:
     caption: str
 
 
-Block = Union[str, Table, Figure]  # a str is a paragraph
+@dataclass(frozen=True)
+class Labelled:
+    """A paragraph led by a bold label ("Reading: ..."): markup comes from the model, never from text."""
+    label: str
+    text: str
+
+
+Block = Union[str, Table, Figure, Labelled]  # a str is a paragraph
 
 
 @dataclass(frozen=True)
@@ -46,30 +57,46 @@ BANNER_HEADLINE = "These numbers cannot be compared with the paper's."
 
 
 # -- Markdown -----------------------------------------------------------------------------------
+# Markdown that text can open anywhere in a line: code spans, emphasis, links and images, GFM's
+# strikethrough and table cells, a heading's closing "#", and the escape itself. With "[" escaped no
+# link or image can form, so "(", ")" and "!" stay as they are; "_" between two letters or digits
+# opens no emphasis, so `train.lr_d` stays readable.
+_MD_INLINE = re.compile(r"[\\`*\[\]~#|]|(?<![^\W_])_|_(?![^\W_])")
+# What makes the text of a paragraph or list item a list or a rule: a leading "-", "+" or "1." / "1)"
+# ("*" and "_" are escaped as inline syntax).
+_MD_BLOCK_START = re.compile(r"^(\s*\d{0,9})([-+.)])")
+
+
 def _md(text: str) -> str:
-    """Text as Markdown shows it literally: raw HTML (a run name, a title) is escaped, not rendered."""
-    return html.escape(text, quote=False)
+    """Text as Markdown shows it literally, on one line (a line break could start a heading or a link
+    definition): CommonMark backslash escapes for its syntax, entities for HTML's, as in the HTML."""
+    return _MD_INLINE.sub(r"\\\g<0>", html.escape(" ".join(text.splitlines()), quote=False))
 
 
-def _md_cell(text: str) -> str:
-    return _md(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+def _md_block_text(text: str) -> str:
+    """Text that starts a block (a paragraph, a list item), escaped as `_md` does and for its start."""
+    return _MD_BLOCK_START.sub(r"\1\\\2", _md(text))
 
 
 def _md_block(block: Block) -> str:
     if isinstance(block, Table):
-        lines = ["| " + " | ".join(_md_cell(c) for c in block.header) + " |",
+        lines = ["| " + " | ".join(_md(c) for c in block.header) + " |",
                  "|" + "---|" * len(block.header)]
-        lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in block.rows]
+        lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in block.rows]
         return "\n".join(lines)
     if isinstance(block, Figure):
-        return f"![{_md_cell(block.caption)}]({block.href})\n\n*{_md(block.caption)}*"
-    return _md(block)
+        # The path may hold a study's name: percent-encoded, it cannot end the link early.
+        return f"![{_md(block.caption)}]({quote(block.href)})\n\n*{_md(block.caption)}*"
+    if isinstance(block, Labelled):
+        return f"**{_md(block.label)}** {_md(block.text)}"
+    return _md_block_text(block)
 
 
 def to_markdown(doc: Document) -> str:
     parts = [f"# {_md(doc.title)}"]
     if doc.warnings:
-        parts.append("\n".join([f"> **{BANNER_HEADLINE}**", ">"] + [f"> - {_md(w)}" for w in doc.warnings]))
+        parts.append("\n".join([f"> **{BANNER_HEADLINE}**", ">"]
+                                + [f"> - {_md_block_text(w)}" for w in doc.warnings]))
     for section in doc.sections:
         parts.append(f"## {_md(section.title)}")
         parts += [_md_block(b) for b in section.blocks]
@@ -103,6 +130,8 @@ def _html_block(block: Block) -> str:
         data = base64.b64encode(block.file.read_bytes()).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{_h(block.caption)}">'
                 f"<figcaption>{_h(block.caption)}</figcaption></figure>")
+    if isinstance(block, Labelled):
+        return f"<p><strong>{_h(block.label)}</strong> {_h(block.text)}</p>"
     return f"<p>{_h(block)}</p>"
 
 

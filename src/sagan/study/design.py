@@ -126,6 +126,7 @@ class Study:
         return parse_params(raw, where=f"{self.file} (cell attention={attention}, placement={placement}, seed={seed})")
 
     def cell(self, name: str) -> StudyCell:
+        paths.plain_name(name, "--cell")
         by_name = {cell.name: cell for cell in self.cells}
         if name not in by_name:
             close = difflib.get_close_matches(name, list(by_name), n=1)
@@ -161,7 +162,7 @@ def _check_axes(raw, where: str) -> dict[str, list]:
 def load_study(name: str, params: Params) -> Study:
     """The study `name` (studies/NAME/study.yaml) over `params`, with every cell's params
     validated: an unknown axis, value or param is one line naming the file."""
-    path = paths.study_file(name)
+    path = paths.study_file(paths.plain_name(name, "--study"))
     if not path.is_file():
         known = sorted(p.parent.name for p in paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}"))
         raise SaganError(f"{path}: study '{name}' not found",

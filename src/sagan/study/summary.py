@@ -10,12 +10,18 @@ Reads every cell's metrics.json and run.json (written by `sagan train/evaluate -
 - fid_by_cell.png, and report.md/html holding the section "Does self-attention help?", which
   the pipeline's report (sagan.report) also carries while the results exist.
 In MLflow the study is one parent run (tagged `sagan.study`, found again on the next summary) and
-every cell's training run becomes its child (`mlflow.parentRunId`), so the UI nests them.
+every cell's training run becomes its child (`mlflow.parentRunId`), so the UI nests them; a
+retrained cell's previous run is unlinked, so the children are exactly the cells' current runs.
+Another report that carries the section names the cells retrained since (stale_cells).
+
+`sagan study --study NAME --check` only validates every cell's params and writes the stamp that the
+study's DVC pipeline runs first (paths.study_checked).
 """
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +30,9 @@ from sagan import paths, tracking
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
 from sagan.fid import results as fid_results
+from sagan.fid.official import weights_kind
 from sagan.params import MlflowParams, Params
-from sagan.report.document import Document, Figure, Section, Table, to_html, to_markdown
+from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
 from sagan.study import stats
 from sagan.study.design import BASELINE, Study, StudyCell, load_study
 
@@ -57,7 +64,7 @@ def cell_row(cell: StudyCell) -> dict:
     return {"cell": cell.name, "attention": cell.attention, "placement": cell.placement, "seed": cell.seed,
             **{key: value for key, value in numbers.items() if key != "wall_time_s"},
             "steps": record["steps"], "train_wall_time_s": record["wall_time_s"],
-            "eval_wall_time_s": numbers.get("wall_time_s"), "weights_kind": metrics["weights_kind"],
+            "eval_wall_time_s": numbers.get("wall_time_s"), "weights_kind": weights_kind(metrics["weights_sha256"]),
             "synthetic_data": metrics["synthetic_data"], "mlflow_run_id": record["mlflow_run_id"]}
 
 
@@ -125,27 +132,39 @@ def reading(summary: pd.DataFrame) -> str:
     return f"Against no attention, paired over {n} seeds: {'; '.join(parts)}{tail}."
 
 
-def section(results: pd.DataFrame, summary: pd.DataFrame, figure: Path, href: str) -> Section:
-    """The report section: the FID table, the figure and the reading."""
+def section(results: pd.DataFrame, summary: pd.DataFrame, figure: Path, href: str,
+            stale: Sequence[str] = (), study_name: str = "") -> Section:
+    """The report section: the FID table, the figure and the reading; with the `stale` cells (of
+    stale_cells) named first and their rows marked."""
     fid = summary[summary["metric"] == "fid"]
+    stale_rows = {label(r.attention, r.placement) for r in results.itertuples() if r.cell in stale}
     def paired(r) -> str:
         if r.attention == BASELINE:
             return "baseline"
         return f"{r.diff_mean:+.2f} {_ci(r.diff_ci_low, r.diff_ci_high, '+.2f')}"
 
-    rows = [[label(r.attention, r.placement), str(r.n_seeds), f"{r.mean:.2f}",
+    def cell_label(r) -> str:
+        name = label(r.attention, r.placement)
+        return f"{name} (stale)" if name in stale_rows else name
+
+    rows = [[cell_label(r), str(r.n_seeds), f"{r.mean:.2f}",
              "n/a" if math.isnan(r.std) else f"{r.std:.2f}", _ci(r.ci_low, r.ci_high), paired(r)]
             for r in fid.itertuples()]
     kind = results["weights_kind"].iloc[0]
     synthetic = " on synthetic data" if results["synthetic_data"].all() else ""
+    note = ([Labelled("Stale:", f"cell{'s' if len(stale) > 1 else ''} {', '.join(stale)} "
+                      f"{'have' if len(stale) > 1 else 'has'} been trained again (or removed) since `sagan study` "
+                      f"ran: their rows show their previous runs. Rerun `sagan study --study {study_name}`.")]
+            if stale else [])
     return Section(SECTION_TITLE, [
+        *note,
         f"The paper places one self-attention module between the 3rd and 4th layers and reports one FID. "
         f"This study trains every cell of the grid with each seed ({len(results)} runs; {kind} Inception "
         f"weights{synthetic}) and compares each cell with no attention at the same seed. Intervals: 95%, "
         f"Student t over seeds (scipy.stats.t).",
         Table(["Cell", "Seeds", "FID mean", "std", "95% interval", "vs no attention (paired, 95% interval)"], rows),
         Figure(file=figure, href=href, caption="FID per cell: mean and 95% interval over seeds; dots are seeds"),
-        f"**Reading:** {reading(summary)}",
+        Labelled("Reading:", reading(summary)),
     ])
 
 
@@ -156,7 +175,20 @@ def read_section(study_name: str, relative_to: Path) -> Section | None:
         return None
     results = pd.read_csv(out.results_csv, dtype={"placement": "Int64"})
     summary = pd.read_csv(out.summary_csv, dtype={"placement": "Int64"})
-    return section(results, summary, out.figure, str(out.figure.relative_to(relative_to)))
+    return section(results, summary, out.figure, str(out.figure.relative_to(relative_to)),
+                   stale_cells(study_name, results), study_name)
+
+
+def stale_cells(study_name: str, results: pd.DataFrame) -> list[str]:
+    """The cells whose current training run (their run.json) is not the run that `results`, the
+    study's summary, holds: trained again, or removed, since `sagan study` ran."""
+    where = f"{paths.StudyReports(study_name).results_csv}: cell"
+
+    def current_run(cell: str) -> str | None:
+        record = paths.RunOutputs(paths.study_cell_dir(study_name, paths.plain_name(cell, where))).run_record
+        return tracking.read_run_record(record)["mlflow_run_id"] if record.is_file() else None
+
+    return sorted(cell for cell, run_id in zip(results["cell"], results["mlflow_run_id"]) if current_run(cell) != run_id)
 
 
 def log_parent_run(mlflow_params: MlflowParams, study: Study, results: pd.DataFrame, summary: pd.DataFrame) -> str:
@@ -175,7 +207,12 @@ def log_parent_run(mlflow_params: MlflowParams, study: Study, results: pd.DataFr
         parent = tracking.MlflowRun(client, client.create_run(experiment.experiment_id, tags={
             "mlflow.runName": f"study: {study.name}", "sagan.study": study.name, "sagan.study.parent": "true",
             "mlflow.source.name": "sagan study", "mlflow.source.type": "LOCAL"}).info.run_id)
-    for run_id in results["mlflow_run_id"]:
+    current = set(results["mlflow_run_id"])
+    # A retrained cell's previous run is no child any more: the parent holds exactly the cells' runs.
+    for old in client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.run_id}'"):
+        if old.info.run_id not in current:
+            client.delete_tag(old.info.run_id, "mlflow.parentRunId")
+    for run_id in current:
         client.set_tag(run_id, "mlflow.parentRunId", parent.run_id)
     metrics = {}
     for r in summary.itertuples():
@@ -189,7 +226,16 @@ def log_parent_run(mlflow_params: MlflowParams, study: Study, results: pd.DataFr
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    study = load_study(args.study, params)
+    study = load_study(args.study, params)  # every cell's params validated
+    if args.check:
+        # The study pipeline's first stage (studies/NAME/dvc.yaml): a stamp of fixed content, so that
+        # rewriting it changes no hash downstream.
+        stamp = paths.study_checked(study.name)
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(stamp) as tmp:
+            tmp.write_text("ok\n")
+        print(f"sagan study: {study.file}: the params of its {len(study.cells)} cells are valid")
+        return
     cell_mlflow = study.cells[0].params.mlflow  # the cells' store and experiment (the study's base may set them)
     out = paths.StudyReports(study.name)
     results = results_table(study)

@@ -13,7 +13,8 @@ another format into `superseded/format-N/`, one set per identity (superseding ne
 identity's set), and moves this identity's set back when there is one, so that a run resumes where
 its params left off however many other runs came between. The sets are capped at
 `train.superseded_max_gb`, the oldest (by mtime) removed first. Pruning deletes only checkpoints of
-the run being saved.
+the run being saved, and none beyond the step saved: those are a longer run's of the same params
+(before train.max_steps or train.epochs was lowered), kept for when the limit comes back.
 """
 from __future__ import annotations
 
@@ -60,6 +61,11 @@ def checkpoint_path(step: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
     return Path(directory) / f"step_{step:07d}.pt"
 
 
+def step_of(path: Path) -> int:
+    """The step in a checkpoint's file name."""
+    return int(_NAME.match(Path(path).name).group(1))
+
+
 def list_checkpoints(directory: Path = paths.CHECKPOINTS_DIR) -> list[Path]:
     """Checkpoint files, newest (highest step) first; temporary files are ignored."""
     directory = Path(directory)
@@ -91,12 +97,14 @@ def owner(state: dict) -> str:
 
 def save(state: dict, step: int, keep: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
     """Write `state` atomically as step `step`, then delete all but the newest `keep` of this run's
-    checkpoints (those of its format and identity); any other file is left alone."""
+    checkpoints (those of its format and identity) up to `step`; any other file is left alone."""
     path = checkpoint_path(step, directory)
     with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
     mine, kept = set_name(state["identity"]), 0
     for other in list_checkpoints(directory):
+        if step_of(other) > step:  # a longer run's of these params (module docstring)
+            continue
         if other != path:
             try:
                 if owner(peek(other)) != mine:
@@ -109,11 +117,13 @@ def save(state: dict, step: int, keep: int, directory: Path = paths.CHECKPOINTS_
     return path
 
 
-def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR, identity: dict | None = None
-                      ) -> tuple[Path, dict] | None:
-    """The newest checkpoint that loads (and has `identity`, when given); a corrupt one is reported
-    and the previous one tried."""
+def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR, identity: dict | None = None,
+                      max_step: int | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint that loads (and has `identity`, and is at or below `max_step`, when
+    given); a corrupt one is reported and the previous one tried."""
     for path in list_checkpoints(directory):
+        if max_step is not None and step_of(path) > max_step:
+            continue
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             missing = [k for k in REQUIRED_KEYS if k not in state]

@@ -147,11 +147,35 @@ class Training:
 
     # -- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
-        superseded = False
+        """Load the newest checkpoint of these params at or below this run's last step.
+
+        A newer one is a longer run's of the same params (train.max_steps or train.epochs lowered
+        since), and is never published as this run: this run resumes from the newest kept checkpoint
+        at or below its last step (the same trajectory: a shorter run ends where it would have from
+        scratch), as an MLflow run of its own unless that checkpoint is already this run's, and the
+        longer run's checkpoints stay for when the limit comes back. With none kept, it is refused.
+        """
+        superseded, directory = False, self.outputs.checkpoints_dir
         if self.ctx.is_main:  # other identities' and formats' checkpoints out, this identity's set back in
-            superseded = checkpoint.arrange(self.identity, self.train.superseded_max_gb, self.outputs.checkpoints_dir)
+            superseded = checkpoint.arrange(self.identity, self.train.superseded_max_gb, directory)
         dist.barrier(self.ctx)  # rank 0 has arranged the checkpoints before any rank reads them
-        found = checkpoint.load_newest_valid(self.outputs.checkpoints_dir, identity=self.identity)
+        found = checkpoint.load_newest_valid(directory, identity=self.identity)
+        if found is not None and found[1]["loop"]["step"] > self.total_steps:
+            longer = found[1]["loop"]
+            found = checkpoint.load_newest_valid(directory, identity=self.identity, max_step=self.total_steps)
+            if found is None:
+                key, value = (("train.max_steps", self.train.max_steps) if self.total_steps == self.train.max_steps
+                              else ("train.epochs", self.train.epochs))
+                raise SaganError(f"{key}: {value} ends the run at step {self.total_steps}, but {directory} holds "
+                                 f"these params trained to step {longer['step']} and none of their checkpoints at "
+                                 f"or below step {self.total_steps}",
+                                 hint=f"raise {key} to publish that run, or move {directory} aside to train "
+                                      f"{self.total_steps} steps from scratch")
+            if found[1]["loop"]["mlflow_run_id"] == longer["mlflow_run_id"]:
+                found[1]["loop"]["mlflow_run_id"] = ""  # a new MLflow run: the longer run's record stays its own
+            if self.ctx.is_main:
+                print(f"sagan train: {directory} holds these params trained to step {longer['step']}, beyond this "
+                      f"run's {self.total_steps}; those checkpoints are kept for a longer run")
         if found is None:
             if superseded:
                 print("sagan train: no checkpoint of these params; training from scratch")
