@@ -59,7 +59,7 @@ def check_cluster_profile():
         if value.startswith("your-"):
             sys.exit(f"snakemake: error: the cluster profile still has the placeholder {where}={value}; "
                      "set your account, partitions and GPU gres in workflow/profiles/slurm/config.yaml "
-                     "(README: Snakemake on a SLURM cluster)")
+                     "(workflow/profiles/README.md: Snakemake on a SLURM cluster)")
 
 
 check_cluster_profile()

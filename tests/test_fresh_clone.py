@@ -58,7 +58,7 @@ def test_dry_runs_leave_the_clone_clean(clone):
 
 
 def test_a_scratch_copy_leaves_out_a_committed_run(tmp_path):
-    """A user who commits their runs (README) must still get a smoke copy with no run in it."""
+    """A user who commits their runs (docs/experiments.md) must still get a smoke copy with no run in it."""
     from sagan import paths
     from sagan.smoke import working_tree_files
 

@@ -90,7 +90,8 @@ def test_the_slurm_profile_stops_with_one_line_while_it_has_placeholders(tmp_pat
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "snakemake: error: the cluster profile still has the placeholder slurm_account=your-account; set your "
-        "account, partitions and GPU gres in workflow/profiles/slurm/config.yaml (README: Snakemake on a SLURM cluster)")
+        "account, partitions and GPU gres in workflow/profiles/slurm/config.yaml "
+        "(workflow/profiles/README.md: Snakemake on a SLURM cluster)")
 
 
 def test_gpu_requests_come_from_the_profile_and_train_nproc_per_node(tmp_path, profile_copy):
@@ -119,7 +120,7 @@ def test_gpu_requests_come_from_the_profile_and_train_nproc_per_node(tmp_path, p
 @pytest.mark.slow  # four Snakemake runs with training (about a minute): `make test-all` runs it
 def test_a_failed_train_job_costs_its_outputs_but_not_the_run(tmp_path, mlflow_uri):
     """Snakemake 9 deletes a job's declared outputs when it starts the job and again when the job
-    fails (README: "A failed job and its outputs"); the previous run survives in its checkpoints,
+    fails (workflow/profiles/README.md: "A failed job and its outputs"); the previous run survives in its checkpoints,
     which no orchestrator declares, and a rerun of its params publishes it again without training."""
     raw = tiny_raw_params(max_steps=4, batch_size=8)
     root = train_project(tmp_path / "project", raw)

@@ -84,7 +84,7 @@ def snakemake_run(project: Path, *extra: str, **kw) -> subprocess.CompletedProce
 
 
 def study_run(project: Path, orchestrator: str, study: str) -> subprocess.CompletedProcess:
-    """README's study command for `orchestrator`: its own DVC pipeline, or its Snakemake target."""
+    """studies/README.md's study command for `orchestrator`: its own DVC pipeline, or its Snakemake target."""
     if orchestrator == "dvc":
         return run(["dvc", "repro", str(paths.study_pipeline(study))], project, check=False)
     return snakemake_run(project, f"{study}_study", check=False)

@@ -1,6 +1,6 @@
 # models/checkpoints/ is deliberately no output, here as in dvc.yaml: Snakemake deletes a job's
 # outputs before rerunning it (and after it fails), and the checkpoints must survive both so that
-# the rerun resumes from them (README: "A failed job and its outputs").
+# the rerun resumes from them (workflow/profiles/README.md: "A failed job and its outputs").
 TRAIN_RANKS = PARAMS["train"]["nproc_per_node"]  # `sagan train` starts them under torchrun itself
 
 
