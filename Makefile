@@ -41,10 +41,12 @@ check-fid: install       ## smoke run through DVC + FID regression check against
 update-baseline: install ## smoke run through DVC, then write its FID into tests/baselines/smoke.json
 	$(PY) -m sagan.smoke --orchestrator dvc --update-baseline
 
-ui: install              ## the MLflow UI on 127.0.0.1 against the project's store; prints the runs table's address
-	-@$(PY) -c 'from sagan import tracking; from sagan.params import load_params; \
-	print("MLflow runs table:", tracking.ui_url(load_params("params.yaml").mlflow))'
-	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+ui: install              ## the MLflow UI on 127.0.0.1 against the project's store (a tracking server serves its own); prints the runs table's address
+	-@$(PY) -c 'import os; from sagan import tracking; from sagan.params import load_params; \
+	uri = os.environ.get("MLFLOW_TRACKING_URI", ""); \
+	print("MLflow runs table:", tracking.ui_url(load_params("params.yaml").mlflow, **({"server": uri} if tracking.is_server(uri) else {})))'
+	@case "$${MLFLOW_TRACKING_URI:-}" in http://* | https://*) ;; \
+	*) $(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000 ;; esac
 
 bench: install
 	$(PY) benchmarks/prepare.py && $(PY) benchmarks/train.py && $(PY) benchmarks/fid.py && $(PY) benchmarks/orchestration.py

@@ -8,14 +8,17 @@ unit tests, using the cores that DVC, Snakemake and git leave idle.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -166,17 +169,51 @@ def add_study_seed(project: Path, seed: int) -> None:
     path.write_text(yaml.safe_dump(study, sort_keys=False))
 
 
-def study_record(project: Path) -> dict:
-    """The study's results table, its report, and its MLflow runs (tags by run id)."""
+def study_record(project: Path, store: str | None = None) -> dict:
+    """The study's results table, its report, and its MLflow runs in `store` (default: the project's
+    SQLite file): tags, and the start and end times, artifact URI, metric names and logged models
+    of each, by run id."""
     import mlflow
     import pandas as pd
 
     out = paths.StudyReports(STUDY)
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri=store or f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sagan-smoke-attention")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     return {"results": pd.read_csv(project / out.results_csv), "report": (project / out.report_md).read_text(),
-            "runs": {r.info.run_id: r.data.tags for r in runs}}
+            "runs": {r.info.run_id: r.data.tags for r in runs},
+            "run_infos": {r.info.run_id: {"start": r.info.start_time, "end": r.info.end_time,
+                                          "artifact_uri": r.info.artifact_uri, "metrics": set(r.data.metrics),
+                                          "models": [client.get_logged_model(o.model_id).name
+                                                     for o in r.outputs.model_outputs]} for r in runs}}
+
+
+# The study of the Snakemake scenario logs through the project's tracking server, authentication
+# on, as a user of it: `workflow/mlflow/server.sh` on a free port of 127.0.0.1.
+SERVER_USER = ("study", "study-password-1")
+
+
+@contextlib.contextmanager
+def tracking_server(project: Path, state: Path) -> Iterator[dict[str, str]]:
+    """Start the project's tracking server (state and stores in `state`) and give it an account;
+    yields the environment its user exports. Stopped by the script, by its PID, afterwards."""
+    import requests
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = [str(project / "workflow/mlflow/server.sh")]
+    env = {**orchestrator_env(), "SAGAN_MLFLOW_DIR": str(state)}
+    subprocess.run(script + ["start", "--port", str(port), "--workers", "1"], env=env, check=True, capture_output=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        admin = ("admin", (state / "admin-password").read_text().strip())
+        requests.post(f"{url}/api/2.0/mlflow/users/create", auth=admin, timeout=60,
+                      json={"username": SERVER_USER[0], "password": SERVER_USER[1]}).raise_for_status()
+        yield {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": SERVER_USER[0],
+               "MLFLOW_TRACKING_PASSWORD": SERVER_USER[1]}
+    finally:
+        subprocess.run(script + ["stop"], env=env, check=True, capture_output=True)
 
 
 def snakemake_planned_jobs(project: Path, target: str) -> set[tuple[str, str]]:
@@ -342,11 +379,20 @@ def run_snakemake_gate_and_more_epochs(project: Path, rec: dict) -> None:
 
 def run_snakemake_study(project: Path, cluster: list[str]) -> dict:
     """README's study command (one SLURM job per cell where the cluster runs) after the pipeline's
-    first run; then a seed more: only its cells (and the summary) are planned."""
+    first run, every job logging through the tracking server (each cell's model too); then a seed
+    more: only its cells (and the summary) are planned."""
     rec: dict = {"study_planned": snakemake_planned_jobs(project, "attention_study")}
-    snakemake_run(project, *cluster, "attention_study", capture_output=True)
+    study_file = project / paths.study_file(STUDY)
+    study = yaml.safe_load(study_file.read_text())
+    study["base"]["mlflow"]["log_model"] = True
+    study_file.write_text(yaml.safe_dump(study, sort_keys=False))
+    state = project.parent / "mlflow-server"
+    with tracking_server(project, state) as server_env:
+        # snakemake_run's command, with the server's environment (orchestrator_env drops the URI)
+        subprocess.run(["snakemake", "--cores", "all", "--rerun-incomplete", *cluster, "attention_study"],
+                       cwd=project, env={**orchestrator_env(), **server_env}, check=True, capture_output=True)
     rec["study_slurm_jobs"] = [job for job in slurm_jobs(project) if job.startswith("study_")]
-    rec["study"] = study_record(project)
+    rec["study"] = study_record(project, f"sqlite:///{state / 'mlflow.db'}")  # the server's store, read after it
     add_study_seed(project, ADDED_SEED)
     rec["study_after_seed"] = snakemake_planned_jobs(project, "attention_study")
     return rec

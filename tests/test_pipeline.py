@@ -4,7 +4,8 @@ Proves the caching behaviour users rely on: a second run does nothing; a report 
 report; a training param reruns train, evaluate and report but not the data stages or fid_ref; a
 kill during training resumes from the checkpoint; the FID regression check passes (in the
 Snakemake scenario, the shorter of the two); and the smoke attention study runs its cells on the
-first run's data and FID reference, and a seed more adds only its cells. Through DVC, a typo in
+first run's data and FID reference, and a seed more adds only its cells (through Snakemake, its
+jobs log through the project's tracking server, two cells at once). Through DVC, a typo in
 params.yaml stops `dvc repro` before it deletes any output (DVC's first stage checks the file, and
 reruns on any change to it), and README's experiment workflow: commits carry the metrics (`dvc
 metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp show` with a FID each and in
@@ -14,14 +15,15 @@ the records.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
 import pytest
 
-from sagan import paths
+from sagan import paths, tracking
 from sagan.fid import results
-from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, STUDY_PIPELINE, SWEEP, experiments_fid
+from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, SERVER_USER, STUDY_PIPELINE, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration
 
@@ -210,6 +212,22 @@ class TestSnakemake:
         assert jobs == ({("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
                         | {("study_summary", "study=attention"), ("attention_study", "")})
         check_study(snakemake_scenario["study"])
+
+    def test_the_study_logs_through_the_tracking_server_two_cells_at_once(self, snakemake_scenario):
+        """The study's jobs (SLURM jobs where the cluster runs) log through the project's tracking
+        server (workflow/mlflow/server.sh, authentication on): each cell's run once, with its metrics
+        and model, its artifacts kept by the server; at least two cells trained at the same time."""
+        study = snakemake_scenario["study"]
+        infos = study["run_infos"]
+        assert len(infos) == len(STUDY_CELLS) + 1  # the cells' runs and the parent, none twice
+        assert all(info["artifact_uri"].startswith("mlflow-artifacts:/") for info in infos.values())
+        cells = [info for run_id, info in infos.items() if study["runs"][run_id].get("sagan.study.parent") != "true"]
+        assert all({"fid", tracking.METRIC_STEPS} <= info["metrics"] and info["models"] == ["generator"]
+                   for info in cells), cells
+        side_by_side = [(a, b) for a, b in itertools.combinations(cells, 2)
+                        if a["start"] < b["end"] and b["start"] < a["end"]]
+        assert side_by_side, f"no two cells trained at the same time: {[(c['start'], c['end']) for c in cells]}"
+        assert SERVER_USER[1] not in study["report"] and SERVER_USER[1] not in study["results"].to_csv()
 
     def test_a_seed_more_plans_only_its_cells(self, snakemake_scenario):
         cells = {f"study=attention, cell={cell}" for cell in ADDED_CELLS}

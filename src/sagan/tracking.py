@@ -5,6 +5,11 @@ reports/train/run.json; the later stages log into that same run (`MlflowRun.from
 Every stage talks to MLflow through an MlflowClient with the run id spelled out, never through
 mlflow's fluent API and its process-global active run.
 
+The store is a SQLite file on one machine, or a team's tracking server (http://...: started by
+workflow/mlflow/server.sh) that jobs on many nodes log to at once; the calls are the same. A server
+takes MLflow's credentials (MLFLOW_TRACKING_USERNAME/PASSWORD), which nothing here records, and
+what it refuses or never answers is one line (server_error).
+
 What the MLflow UI's runs table shows comes from here: the Source column (`run_tags`), the Dataset
 column (`training_input`, `reference_input`) and the metric names (below).
 """
@@ -176,22 +181,124 @@ def _creation_lock(uri: str):
         yield
 
 
+def uri_source() -> str:
+    """Where the store's URI came from, for messages: the environment or params.yaml."""
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow.tracking_uri"
+
+
+def shown_uri(mlflow_params: MlflowParams) -> str:
+    """The store's URI as messages show it: redact_url's, no password of a URL in it."""
+    return redact_url(tracking_uri(mlflow_params))
+
+
+def is_server(uri: str) -> bool:
+    """Whether `uri` is a tracking server's (workflow/mlflow/server.sh), not a store of files."""
+    return uri.startswith(("http://", "https://"))
+
+
+def _ask(uri: str, endpoint: str):
+    """GET `endpoint` of the tracking server at `uri` once, as MLflow's client would (its
+    credentials, from the environment or ~/.mlflow/credentials, and TLS settings): the response,
+    or MlflowException when there is none."""
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    return http_request(get_default_host_creds(uri), endpoint, "GET", max_retries=0, timeout=10,
+                        raise_on_status=False)
+
+
+def _server_version(uri: str) -> str | None:
+    """The MLflow version of the tracking server at `uri` (its /version), or None when it does not say."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        answer = _ask(uri, "/version")
+    except MlflowException:
+        return None
+    return answer.text.strip() if answer.ok and len(answer.text) < 50 else None
+
+
+def server_error(exc: BaseException, uri: str) -> SaganError | None:
+    """One line for what a tracking server at `uri` (http:// or https://) did with a request that
+    raised `exc`: no answer, credentials refused (401), no permission (403), or an endpoint that its
+    MLflow version lacks; None for anything else (a store's own answer, such as a missing run)."""
+    import requests
+    from mlflow import __version__
+    from mlflow.exceptions import MlflowException, RestException
+    from mlflow.utils.credentials import read_mlflow_creds  # the environment's, else ~/.mlflow/credentials
+
+    if not is_server(uri):
+        return None
+    shown, source, chain = redact_url(uri), uri_source(), exc
+    while chain is not None:  # MLflow raises its own exception while handling requests' one
+        if isinstance(chain, (requests.ConnectionError, requests.Timeout)):
+            return SaganError(f"{source}: no MLflow tracking server answers at {shown} ({type(chain).__name__})",
+                              hint="start it: `workflow/mlflow/server.sh start` (`workflow/mlflow/server.sh "
+                                   "status` tells whether it runs), or ask whoever runs it")
+        chain = chain.__cause__ or chain.__context__
+    if not isinstance(exc, MlflowException):
+        return None
+    status, endpoint = exc.get_http_status_code(), str(exc).partition("endpoint ")[2].partition(" ")[0]
+    if status == 401:
+        return SaganError(f"{source}: the tracking server at {shown} refused the credentials (401 Unauthorized)",
+                          hint="export MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of your account on "
+                               "that server (or keep them in ~/.mlflow/credentials), never in params.yaml")
+    if status not in (403, 404) or isinstance(exc, RestException):  # a JSON answer: the store's, not a route's
+        return None
+    version = _server_version(uri)
+    if status == 404 or (version and version != __version__):  # an unknown route is 403 to a non-admin
+        return SaganError(f"{source}: the tracking server at {shown} (MLflow {version or 'of unknown version'}) "
+                          f"has no endpoint {endpoint}, which this project's MLflow {__version__} calls",
+                          hint=f"run the server with MLflow {__version__}: `workflow/mlflow/server.sh start` "
+                               f"uses the project's")
+    return SaganError(f"{source}: the tracking server at {shown} denied user '{read_mlflow_creds().username}' "
+                      f"{endpoint} (403 Permission denied)",
+                      hint="ask the server's admin for EDIT permission on the experiment (or registered model)")
+
+
+class _ServerClient:
+    """An MlflowClient whose calls that a tracking server refuses or never answers raise one line
+    (server_error); every other exception is the client's own."""
+
+    def __init__(self, mlflow_client, uri: str):
+        self._client, self._uri = mlflow_client, uri
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args, **kwargs):
+            try:
+                return attribute(*args, **kwargs)
+            except Exception as exc:
+                if (error := server_error(exc, self._uri)) is None:
+                    raise
+                raise error from exc
+        return call
+
+
 def client(mlflow_params: MlflowParams):
     """An MlflowClient on the params' store, opened (and, if new, created) under _creation_lock,
-    or one line naming mlflow.tracking_uri. mlflow is imported here: it is slow to import."""
+    or one line naming mlflow.tracking_uri. mlflow is imported here: it is slow to import. On a
+    tracking server, one whose calls that the server refuses raise one line (_ServerClient); one
+    that does not answer is named at once, not after MLflow's minutes of retries."""
     from mlflow import MlflowClient
 
     uri = tracking_uri(mlflow_params)
     try:
+        if is_server(uri):
+            _ask(uri, "/health")  # no retries: a server that is not there is said at once
         with _creation_lock(uri):
             mlflow_client = MlflowClient(uri)
             mlflow_client.search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types for a bad or unreachable store
-        source = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow.tracking_uri"
-        raise SaganError(f"{source}: cannot open the MLflow store {redact_url(uri)} "
+        if (error := server_error(exc, uri)) is not None:
+            raise error from exc
+        raise SaganError(f"{uri_source()}: cannot open the MLflow store {redact_url(uri)} "
                          f"({type(exc).__name__}: {first_line(exc)[:200]})",
                          hint="use sqlite:///mlflow.db, a file: path or an http(s):// tracking server") from exc
-    return mlflow_client
+    return _ServerClient(mlflow_client, uri) if is_server(uri) else mlflow_client
 
 
 def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
@@ -234,7 +341,7 @@ class MlflowRun:
                 return cls(mlflow_client, run_id)
             except MlflowException:
                 print(f"sagan train: MLflow run {run_id} from the checkpoint is not in "
-                      f"{tracking_uri(mlflow_params)}; starting a new MLflow run")
+                      f"{shown_uri(mlflow_params)}; starting a new MLflow run")
         found = mlflow_client.get_experiment_by_name(mlflow_params.experiment)
         if found is None:
             try:
@@ -266,7 +373,7 @@ class MlflowRun:
         try:  # looked up here, so that a failure while logging is never reported as a missing run
             mlflow_client.get_run(run_id)
         except MlflowException as exc:
-            raise SaganError(f"MLflow run {run_id} from {record_path} is not in {tracking_uri(mlflow_params)}: "
+            raise SaganError(f"MLflow run {run_id} from {record_path} is not in {shown_uri(mlflow_params)}: "
                              f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
         return cls(mlflow_client, run_id)
 
@@ -321,9 +428,21 @@ class MlflowRun:
     def log_artifacts(self, directory: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
-    def finish(self, ok: bool) -> None:
-        """Stop the system metrics (their last samples logged) and end the run."""
+    def metric_steps(self, key: str) -> set[int]:
+        """The steps at which the run has metric `key`."""
+        return {metric.step for metric in self.client.get_metric_history(self.run_id, key)}
+
+    def artifact_names(self, directory: str) -> set[str]:
+        """The names of the run's artifacts in `directory`."""
+        return {Path(item.path).name for item in self.client.list_artifacts(self.run_id, directory)}
+
+    def stop_system_metrics(self) -> None:
+        """Stop the system metrics (their last samples logged, as far as the store takes them)."""
         if self.system_metrics is not None:
             self.system_metrics.finish()
             self.system_metrics = None
+
+    def finish(self, ok: bool) -> None:
+        """Stop the system metrics and end the run."""
+        self.stop_system_metrics()
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")

@@ -144,7 +144,7 @@ def load_model(mlflow_params: MlflowParams, model_uri: str) -> tuple[torch.nn.Mo
             with mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}):
                 model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved, dst_path=tmp))
         except (MlflowException, OSError) as exc:
-            raise SaganError(f"--model-uri {model_uri}: cannot load it from {tracking.tracking_uri(mlflow_params)} "
+            raise SaganError(f"--model-uri {model_uri}: cannot load it from {tracking.shown_uri(mlflow_params)} "
                              f"({first_line(exc)[:200]})",
                              hint="list the versions with the MLflow UI (`make ui`), "
                                   "or use runs:/<run_id>/generator") from exc

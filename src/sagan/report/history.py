@@ -64,7 +64,7 @@ def fetch_rows(mlflow_params: MlflowParams) -> list[HistoryRow]:
     experiment = client.get_experiment_by_name(mlflow_params.experiment)
     if experiment is None:
         raise SaganError(f"MLflow experiment '{mlflow_params.experiment}' (mlflow.experiment) not found in "
-                         f"{tracking.tracking_uri(mlflow_params)}",
+                         f"{tracking.shown_uri(mlflow_params)}",
                          hint="run `sagan train` against this tracking store")
     rows, token = [], None
     while True:

@@ -198,7 +198,7 @@ def log_parent_run(mlflow_params: MlflowParams, study: Study, results: pd.DataFr
     experiment = client.get_experiment_by_name(mlflow_params.experiment)
     if experiment is None:
         raise SaganError(f"MLflow experiment '{mlflow_params.experiment}' not found in "
-                         f"{tracking.tracking_uri(mlflow_params)}", hint="the cells' training runs create it")
+                         f"{tracking.shown_uri(mlflow_params)}", hint="the cells' training runs create it")
     found = client.search_runs([experiment.experiment_id],
                                f"tags.`sagan.study` = '{study.name}' and tags.`sagan.study.parent` = 'true'")
     if found:

@@ -18,7 +18,9 @@ sample grids), so a resumed run writes the same files as an uninterrupted one, a
 completed run only rewrites them. During training only checkpoints are written; generator.pt,
 losses.csv, samples/ and run.json are published together after a successful run, run.json last, so
 that a killed or failed run leaves the previous run's outputs as they were, never half of each.
-MLflow is written only at log points, epoch ends and the end of the run, never per step.
+MLflow is written only at log points, epoch ends and the end of the run, never per step. A store
+that stops answering mid-run (a tracking server gone) costs the logging from then on, never the
+training or its outputs (Training.to_mlflow); rerunning `sagan train` logs what the run lacks.
 
 One run per project at a time (sagan.train.lock); before any rank reads a checkpoint, rank 0 leaves
 in models/checkpoints/ only those of this run's identity (checkpoint.arrange).
@@ -139,6 +141,7 @@ class Training:
         self.state = LoopState.start(self.perm_gen.get_state(), device)
         self.last_checkpoint: str | None = None
         self.mlflow_run: tracking.MlflowRun | None = None
+        self.mlflow_lost: str | None = None  # why MLflow stopped taking this run's logging, and when
         self.evaluator = None
         if train.eval_every and ctx.is_main:  # rank 0 evaluates; a missing reference fails before step 1
             from sagan.train.evaluation import TrainingEvaluator
@@ -274,9 +277,7 @@ class Training:
         state.log_rows.append(row)
         bar.update(state.step - bar.n)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", img_s=f"{row['img_per_s']:.0f}")
-        if self.mlflow_run is not None:
-            self.mlflow_run.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"},
-                                        step=state.step)
+        self.to_mlflow(lambda run: self.log_row(run, row))
 
     def epoch_grid(self, epoch: int) -> None:
         """The fixed-z grid after an epoch: kept in the checkpoint (published by write_outputs at the
@@ -284,11 +285,7 @@ class Training:
         if not self.ctx.is_main:
             return
         self.state.grids[epoch] = self.trainer.sample_u8(self.fixed_z)
-        if self.mlflow_run is not None:
-            with tempfile.TemporaryDirectory(prefix="sagan-grid-") as tmp:
-                path = Path(tmp) / grid_name(epoch)
-                save_grid(self.state.grids[epoch], path)
-                self.mlflow_run.log_artifact(path, "samples")
+        self.to_mlflow(lambda run: self.log_grid(run, epoch))
 
     def evaluate_now(self) -> float:
         """Score the sampling generator (rank 0), keep the row and, at a new lowest FID, its
@@ -303,10 +300,62 @@ class Training:
         state.evals.append(row)
         if state.best is None or row["fid"] < state.best["fid"]:
             state.best = {"step": state.step, "fid": row["fid"], "state_dict": plain_state_dict(generator)}
-        if self.mlflow_run is not None:
-            self.mlflow_run.log_metrics({f"eval/{k}": float(v) for k, v in row.items()
-                                         if k != "step" and not k.startswith("n_")}, step=state.step)
+        self.to_mlflow(lambda run: self.log_eval(run, row))
         return time.perf_counter() - began
+
+    # -- MLflow ------------------------------------------------------------------------------
+    def to_mlflow(self, log) -> None:
+        """`log(mlflow_run)`, unless there is no MLflow run or logging to it failed before: a failure
+        (the tracking server gone, a full disk) is recorded in mlflow_lost and ends this run's logging,
+        never the training; finish_mlflow says what was not logged."""
+        if self.mlflow_run is None or self.mlflow_lost:
+            return
+        try:
+            log(self.mlflow_run)
+        except Exception as exc:  # MLflow, requests and the server's refusals raise many types
+            self.mlflow_lost = f"at step {self.state.step} ({first_line(exc)[:300]})"
+
+    def log_row(self, run: tracking.MlflowRun, row: dict) -> None:
+        run.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=row["step"])
+
+    def log_eval(self, run: tracking.MlflowRun, row: dict) -> None:
+        run.log_metrics({f"eval/{k}": float(v) for k, v in row.items() if k != "step" and not k.startswith("n_")},
+                        step=row["step"])
+
+    def log_grid(self, run: tracking.MlflowRun, epoch: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="sagan-grid-") as tmp:
+            path = Path(tmp) / grid_name(epoch)
+            save_grid(self.state.grids[epoch], path)
+            run.log_artifact(path, "samples")
+
+    def log_missing(self, run: tracking.MlflowRun) -> None:
+        """The log points, evaluations and grids of the run's state that its MLflow run lacks (they
+        came while the store did not answer): a rerun of a completed run logs them."""
+        logged = run.metric_steps("train/d_loss")
+        for row in self.state.log_rows:
+            if row["step"] not in logged:
+                self.log_row(run, row)
+        logged = run.metric_steps("eval/fid")
+        for row in self.state.evals:
+            if row["step"] not in logged:
+                self.log_eval(run, row)
+        logged = run.artifact_names("samples")
+        for epoch in sorted(self.state.grids):
+            if grid_name(epoch) not in logged:
+                self.log_grid(run, epoch)
+
+    def finish_mlflow(self, ok: bool) -> None:
+        """End the MLflow run; if logging to it failed, say in one line what it lacks and how to add it."""
+        if self.mlflow_run is None:
+            return
+        self.mlflow_run.stop_system_metrics()
+        self.to_mlflow(lambda run: run.finish(ok))
+        if self.mlflow_lost:
+            model = ", the model" if self.params.mlflow.log_model else ""
+            print(f"sagan train: warning: MLflow stopped logging {self.mlflow_lost}: run {self.state.mlflow_run_id} in "
+                  f"{tracking.shown_uri(self.params.mlflow)} lacks the metrics and sample grids from then on, the "
+                  f"run's summary{model} and its end{'; the outputs are written' if ok else ''}; rerun `sagan train` "
+                  f"once the store answers, and it logs them", file=sys.stderr)
 
     # -- records and outputs -----------------------------------------------------------------
     @cached_property
@@ -361,19 +410,21 @@ class Training:
                 "best_step": state.best["step"] if state.best else None,
                 "best_fid": state.best["fid"] if state.best else None,
             }, run_record)
-        if self.mlflow_run is not None:  # run-level summary, for the report's run-history table
-            self.mlflow_run.log_metrics({tracking.METRIC_STEPS: state.step, tracking.METRIC_IMG_PER_S: img_per_s,
-                                         tracking.METRIC_WALL_TIME: state.wall_time_s}, step=state.step)
-            if self.params.mlflow.log_model:
-                self.log_model()
+        self.to_mlflow(self.log_missing)
+        # the run-level summary, for the report's run-history table
+        self.to_mlflow(lambda run: run.log_metrics({tracking.METRIC_STEPS: state.step, tracking.METRIC_IMG_PER_S:
+                                                    img_per_s, tracking.METRIC_WALL_TIME: state.wall_time_s},
+                                                   step=state.step))
+        if self.params.mlflow.log_model:
+            self.to_mlflow(self.log_model)
 
-    def log_model(self) -> None:
+    def log_model(self, run: tracking.MlflowRun) -> None:
         """The published generator as an MLflow model of this run (and a registered version). It
         is logged after the outputs are published, so a store that refuses it costs a warning, not
         the trained generator."""
         from sagan.model.registry import ARTIFACT, log_generator
 
-        run, step = self.mlflow_run, self.state.step
+        step = self.state.step
         if any(output.step == step and run.client.get_logged_model(output.model_id).name == ARTIFACT
                for output in run.client.get_run(run.run_id).outputs.model_outputs):
             return  # the outputs of a completed run rewritten: this generator is logged already
@@ -417,7 +468,6 @@ def run(params: Params, args: argparse.Namespace | None = None) -> None:
                     training.write_outputs()
                 ok = True
             finally:
-                if training.mlflow_run is not None:
-                    training.mlflow_run.finish(ok)
+                training.finish_mlflow(ok)
     finally:
         dist.shutdown(ctx)
