@@ -118,27 +118,27 @@ def mlflow_tags(project: Path) -> list[dict]:
 MORE_TRAINING = {"train.epochs": 5, "train.checkpoint_every": 50}
 
 
-# README's committed workflow: after a run, git takes the lock file, the params and the small
+# docs/experiments.md's committed workflow: after a run, git takes the lock file, the params and the small
 # outputs DVC compares (everything else under reports/ is git-ignored and in DVC's cache).
 COMMITTED = ["dvc.lock", "params.yaml", "reports"]
-# README's worked sweep, half an epoch each here to keep the test session short.
+# docs/experiments.md's worked sweep, half an epoch each here to keep the test session short.
 SWEEP = [["-S", f"train.lr_d={lr_d}", "-S", "train.epochs=1", "-S", "train.max_steps=50"] for lr_d in ("1e-4", "2e-4")]
 
 
 def commit(project: Path, message: str) -> str:
-    """Commit as README says; returns `git status --porcelain` after it (empty: nothing left out)."""
+    """Commit as docs/experiments.md says; returns `git status --porcelain` after it (empty: nothing left out)."""
     run(["git", "add", *COMMITTED], project)
     run(["git", "commit", "-qm", message], project)
     return run(["git", "status", "--porcelain"], project, capture_output=True, text=True).stdout
 
 
 def run_queue(project: Path, sweep: list[list[str]], timeout: float = 900) -> None:
-    """Queue every experiment of `sweep`, start two queue workers (README starts one: the same
+    """Queue every experiment of `sweep`, start two queue workers (docs/experiments.md starts one: the same
     code path, here the two short experiments side by side), and wait until none is left. DVC's
     workers (dvc-task TemporaryWorkers) exit by themselves 10 s after the queue is empty."""
     for overrides in sweep:
         run(["dvc", "exp", "run", "--queue", *overrides], project, capture_output=True)
-    run(["dvc", "queue", "start", "--jobs", "2"], project, capture_output=True)  # README's one worker, twice
+    run(["dvc", "queue", "start", "--jobs", "2"], project, capture_output=True)  # the guide's one worker, twice
     deadline = time.monotonic() + timeout
     while True:  # every `dvc queue status` is a DVC start (~1 CPU s, on cores the session needs): every 10 s
         time.sleep(10)
@@ -235,7 +235,7 @@ def copy_project(project: Path, name: str) -> Path:
 
 def run_dvc_scenario(project: Path) -> dict:
     rec: dict = {"project": project}
-    # What README's study command would run on this fresh project: the stages of its DAG.
+    # What studies/README.md's study command would run on this fresh project: the stages of its DAG.
     dag = run(["dvc", "dag", "--dot", STUDY_PIPELINE], project, capture_output=True, text=True).stdout
     rec["study_dag"] = set(re.findall(r'^"([^"]+)";$', dag, re.M))
 
@@ -251,8 +251,8 @@ def run_dvc_scenario(project: Path) -> dict:
 
     # From here three independent stories, each in its own copy of the committed project, side by
     # side (one after the other they were the longest chain of the test session): more epochs,
-    # killed and resumed, and commits compared; README's experiment workflow, from a sweep to a
-    # clone; and README's study on the data and FID reference of the first run.
+    # killed and resumed, and commits compared; docs/experiments.md's experiment workflow, from a sweep to a
+    # clone; and studies/README.md's study on the data and FID reference of the first run.
     with ThreadPoolExecutor(max_workers=2) as side:
         experiments = side.submit(run_dvc_experiments, copy_project(project, "experiments"))
         study = side.submit(run_dvc_study, copy_project(project, "study"))
@@ -303,7 +303,7 @@ def run_dvc_experiments(project: Path) -> dict:
 
 
 def run_dvc_study(project: Path) -> dict:
-    """README's study command after the pipeline's first run: only the cells and the summary run,
+    """studies/README.md's study command after the pipeline's first run: only the cells and the summary run,
     on the data and FID reference already there; then a seed more: only its cells (and the summary)
     are out of date."""
     study = run(["dvc", "repro", STUDY_PIPELINE], project, capture_output=True, text=True)
@@ -346,7 +346,7 @@ def run_snakemake_scenario(project: Path) -> dict:
     rec["report_param"] = snakemake_planned(project)
     snakemake_run(project, capture_output=True)
 
-    # README's study, in a copy of the project beside the rest of this scenario (one after the
+    # studies/README.md's study, in a copy of the project beside the rest of this scenario (one after the
     # other they were the longest chain of the test session).
     with ThreadPoolExecutor(max_workers=1) as side:
         study = side.submit(run_snakemake_study, copy_project(project, "study"), cluster)
@@ -378,7 +378,7 @@ def run_snakemake_gate_and_more_epochs(project: Path, rec: dict) -> None:
 
 
 def run_snakemake_study(project: Path, cluster: list[str]) -> dict:
-    """README's study command (one SLURM job per cell where the cluster runs) after the pipeline's
+    """studies/README.md's study command (one SLURM job per cell where the cluster runs) after the pipeline's
     first run, every job logging through the tracking server (each cell's model too); then a seed
     more: only its cells (and the summary) are planned."""
     rec: dict = {"study_planned": snakemake_planned_jobs(project, "attention_study")}

@@ -7,7 +7,7 @@ Snakemake scenario, the shorter of the two); and the smoke attention study runs 
 first run's data and FID reference, and a seed more adds only its cells (through Snakemake, its
 jobs log through the project's tracking server, two cells at once). Through DVC, a typo in
 params.yaml stops `dvc repro` before it deletes any output (DVC's first stage checks the file, and
-reruns on any change to it), and README's experiment workflow: commits carry the metrics (`dvc
+reruns on any change to it), and docs/experiments.md's experiment workflow: commits carry the metrics (`dvc
 metrics diff`, `dvc plots diff`), a queued sweep lands in `dvc exp show` with a FID each and in
 MLflow under its names, `dvc exp apply` leaves nothing to run, and a clone that pulls from a remote
 runs nothing. What each orchestrator did is recorded once per session by tests/scenarios.py (started in the background by conftest.py); these tests assert on
@@ -132,7 +132,7 @@ class TestDvc:
 
 
 class TestDvcStudy:
-    """README's study command, in a copy of the DVC scenario's project after its first run."""
+    """studies/README.md's study command, in a copy of the DVC scenario's project after its first run."""
     TRAIN = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
     CELL_STAGES = {f"{STUDY_PIPELINE}:{stage}" for stage in TRAIN} | \
         {f"{STUDY_PIPELINE}:{stage.replace('train_', 'evaluate_')}" for stage in TRAIN} | \
