@@ -85,6 +85,22 @@ def test_gradient_penalty_equals_an_independent_autograd_computation():
         assert torch.allclose(g, r, atol=1e-6, rtol=1e-4)
 
 
+def test_gradient_penalty_runs_the_attention_with_a_double_backward(monkeypatch):
+    # The fused kernels have no double backward: one standing in for them must never be called.
+    def no_double_backward(*args, **kwargs):
+        raise AssertionError("scaled_dot_product_attention inside the gradient penalty")
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_double_backward)
+    D = small_discriminator()
+    with torch.no_grad():
+        D.attention.gamma.fill_(0.5)
+    penalty = gradient_penalty(D, torch.rand(4, 3, 32, 32), -torch.rand(4, 3, 32, 32))
+    penalty.backward()
+    assert D.attention.query.parametrizations.weight.original.grad.abs().sum() > 0
+    with pytest.raises(AssertionError, match="inside the gradient penalty"):
+        D(torch.rand(4, 3, 32, 32))  # outside the penalty D's attention is the fused one
+
+
 def test_alpha_comes_from_the_given_generator():
     D = small_discriminator()
     real, fake = torch.rand(4, 3, 32, 32), -torch.rand(4, 3, 32, 32)

@@ -15,7 +15,7 @@ from torch.nn.utils import parametrize
 from sagan import paths
 from sagan.cli import main
 from sagan.errors import SaganError
-from sagan.model.attention import SelfAttention
+from sagan.model.attention import SelfAttention, double_backward
 from sagan.model.io import load_generator, save_generator
 from sagan.model.networks import Discriminator, Generator
 from sagan.model.sample import save_grid
@@ -231,6 +231,65 @@ def test_attention_matches_the_formula(style):
                     mixed = attention.out.weight.reshape(16, 8) @ mixed
                 expected[b, :, i, j] = x[b, :, i, j] + 0.7 * mixed
     assert torch.allclose(attention(x), expected, atol=1e-5)
+
+
+def old_attention(attention: SelfAttention, x: torch.Tensor) -> torch.Tensor:
+    """The module's forward before issue 27: softmax(q^T k) and bmm(v, weights^T) in [B, C, N]."""
+    pooled = nn.functional.max_pool2d(x, 2) if attention.style == "biggan" else x
+    query, key, value = (attention.query(x).flatten(2), attention.key(pooled).flatten(2),
+                         attention.value(pooled).flatten(2))
+    weights = torch.softmax(torch.bmm(query.transpose(1, 2), key), dim=-1)
+    attended = torch.bmm(value, weights.transpose(1, 2)).reshape(x.shape[0], -1, *x.shape[2:])
+    return x + attention.gamma * (attention.out(attended) if attention.out is not None else attended)
+
+
+@pytest.mark.parametrize("style,channels_last", [("sagan", False), ("biggan", False), ("sagan", True)])
+def test_fused_and_explicit_attention_match_the_old_module_in_outputs_and_gradients(style, channels_last):
+    torch.manual_seed(0)
+    attention = SelfAttention(32, style, spectral_norm=True).eval()  # eval: no power iteration per call
+    with torch.no_grad():
+        attention.gamma.fill_(0.7)
+    x = torch.randn(4, 32, 8, 8)
+    x = x.to(memory_format=torch.channels_last) if channels_last else x
+    x.requires_grad_(True)
+    upstream = torch.randn(4, 32, 8, 8)
+    inputs = [x, *attention.parameters()]
+
+    def forward_and_grads(forward):
+        out = forward()
+        return out, torch.autograd.grad(out, inputs, upstream)
+
+    reference, ref_grads = forward_and_grads(lambda: old_attention(attention, x))
+    fused, fused_grads = forward_and_grads(lambda: attention(x))
+    with double_backward():
+        explicit, explicit_grads = forward_and_grads(lambda: attention(x))
+    assert (reference - x).abs().max() > 0.1  # the attention contributes
+    for out, grads in [(fused, fused_grads), (explicit, explicit_grads)]:
+        assert torch.allclose(out, reference, atol=1e-5)
+        for g, r in zip(grads, ref_grads):
+            assert torch.allclose(g, r, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_is_fused_except_inside_double_backward(monkeypatch):
+    calls = []
+    fused = nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(nn.functional, "scaled_dot_product_attention", counted)
+    attention = SelfAttention(16)
+    x = torch.randn(2, 16, 4, 4)
+    attention(x)
+    assert len(calls) == 1
+    with double_backward():
+        with double_backward():  # nested, as when a caller wraps the penalty
+            attention(x)
+        attention(x)
+    assert len(calls) == 1
+    attention(x)
+    assert len(calls) == 2
 
 
 # ---------------------------------------------------------------- generator file

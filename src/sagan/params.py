@@ -109,6 +109,8 @@ class ModelParams:
 class TrainParams:
     loss: str = spec("bce", doc="paper: BCE with logits + gradient penalty", choices=("bce", "hinge"))
     gp_lambda: float = spec(10.0, **non_negative)
+    # Lazy regularisation (StyleGAN2's lazy R1): the penalty on every k-th D update, weighted k x.
+    gp_every: int = spec(1, doc="paper: 1 (every D update)", check=lambda v: v >= 1, expect="an integer >= 1")
     lr_g: float = spec(1e-4, doc="paper", **positive)
     lr_d: float = spec(4e-4, doc="paper", **positive)
     beta1: float = spec(0.5, doc="paper", **fraction)

@@ -7,14 +7,34 @@
 
 The result is added back to the input scaled by a learnable `gamma` initialised to 0, so the
 module starts as the identity and the network learns how much non-local evidence to use.
+
+Two implementations of the same softmax(q^T k) v (SAGAN does not scale by 1/sqrt(d), so
+`scale=1.0`): `scaled_dot_product_attention` by default (CUDA's memory-efficient kernel; on the
+CPU, whose flash kernel needs equal query and value widths, its math fallback, as fast as the
+explicit form), and an explicit softmax of the materialised [N, M] weights inside
+`double_backward()`, which the gradient penalty enters: the fused kernels have no double backward.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 STYLES = ("sagan", "biggan")
+_explicit_depth = 0  # > 0 inside double_backward()
+
+
+@contextlib.contextmanager
+def double_backward():
+    """Run every SelfAttention by its explicit softmax, whose graph supports a double backward."""
+    global _explicit_depth
+    _explicit_depth += 1
+    try:
+        yield
+    finally:
+        _explicit_depth -= 1
 
 
 def dcgan_conv(conv: nn.Module, spectral_norm: bool) -> nn.Module:
@@ -53,16 +73,17 @@ class SelfAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        # flatten/reshape rather than view: x may be channels_last (non-contiguous in NCHW).
-        query = self.query(x).flatten(2)                     # [B, C/8, N]
+        h, w = x.shape[-2:]
+        # flatten/unflatten rather than view: x may be channels_last (non-contiguous in NCHW).
+        query = self.query(x).flatten(2).transpose(1, 2)     # [B, N, C/8]
         pooled = F.max_pool2d(x, 2) if self.style == "biggan" else x
-        key = self.key(pooled).flatten(2)                    # [B, C/8, M]
-        value = self.value(pooled).flatten(2)                # [B, Cv, M]
-        # Explicit softmax(q^T k) rather than scaled_dot_product_attention: SAGAN does not scale
-        # by 1/sqrt(d), and the fused kernels lack the double backward the gradient penalty needs.
-        weights = torch.softmax(torch.bmm(query.transpose(1, 2), key), dim=-1)  # [B, N, M]
-        attended = torch.bmm(value, weights.transpose(1, 2)).reshape(b, -1, h, w)
+        key = self.key(pooled).flatten(2).transpose(1, 2)    # [B, M, C/8]
+        value = self.value(pooled).flatten(2).transpose(1, 2)  # [B, M, Cv]
+        if _explicit_depth:
+            attended = torch.bmm(torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1), value)
+        else:
+            attended = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # [B, N, Cv]
+        attended = attended.transpose(1, 2).unflatten(2, (h, w))  # a view: NHWC in memory
         if self.out is not None:
             attended = self.out(attended)
         return x + self.gamma * attended

@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from sagan.model.attention import double_backward
+
 LOSSES = ("bce", "hinge")
 
 
@@ -41,7 +43,8 @@ def gradient_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real
     """WGAN-GP: mean over the batch of (||dD(x_hat)/dx_hat||_2 - 1)^2, x_hat = a*real + (1-a)*fake.
 
     `a` is uniform per sample, drawn from `generator` (on the device of `real`) when given. The
-    graph is kept (create_graph=True) so the penalty trains D.
+    graph is kept (create_graph=True) so the penalty trains D; D's attention runs in its explicit
+    form (`attention.double_backward`), the one with a double backward.
 
     Precision: the interpolates are built in float32 and D's logits are cast to float32 before the
     gradient, so under an active autocast (bf16/fp16) only D's own layers run in low precision; the
@@ -51,6 +54,7 @@ def gradient_penalty(discriminator: Callable[[torch.Tensor], torch.Tensor], real
     """
     alpha = torch.rand(real.shape[0], 1, 1, 1, device=real.device, generator=generator)
     mixed = (alpha * real.float() + (1.0 - alpha) * fake.detach().float()).requires_grad_(True)
-    logits = discriminator(mixed).float()
+    with double_backward():
+        logits = discriminator(mixed).float()
     (grad,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
     return ((grad.float().flatten(1).norm(2, dim=1) - 1.0) ** 2).mean()

@@ -4,7 +4,10 @@ The step never synchronises with the host: it returns its metrics as a device te
 loop accumulates and reads only at log points.
 
 Loss (train.loss): `bce` is the paper's (D: 1/2 (BCE real + BCE fake) + gp_lambda * gradient
-penalty in one D step; G: non-saturating BCE); `hinge` is the alternative.
+penalty in one D step; G: non-saturating BCE); `hinge` is the alternative. With `train.gp_every`
+k > 1 the penalty is computed on every k-th D update only (the 1st, k+1-th, ...), weighted
+k * gp_lambda, so that its average weight is unchanged (StyleGAN2's lazy regularisation); the `gp`
+metric is then k * penalty on those updates and 0 on the others, an unbiased average.
 
 Precision (train.precision): `fp32`; `bf16` under autocast; `fp16` under autocast with one
 GradScaler per optimiser. The gradient penalty runs under autocast for bf16 (fp32's range, so the
@@ -89,6 +92,7 @@ class GanTrainer:
         scaling = train.precision == "fp16"
         self.scaler_g = torch.amp.GradScaler(device.type, enabled=scaling)
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
+        self.d_updates = 0  # D updates so far: which of them carry the penalty under gp_every
 
         # Callables for the forward passes: compiled (optional), DDP-wrapped for own updates.
         g_core = torch.compile(self.G) if train.compile else self.G
@@ -119,12 +123,13 @@ class GanTrainer:
             real_logits = self.d_train(real).float()
             fake_logits = self.d_train(fake).float()
             loss = self._losses.d_loss(train.loss, real_logits, fake_logits)
-        if train.gp_lambda > 0:
+        if train.gp_lambda > 0 and self.d_updates % train.gp_every == 0:
             with self._penalty_precision():
-                gp = self._losses.gradient_penalty(self.D, real, fake, generator=noise).float()
+                gp = train.gp_every * self._losses.gradient_penalty(self.D, real, fake, generator=noise).float()
             loss = loss + train.gp_lambda * gp
         else:
             gp = torch.zeros((), device=real.device)
+        self.d_updates += 1
         self.opt_d.zero_grad(set_to_none=True)
         self.scaler_d.scale(loss).backward()
         self.scaler_d.step(self.opt_d)
@@ -182,7 +187,8 @@ class GanTrainer:
         return {"G": self.G.state_dict(), "D": self.D.state_dict(),
                 "EMA": self.ema.state_dict() if self.ema is not None else None,
                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict()}
+                "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+                "d_updates": self.d_updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["G"])
@@ -191,6 +197,7 @@ class GanTrainer:
             self.ema.load_state_dict(state["EMA"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        self.d_updates = state["d_updates"]
         if state["scaler_g"]:
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_d.load_state_dict(state["scaler_d"])
