@@ -20,7 +20,9 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO_ROOT, make_project, read_losses, tiny_raw_params
+from conftest import REPO_ROOT, make_project, read_losses, tiny_params, tiny_raw_params
+from test_mlflow_ui import _render, _visible_lines
+from test_report_browser import chromium  # noqa: F401  (a fixture, used by name)
 from sagan import cli, paths, tracking
 from sagan.fid import extractor
 
@@ -164,6 +166,75 @@ def test_the_pipeline_logs_through_an_authenticated_server(server, tmp_path, mon
     written = [p for p in root.rglob("*") if p.is_file() and p.suffix in (".json", ".csv", ".md", ".html", ".yaml")]
     assert not [p for p in written if ALICE[1] in p.read_text(errors="replace")]
     assert ALICE[1] not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+
+
+class _SignedInBrowser(http.server.ThreadingHTTPServer):
+    """A browser signed in to the server: every request passed on with alice's basic-auth header, as
+    a browser sends it once she has typed her password at its prompt (headless Chromium has no
+    prompt, and refuses a page URL with credentials in it for the UI's own requests)."""
+
+    def __init__(self, upstream: str, user: tuple[str, str]):
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802  (http.server's names)
+                self._pass_on()
+
+            do_POST = do_PATCH = do_DELETE = do_GET  # noqa: N815
+
+            def _pass_on(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                answer = requests.request(self.command, upstream + self.path, data=body, headers=headers,
+                                          auth=outer.user, timeout=60)
+                self.send_response(answer.status_code)
+                for key, value in answer.headers.items():
+                    if key.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            def log_message(self, *args):
+                pass
+
+        self.user = user
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def test_the_servers_ui_shows_the_runs_table_to_a_signed_in_user_only(chromium, server, tmp_path,  # noqa: F811
+                                                                     monkeypatch):
+    """The MLflow UI that a team opens is the server itself: the page `make ui` prints for it
+    (tracking.ui_url) shows alice's run to a browser that sends her credentials, and none of it
+    without them."""
+    from mlflow import MlflowClient
+
+    _as(monkeypatch, server, ALICE)
+    client = MlflowClient(server.url)
+    experiment_id = client.create_experiment("server-ui")
+    run = client.create_run(experiment_id, run_name="ui-run-of-alice")
+    client.log_metric(run.info.run_id, "fid", 12.5)
+    client.set_terminated(run.info.run_id)
+    mlflow_params = dataclasses.replace(tiny_params().mlflow, tracking_uri=server.url, experiment="server-ui")
+    page = tracking.ui_url(mlflow_params, server.url)
+    assert page.startswith(f"{server.url}/#/experiments/{experiment_id}/runs")
+
+    browser = _SignedInBrowser(server.url, ALICE)
+    threading.Thread(target=browser.serve_forever, daemon=True).start()
+    try:
+        dom = _render(chromium, tmp_path / "profile-alice", page.replace(server.url, browser.url),
+                      lambda d: "ui-run-of-alice" in _visible_lines(d))
+    finally:
+        browser.shutdown()
+        browser.server_close()
+    lines = _visible_lines(dom)
+    assert lines[0] == f"Runs - Experiment {experiment_id} - MLflow", lines[:12]
+    assert "ui-run-of-alice" in lines, "\n".join(lines[:40])
+
+    anonymous = _render(chromium, tmp_path / "profile-anonymous", page, lambda d: True)
+    # Refused (401) before the UI loads: neither its page nor the run.
+    assert "ui-run-of-alice" not in anonymous and not any("MLflow" in line for line in _visible_lines(anonymous))
 
 
 def test_an_unauthenticated_request_and_a_user_without_permission_are_refused(server, tmp_path, monkeypatch):
