@@ -230,9 +230,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.check:
         # The study pipeline's first stage (studies/NAME/dvc.yaml): a stamp of fixed content, so that
         # rewriting it changes no hash downstream.
-        stamp = paths.study_checked(study.name)
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(stamp) as tmp:
+        with atomic_path(paths.study_checked(study.name)) as tmp:  # its directory made if new
             tmp.write_text("ok\n")
         print(f"sagan study: {study.file}: the params of its {len(study.cells)} cells are valid")
         return

@@ -71,8 +71,7 @@ def list_checkpoints(directory: Path = paths.CHECKPOINTS_DIR) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := _NAME.match(p.name))]
-    return [p for _, p in sorted(found, reverse=True)]
+    return sorted((p for p in directory.iterdir() if _NAME.match(p.name)), key=step_of, reverse=True)
 
 
 def peek(path: Path) -> dict:
