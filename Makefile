@@ -30,16 +30,16 @@ study: install           ## the attention study (studies/attention/study.yaml) t
 	PATH=$(BIN):$$PATH $(BIN)/dvc repro studies/attention/dvc.yaml
 
 smoke-study: install     ## the smoke profile, then its 2 x 2 attention study, through DVC and Snakemake
-	$(PY) -m sagan.smoke --orchestrator both --study attention
+	$(PY) tools/smoke.py --orchestrator both --study attention
 
 smoke: install           ## the smoke profile through DVC and Snakemake, each in a scratch copy
-	$(PY) -m sagan.smoke --orchestrator both
+	$(PY) tools/smoke.py --orchestrator both
 
 check-fid: install       ## smoke run through DVC + FID regression check against tests/baselines/smoke.json
-	$(PY) -m sagan.smoke --orchestrator dvc --check
+	$(PY) tools/smoke.py --orchestrator dvc --check
 
 update-baseline: install ## smoke run through DVC, then write its FID into tests/baselines/smoke.json
-	$(PY) -m sagan.smoke --orchestrator dvc --update-baseline
+	$(PY) tools/smoke.py --orchestrator dvc --update-baseline
 
 ui: install              ## the MLflow UI on 127.0.0.1 against the project's store (a tracking server serves its own); prints the runs table's address
 	-@$(PY) -c 'import os; from sagan import tracking; from sagan.params import load_params; \

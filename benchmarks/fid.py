@@ -37,7 +37,7 @@ def _setup(root: Path, device: str) -> None:
     """Generator, reference.npz and torch-fidelity's stats cache in `root` (the working directory)."""
     import torch
     from sagan import paths
-    from sagan.fid import extractor, reference
+    from sagan.metrics import extractor, reference
     from sagan.model.io import save_generator
     from sagan.model.networks import Generator
     from sagan.profiles import read_profile
@@ -60,7 +60,7 @@ def _setup(root: Path, device: str) -> None:
 
 
 def _ours(n: int, batch_size: int, device: str) -> float:
-    from sagan.fid import evaluate
+    from sagan.metrics import evaluate
     from sagan.profiles import read_profile
 
     params = read_profile("smoke", REPO).params
@@ -73,7 +73,7 @@ def _torch_fidelity(root: Path, n: int, batch_size: int, device: str) -> float:
     import torch
     import torch_fidelity
     from sagan import paths
-    from sagan.fid import extractor
+    from sagan.metrics import extractor
     from sagan.pixels import to_uint8
     from sagan.model.io import load_generator
 

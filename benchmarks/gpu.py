@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train as train_bench  # noqa: E402  (benchmarks/train.py)
 
 from sagan.device import resolve_device  # noqa: E402
-from sagan.fid.extractor import extract_features, load_extractor, standin_weights  # noqa: E402
+from sagan.metrics.extractor import extract_features, load_extractor, standin_weights  # noqa: E402
 from sagan.params import Params  # noqa: E402
 from sagan.train import dist  # noqa: E402
 

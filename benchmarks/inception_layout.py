@@ -2,7 +2,7 @@
 
     python benchmarks/inception_layout.py [--images 64] [--batch-size 16 32] [--repeats 3]
 
-`sagan.fid.extractor.load_extractor` converts the extractor to channels_last on the CPU; this
+`sagan.metrics.extractor.load_extractor` converts the extractor to channels_last on the CPU; this
 measures why. Both layouts get the same stand-in weights and the same uint8 32 px images (upsampled
 to 299 inside the extractor, as in every FID here), and the script checks that their features
 agree to float32 rounding. Each figure is the best of --repeats passes after one warm-up batch.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from sagan.fid.extractor import extract_features, load_extractor, resolve_weights
+from sagan.metrics.extractor import extract_features, load_extractor, resolve_weights
 
 
 def best_rate(extractor, images: torch.Tensor, batch_size: int, repeats: int) -> float:

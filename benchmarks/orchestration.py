@@ -3,7 +3,7 @@
     python benchmarks/orchestration.py [--dvc-project DIR --snakemake-project DIR] [--repeats 5]
 
 Without the project dirs it first runs the smoke profile through DVC and Snakemake in scratch copies
-(python -m sagan.smoke), then times, on each completed copy, the command a user runs to learn
+(python tools/smoke.py), then times, on each completed copy, the command a user runs to learn
 that nothing is out of date: `dvc repro` (no stage runs) and `snakemake -n` (dry run).
 Target (issue 6): each <= 3 s wall on the 2-core CI machine.
 """
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from sagan.smoke import dvc_repro, make_scratch_project, run, snakemake_run
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from smoke import dvc_repro, make_scratch_project, run, snakemake_run  # noqa: E402
 
 COMMANDS = {"dvc": ["dvc", "repro"], "snakemake": ["snakemake", "-n", "--cores", "all"]}
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as tests/conftest.py sets it
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools")]
 
 import scenarios  # noqa: E402
-from sagan.smoke import make_scratch_project  # noqa: E402
+from smoke import make_scratch_project  # noqa: E402
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ WORKER = """
 import json, sys, tempfile, time
 from pathlib import Path
 import torch
-from sagan.fid.extractor import extract_features, load_extractor, resolve_weights
+from sagan.metrics.extractor import extract_features, load_extractor, resolve_weights
 n, bs = int(sys.argv[1]), int(sys.argv[2])
 with tempfile.TemporaryDirectory() as tmp:
     extractor = load_extractor(resolve_weights("standin", standin_dir=Path(tmp)), torch.device("cpu")).eval()

@@ -9,7 +9,7 @@ it is in this working tree), e.g.
 itself (`--variant profile`). Values are YAML (`train.lr_g=2e-4`, `model.attention=false`).
 
 For each variant, through the project's own code path:
-  1. a scratch project `DIR/NAME` (`sagan.smoke.make_scratch_project`: the working tree plus
+  1. a scratch project `DIR/NAME` (`tools/smoke.py: make_scratch_project`: the working tree plus
      params.yaml written for the smoke profile), with the overrides written into its params.yaml,
      plus `train.checkpoint_every = --eval-every` and a high `train.keep_checkpoints` (both
      resumable-change params: they do not change what is trained, only which states are kept);
@@ -21,7 +21,7 @@ For each variant, through the project's own code path:
   3. every kept checkpoint at a multiple of --eval-every (and the last step), plus the untrained
      generator (step 0, the same seeded init as the trainer's), is scored: `--images` generated
      images (`sample_images`, seed 0; the EMA generator when train.ema_decay > 0, as published) against
-     the first `--images` validation images, `sagan.fid.swd.swd(..., seed=0)["swd"]` (x1e3, mean over the
+     the first `--images` validation images, `sagan.metrics.swd.swd(..., seed=0)["swd"]` (x1e3, mean over the
      pyramid levels 32 and 16 px). A 64-image grid of fixed latents is written for each scored
      step to `DIR/NAME/quality/step_NNNNN.png`, and the run's last per-epoch sample grid
      (reports/train/samples/epoch_NNN.png, what users see) is copied to `DIR/NAME-last-grid.png`.
@@ -49,13 +49,13 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "src"))
+sys.path[:0] = [str(REPO / "src"), str(REPO / "tools")]
 
-from sagan.fid.swd import swd  # noqa: E402
+from sagan.metrics.swd import swd  # noqa: E402
 from sagan.model.networks import Generator  # noqa: E402
 from sagan.model.sample import sample_images, save_grid  # noqa: E402
 from sagan.params import load_params  # noqa: E402
-from sagan.smoke import make_scratch_project, orchestrator_env  # noqa: E402
+from smoke import make_scratch_project, orchestrator_env  # noqa: E402
 
 DATA_SECTIONS = ("data", "prepare", "split")
 SWD_SEED = 0

@@ -26,7 +26,7 @@ from typing import Callable
 import yaml
 
 from sagan import paths, stages
-from sagan.smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
+from smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
 
 ALL_STAGES = set(stages.STAGES)
 AFTER_TRAIN = {"train", "evaluate", "report"}

@@ -10,7 +10,7 @@ import pytest
 from conftest import write_params
 from sagan import atomic, paths, stages
 from sagan.cli import COMMANDS, main
-from sagan.fid import gate, results
+from sagan.metrics import gate, results
 from sagan.params import Params, load_params
 from sagan.stages import STAGES
 
@@ -66,7 +66,7 @@ def test_an_mlflow_failure_mid_stage_is_one_line(tmp_path, monkeypatch, capsys):
                                        "run 'abc' not found\n")
 
 
-# The two files of an evaluation (sagan.fid.results) that `sagan check-fid` reads.
+# The two files of an evaluation (sagan.metrics.results) that `sagan check-fid` reads.
 EVALUATION = {"fid": 9.0, "n_gen": 6, "n_ref": 4, "wall_time_s": 1.0, "floor": {"fid": 2.0}, "ceiling": {"fid": 30.0},
               "run_id": None, "generator": "last", "reference_split": "val", "extractor": "inception-v3-compat",
               "weights_sha256": "ab" * 32, "weights_kind": "standin", "preprocessing": {"crop": 160, "size": 32},

@@ -14,8 +14,8 @@ import torch
 from conftest import PicklePayload, prepared_faces
 from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid import extractor
-from sagan.fid.stats import (FeatureSummary, RunningStats, frechet_distance, kernel_inception_distance,
+from sagan.metrics import extractor
+from sagan.metrics.stats import (FeatureSummary, RunningStats, frechet_distance, kernel_inception_distance,
                              precision_recall)
 
 

@@ -17,7 +17,7 @@ from conftest import PicklePayload
 from sagan import cli, paths, pixels
 from sagan.atomic import write_json
 from sagan.errors import SaganError
-from sagan.fid import bounds, evaluate, extractor, measure, reference, results
+from sagan.metrics import bounds, evaluate, extractor, measure, reference, results
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sagan.smoke import REPO_ROOT, run
+from smoke import REPO_ROOT, run
 from sagan.stages import PARAMS_CHECK, STAGES  # in graph order
 
 
@@ -60,7 +60,7 @@ def test_dry_runs_leave_the_clone_clean(clone):
 def test_a_scratch_copy_leaves_out_a_committed_run(tmp_path):
     """A user who commits their runs (docs/experiments.md) must still get a smoke copy with no run in it."""
     from sagan import paths
-    from sagan.smoke import working_tree_files
+    from smoke import working_tree_files
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True)

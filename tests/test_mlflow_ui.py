@@ -28,7 +28,7 @@ from PIL import Image
 
 from conftest import make_project, tiny_params, train
 from sagan import paths, tracking
-from sagan.fid import bounds, evaluate, extractor, reference
+from sagan.metrics import bounds, evaluate, extractor, reference
 from sagan.params import MlflowParams
 from test_report_browser import artifacts, chromium, run_chromium  # noqa: F401  (fixtures used by name)
 

@@ -22,7 +22,7 @@ import os
 import pytest
 
 from sagan import paths, tracking
-from sagan.fid import results
+from sagan.metrics import results
 from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, SERVER_USER, STUDY_PIPELINE, SWEEP, experiments_fid
 
 pytestmark = pytest.mark.integration

@@ -24,7 +24,7 @@ from PIL import Image
 from conftest import write_params
 from sagan import paths
 from sagan.errors import SaganError
-from sagan.fid import results
+from sagan.metrics import results
 from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
 from sagan.report import build, figures, history
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
@@ -53,7 +53,7 @@ LOSSES = [  # step, epoch, d_loss, g_loss
 EVALS = [(100, 250.0, 180.0), (200, 150.0, 120.0), (300, 160.0, 100.0)]  # step, FID, SWD during training
 SAMPLE_COLOURS = {"epoch_001.png": (255, 0, 0), "epoch_002.png": (0, 255, 0), "epoch_010.png": (0, 0, 255)}
 # The official Inception weights' sha256 (torch-fidelity's weights-inception-2015-12-05-6726825d.pth),
-# spelled out here independently of sagan.fid.extractor; any other digest is not the official file.
+# spelled out here independently of sagan.metrics.extractor; any other digest is not the official file.
 OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
 STANDIN_SHA256 = hashlib.sha256(b"stand-in weights").hexdigest()
 
@@ -223,9 +223,9 @@ def test_comparability_warnings(weights_kind, weights_sha256, synthetic_metrics,
 
 
 def test_the_official_digest_is_the_official_files():
-    """sagan.fid.official's full digest agrees with this file's spelling and with the prefix in the
+    """sagan.metrics.official's full digest agrees with this file's spelling and with the prefix in the
     official file's name, the one check torch hub's convention gives."""
-    from sagan.fid import extractor, official
+    from sagan.metrics import extractor, official
 
     assert official.OFFICIAL_SHA256 == OFFICIAL_SHA256
     assert OFFICIAL_SHA256.startswith(extractor.OFFICIAL_SHA256_PREFIX)

@@ -22,7 +22,7 @@ import yaml
 
 from conftest import generator_tensors, make_project, read_losses, tiny_raw_params, write_params
 from sagan import paths
-from sagan.smoke import orchestrator_env
+from smoke import orchestrator_env
 from scenarios import slurm_cluster_running
 
 pytestmark = pytest.mark.integration  # Snakemake and torchrun subprocesses

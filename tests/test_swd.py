@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import prepared_faces
 from sagan.errors import SaganError
-from sagan.fid.swd import (laplacian_pyramid, normalise, patch_corners, patch_descriptors,
+from sagan.metrics.swd import (laplacian_pyramid, normalise, patch_corners, patch_descriptors,
                            sliced_wasserstein, swd)
 
 KERNEL = np.outer([1, 4, 6, 4, 1], [1, 4, 6, 4, 1]) / 256.0

@@ -24,7 +24,7 @@ from conftest import REPO_ROOT, make_project, read_losses, tiny_params, tiny_raw
 from test_mlflow_ui import _render, _visible_lines
 from test_report_browser import chromium  # noqa: F401  (a fixture, used by name)
 from sagan import cli, paths, tracking
-from sagan.fid import extractor
+from sagan.metrics import extractor
 
 SCRIPT = REPO_ROOT / "workflow/mlflow/server.sh"
 ALICE, BOB = ("alice", "alice-password-1"), ("bob", "bob-password-12")

@@ -113,7 +113,7 @@ def _evaluated_project(root: Path, monkeypatch, mlflow_uri) -> None:
     """A make_project project with its FID reference (stand-in weights), as the working directory."""
     import argparse
 
-    from sagan.fid import reference
+    from sagan.metrics import reference
 
     make_project(root)
     monkeypatch.chdir(root)

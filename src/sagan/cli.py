@@ -25,16 +25,16 @@ COMMANDS = {
     "download": Command("sagan.data.download", f"fetch CelebA (or write synthetic CelebA) into {paths.RAW_DIR}/"),
     "prepare": Command("sagan.data.prepare", "crop/resize the raw zip into uint8 shards + manifest"),
     "split": Command("sagan.data.split", "random train/val split of the manifest"),
-    "fid-ref": Command("sagan.fid.reference", "Inception statistics of the reference images"),
-    "fid-bounds": Command("sagan.fid.bounds", "every metric's floor (training images) and ceiling (untrained "
+    "fid-ref": Command("sagan.metrics.reference", "Inception statistics of the reference images"),
+    "fid-bounds": Command("sagan.metrics.bounds", "every metric's floor (training images) and ceiling (untrained "
                           "generator)"),
     "train": Command("sagan.train.loop", f"train SAGAN; resumes from {paths.CHECKPOINTS_DIR}/"),
-    "evaluate": Command("sagan.fid.evaluate", f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"),
+    "evaluate": Command("sagan.metrics.evaluate", f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"),
     "report": Command("sagan.report.build", "Table 1, figures and run history as md + html"),
     "study": Command("sagan.study.summary", "a study's results, statistics, figure and report, and its MLflow "
                      "parent run (studies/NAME/study.yaml)"),
     "sample": Command("sagan.model.sample", f"draw a sample grid from {paths.GENERATOR} or an MLflow model"),
-    "check-fid": Command("sagan.fid.gate", "fail if FID regressed against tests/baselines/"),
+    "check-fid": Command("sagan.metrics.gate", "fail if FID regressed against tests/baselines/"),
     "params": Command("sagan.profiles", "write params.yaml for a profile (configs/), or show how it "
                       "differs from the paper", reads_params=False),
 }

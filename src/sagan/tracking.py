@@ -153,7 +153,7 @@ def training_input(info):
 
 def reference_input(reference: Path, evaluation: dict):
     """The FID reference (data/fid/reference.npz, whose bytes are a pure function of its inputs) that
-    `evaluation` (sagan.fid.evaluate's result) was measured against, as the run's `evaluation`
+    `evaluation` (sagan.metrics.evaluate's result) was measured against, as the run's `evaluation`
     dataset input; the digest is the file's sha256 (all of it in the profile)."""
     sha256 = hashlib.sha256()
     with open(reference, "rb") as f:

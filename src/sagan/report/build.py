@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
-from sagan.fid.official import weights_kind
+from sagan.metrics.official import weights_kind
 from sagan.params import Params, flatten
 from sagan.report import figures, history as run_history
 from sagan.report.document import Document, Figure, Section, Table, to_html, to_markdown

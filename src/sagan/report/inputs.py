@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from sagan import paths, tracking
-from sagan.fid import results
+from sagan.metrics import results
 
 LOSS_KEYS = ("run_id", "epoch", "d_loss", "g_loss")
 EVAL_KEYS = ("run_id", "step", "fid", "swd", "n_gen")

@@ -29,8 +29,8 @@ import pandas as pd
 from sagan import paths, tracking
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
-from sagan.fid import results as fid_results
-from sagan.fid.official import weights_kind
+from sagan.metrics import results as fid_results
+from sagan.metrics.official import weights_kind
 from sagan.params import MlflowParams, Params
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
 from sagan.study import stats

@@ -1,6 +1,6 @@
 """Evaluations during training (`train.eval_every`): FID, KID, precision/recall and SWD of the
 sampling generator on `train.eval_samples` images against the cached reference, with evaluate's
-protocol (sagan.fid.measure) at that sample size.
+protocol (sagan.metrics.measure) at that sample size.
 
 They never change training: the generator is switched to eval mode for the pass and back (batch
 norm statistics and spectral-norm vectors stay as they were), latents come from a numpy Generator
@@ -14,8 +14,8 @@ import dataclasses
 import torch
 
 from sagan.errors import SaganError
-from sagan.fid import measure
-from sagan.fid.reference import read_reference
+from sagan.metrics import measure
+from sagan.metrics.reference import read_reference
 from sagan.params import FidParams, Params
 
 

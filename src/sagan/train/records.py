@@ -21,7 +21,7 @@ def write_losses(rows: list[dict], run_id: str, path: Path = paths.LOSSES_CSV) -
                              "run_id": run_id})
 
 
-# The evaluations during training (train.eval_every): sagan.fid.measure's scores per step. The
+# The evaluations during training (train.eval_every): sagan.metrics.measure's scores per step. The
 # SWD levels depend on the image size: swd_32 and swd_16 at 32 px, swd_64 too at 64 px.
 EVAL_COLUMNS = ("step", "fid", "kid_mean", "kid_std", "precision", "recall", "swd")
 

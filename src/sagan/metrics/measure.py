@@ -4,7 +4,7 @@ trained generator (`sagan evaluate`), and the floor and ceiling beside it (`saga
 - FID on the pool3 statistics of all n images.
 - KID (with `fid.kid`) and precision/recall (k = 3) on the first KID_MAX_FEATURES pool3 features
   of each side, the reference's stored `kid_features`.
-- SWD (sagan.fid.swd) on pixels, no network: the first m images of each side, m = min(n,
+- SWD (sagan.metrics.swd) on pixels, no network: the first m images of each side, m = min(n,
   `fid.swd_images`, reference images), the real side being the reference images themselves.
 
 Images arrive as uint8 NCHW batches and stream through the extractor; only the m images SWD needs
@@ -22,10 +22,10 @@ from sagan import paths
 from sagan.data.loader import load_split
 from sagan.errors import SaganError
 from sagan.device import resolve_device
-from sagan.fid.extractor import load_extractor, resolve_weights, summarise
-from sagan.fid.stats import (KID_MAX_FEATURES, KID_SUBSETS, PRC_NEIGHBORHOOD, frechet_distance,
+from sagan.metrics.extractor import load_extractor, resolve_weights, summarise
+from sagan.metrics.stats import (KID_MAX_FEATURES, KID_SUBSETS, PRC_NEIGHBORHOOD, frechet_distance,
                              kernel_inception_distance, precision_recall)
-from sagan.fid.swd import swd
+from sagan.metrics.swd import swd
 from sagan.params import FidParams
 from sagan.pixels import to_uint8
 

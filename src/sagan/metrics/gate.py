@@ -1,7 +1,7 @@
 """`sagan check-fid`: the FID regression gate that CI runs on the smoke profile.
 
 It fails when
-- this run's FID (reports/metrics.json, read with its protocol by sagan.fid.results) exceeds the baseline by more than its tolerance, or
+- this run's FID (reports/metrics.json, read with its protocol by sagan.metrics.results) exceeds the baseline by more than its tolerance, or
 - the trained generator does not close most of the gap between the untrained generator and the
   real training images: (ceiling - FID) / (ceiling - floor) must reach GAP_CLOSED_MIN, with the
   ceiling and floor of data/fid/bounds.json that evaluate copied beside the FID (same protocol).
@@ -20,7 +20,7 @@ from pathlib import Path
 from sagan import paths
 from sagan.atomic import write_json
 from sagan.errors import SaganError
-from sagan.fid import results
+from sagan.metrics import results
 from sagan.params import Params
 
 DEFAULT_TOLERANCE = 0.15

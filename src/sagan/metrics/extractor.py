@@ -41,7 +41,7 @@ from tqdm import tqdm
 from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
-from sagan.fid.stats import FeatureSummary
+from sagan.metrics.stats import FeatureSummary
 
 FEATURE = "2048"  # pool3
 FEATURE_DIM = 2048

@@ -5,13 +5,13 @@ data/fid/bounds.json.
 `fid.num_samples` images are drawn in batches of `fid.batch_size` from latents of a numpy
 Generator seeded with `fid.seed` (drawn on the CPU in sequence, so the images are the same for
 any batch size or device), converted to uint8 exactly as the training data is stored, and
-measured by sagan.fid.measure (the protocol the floor and ceiling share); sample sizes, and that
+measured by sagan.metrics.measure (the protocol the floor and ceiling share); sample sizes, and that
 data/fid/bounds.json was measured against this reference with these sampling params, are checked
 before any image is drawn.
 
 The numbers go to reports/metrics.json, their protocol and the MLflow run id of the training run
 they belong to (`run_id`, from reports/train/run.json) to reports/metrics_protocol.json
-(sagan.fid.results), and the numbers into that MLflow run. Without run.json `run_id` is
+(sagan.metrics.results), and the numbers into that MLflow run. Without run.json `run_id` is
 null and a warning says the metrics were not logged: evaluating a foreign generator still works.
 
 The generator and run.json are one pair: a `sagan train` may publish a new pair while an evaluation
@@ -31,9 +31,9 @@ from pathlib import Path
 from sagan import paths, tracking
 from sagan.errors import SaganError
 from sagan.device import resolve_device
-from sagan.fid import bounds, measure, results
-from sagan.fid.extractor import EXTRACTOR_LABEL, RESIZE_LABEL
-from sagan.fid.reference import read_reference
+from sagan.metrics import bounds, measure, results
+from sagan.metrics.extractor import EXTRACTOR_LABEL, RESIZE_LABEL
+from sagan.metrics.reference import read_reference
 from sagan.model import registry
 from sagan.model.io import load_generator
 from sagan.params import Params

@@ -1,6 +1,6 @@
 """Run the smoke profile end to end through DVC and/or Snakemake in a scratch copy.
 
-    python -m sagan.smoke [--orchestrator dvc|snakemake|both] [--dir DIR] [--study NAME]
+    python tools/smoke.py [--orchestrator dvc|snakemake|both] [--dir DIR] [--study NAME]
                           [--check | --update-baseline]
 
 The scratch copy is the working tree (tracked and untracked-but-not-ignored files) with the
@@ -24,7 +24,7 @@ from sagan import paths
 from sagan.params import DEFAULT_PARAMS
 from sagan.profiles import write_profile
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = "smoke"
 
 

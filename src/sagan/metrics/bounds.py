@@ -1,5 +1,5 @@
 """`sagan fid-bounds`: the floor and the ceiling of every metric, measured with evaluate's protocol
-(sagan.fid.measure) -> data/fid/bounds.json. They give the trained generator's numbers a scale.
+(sagan.metrics.measure) -> data/fid/bounds.json. They give the trained generator's numbers a scale.
 
 - floor: `fid.num_samples` real training images (the first ones of the train split; all of it if
   it is smaller) against the reference. What a generator that reproduced the training data would
@@ -25,8 +25,8 @@ from sagan import paths
 from sagan.atomic import write_json
 from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
-from sagan.fid import measure, reference
-from sagan.fid.extractor import image_batches
+from sagan.metrics import measure, reference
+from sagan.metrics.extractor import image_batches
 from sagan.model.networks import Generator
 from sagan.params import Params, flatten
 

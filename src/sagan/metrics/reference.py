@@ -29,8 +29,8 @@ from sagan.atomic import atomic_path
 from sagan.data.loader import configure, dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.errors import SaganError
-from sagan.fid.extractor import EXTRACTOR_LABEL, image_batches, load_extractor, resolve_weights, summarise
-from sagan.fid.stats import KID_MAX_FEATURES
+from sagan.metrics.extractor import EXTRACTOR_LABEL, image_batches, load_extractor, resolve_weights, summarise
+from sagan.metrics.stats import KID_MAX_FEATURES
 from sagan.params import FidParams, Params
 
 # The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).

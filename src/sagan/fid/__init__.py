@@ -1,1 +1,0 @@
-"""FID: Inception weights, feature statistics, `sagan fid-ref` and `sagan evaluate`."""
