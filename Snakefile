@@ -1,5 +1,5 @@
 # The pipeline of docs/architecture.md for Snakemake; dvc.yaml is the same pipeline for DVC.
-# Paths come from sagan.paths, and each rule's param keys and code deps from its stage module
+# Paths come from sagan.paths, and each rule's param keys and code deps from its command
 # (sagan.stages), so nothing here repeats a declaration; tests/test_orchestration.py checks that
 # dvc.yaml, which has to spell them, agrees.
 import dataclasses

@@ -118,7 +118,7 @@ def real_images(project: Path, split: str, n: int) -> torch.Tensor:
     cwd = os.getcwd()
     os.chdir(project)  # the loader reads the project-relative paths of sagan.paths
     try:
-        return load_split(split, max_images=n).permute(0, 3, 1, 2).contiguous()
+        return load_split(split, max_images=n, verify=True).permute(0, 3, 1, 2).contiguous()
     finally:
         os.chdir(cwd)
 

@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import csv
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -33,7 +34,8 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from sagan import paths  # noqa: E402
-from sagan.data import prepare, split  # noqa: E402
+from sagan.commands import prepare as prepare_command, split as split_command  # noqa: E402
+from sagan.data.layout import SHARD_SHA256_KEY, sha256sum, shard_name  # noqa: E402
 from sagan.data.prepare import crop_resize  # noqa: E402
 from sagan.data.synthetic import _jpeg_bytes, draw_face, write_synthetic_celeba  # noqa: E402
 from sagan.params import Params, load_params, parse_params  # noqa: E402
@@ -88,8 +90,8 @@ def prepared_project(tmp_path_factory, synthetic_raw) -> Path:
     cwd = Path.cwd()
     os.chdir(root)  # the stages use the contract's relative paths
     try:
-        prepare.run(params, args)
-        split.run(params, args)
+        prepare_command.run(params, args)
+        split_command.run(params, args)
     finally:
         os.chdir(cwd)
     return root
@@ -132,13 +134,15 @@ def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: in
     prepared = root / paths.PREPARED_DIR
     prepared.mkdir(parents=True)
     for i, start in enumerate(range(0, n_images, shard_size)):
-        np.save(prepared / f"shard_{i:05d}.npy", images[start:start + shard_size])
+        np.save(prepared / shard_name(i), images[start:start + shard_size])
     files = [f"{i + 1:06d}.jpg" for i in range(n_images)]
     manifest = pa.table({"file": files,
                          "shard": pa.array([i // shard_size for i in range(n_images)], pa.int32()),
                          "row": pa.array([i % shard_size for i in range(n_images)], pa.int32()),
                          "partition": pa.array([0] * n_images, pa.int8())})
-    meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32}
+    checksums = [sha256sum(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
+    meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32,
+            SHARD_SHA256_KEY: json.dumps(checksums).encode()}
     pq.write_table(manifest.replace_schema_metadata(meta), prepared / "manifest.parquet")
     n_val = round(n_images * 0.2)
     (root / paths.SPLIT_DIR).mkdir(parents=True)
@@ -182,7 +186,7 @@ def train_project(tmp_path, monkeypatch, mlflow_uri) -> Path:
 def train(params: Params) -> None:
     from sagan.train import loop
 
-    loop.run(params, None)
+    loop.train(params, paths.RUN)
 
 
 def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import write_params
 from sagan import atomic, paths, stages
-from sagan.cli import COMMANDS, main
+from sagan.cli import main
+from sagan.stages import COMMANDS
 from sagan.metrics import gate, results
 from sagan.params import Params, load_params
 from sagan.stages import STAGES
@@ -54,12 +55,12 @@ def test_sagan_params_repairs_a_broken_params_file(tmp_path, monkeypatch):
 def test_an_mlflow_failure_mid_stage_is_one_line(tmp_path, monkeypatch, capsys):
     from mlflow.exceptions import MlflowException
 
-    from sagan.report import build
+    from sagan.commands import report
 
     def fail(params, args):
         raise MlflowException("RESOURCE_DOES_NOT_EXIST: run 'abc' not found\n  (a long server trace)")
 
-    monkeypatch.setattr(build, "run", fail)
+    monkeypatch.setattr(report, "run", fail)
     params = write_params(tmp_path / "params.yaml")
     assert main(["report", "--params", str(params)]) == 1
     assert capsys.readouterr().err == ("sagan report: error: MLflow: MlflowException: RESOURCE_DOES_NOT_EXIST: "
@@ -106,14 +107,14 @@ def test_an_error_under_a_progress_bar_starts_on_its_own_line(tmp_path, monkeypa
     """Before, a disk-full line was printed onto the end of the training progress bar."""
     from tqdm import tqdm
 
-    from sagan.train import loop
+    from sagan.commands import train
 
     def fail(params, args):
         bar = tqdm(total=10, desc="train")  # open, as the training loop's bar is when a write fails
         bar.update(3)
         raise atomic.no_space_error("models/checkpoints/step_0000003.pt")
 
-    monkeypatch.setattr(loop, "run", fail)
+    monkeypatch.setattr(train, "run", fail)
     assert main(["train", "--params", str(write_params(tmp_path / "params.yaml"))]) == 1
     err = capsys.readouterr().err
     assert "train:  30%" in err

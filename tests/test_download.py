@@ -1,7 +1,6 @@
 """`sagan download` against a real HTTP server on 127.0.0.1, and the local and synthetic sources."""
 from __future__ import annotations
 
-import argparse
 import errno
 import hashlib
 import http.server
@@ -22,7 +21,6 @@ ZIP_BYTES = bytes(range(256)) * 1200  # 300 KiB stand-in for img_align_celeba.zi
 PARTITION_BYTES = b"".join(f"{i:06d}.jpg {i % 3}\n".encode() for i in range(1, 101))
 QUOTA_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Quota exceeded</title></head>"
               b"<body>Too many users have viewed or downloaded this file recently.</body></html>")
-ARGS = argparse.Namespace()
 
 
 def _md5(data: bytes) -> str:
@@ -122,20 +120,20 @@ def test_md5sum_matches_hashlib(tmp_path):
 
 
 def test_url_source_downloads_and_verifies(server, workdir, capsys):
-    download.run(_url_params(server), ARGS)
+    download.download(_url_params(server).data)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
     assert paths.RAW_PARTITION.read_bytes() == PARTITION_BYTES
     assert sorted(p.name for p in paths.RAW_DIR.iterdir()) == ["img_align_celeba.zip", "list_eval_partition.txt"]
     assert len(server.requests) == 2
 
-    download.run(_url_params(server), ARGS)  # second run: verified outputs are not fetched again
+    download.download(_url_params(server).data)  # second run: verified outputs are not fetched again
     assert len(server.requests) == 2
     assert capsys.readouterr().out.count("already present (verified); not downloading again") == 2
 
 
 def test_dropped_connection_resumes_with_range(server, workdir):
     server.drop_first_after = 100_000
-    download.run(_url_params(server), ARGS)
+    download.download(_url_params(server).data)
     (first_path, first_headers), (second_path, second_headers) = server.requests[:2]
     assert first_path == second_path == "/zip"
     assert "Range" not in first_headers
@@ -147,13 +145,13 @@ def test_dropped_connection_resumes_with_range(server, workdir):
 def test_interrupted_download_never_passes_as_complete(server, workdir):
     server.drop_first_after = 100_000
     with pytest.raises(SaganError, match=r"download of img_align_celeba.zip failed after 0 retries"):
-        download.run(_url_params(server, retries=0), ARGS)
+        download.download(_url_params(server, retries=0).data)
     assert not paths.RAW_ZIP.exists()
     part = paths.RAW_DIR / "img_align_celeba.zip.part"
     assert part.read_bytes() == ZIP_BYTES[:100_000]
     record = json.loads((paths.RAW_DIR / "img_align_celeba.zip.part.json").read_text())
     assert record == {"url": f"{server.url}/zip", "etag": None, "total": len(ZIP_BYTES)}
-    download.run(_url_params(server, retries=0), ARGS)  # a rerun resumes from the .part file
+    download.download(_url_params(server, retries=0).data)  # a rerun resumes from the .part file
     assert server.requests[1][1]["Range"] == "bytes=100000-"
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not part.exists()
 
@@ -161,7 +159,7 @@ def test_interrupted_download_never_passes_as_complete(server, workdir):
 def test_server_ignoring_range_restarts_cleanly(server, workdir):
     server.drop_first_after = 100_000
     server.ignore_range = True
-    download.run(_url_params(server), ARGS)
+    download.download(_url_params(server).data)
     assert server.requests[1][1]["Range"] == "bytes=100000-"  # asked to resume, got 200 with the whole file
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
 
@@ -174,7 +172,7 @@ def _interrupt_zip_download(server, **params) -> None:
     """A download of /zip that dies after 100,000 bytes and leaves its .part file, like a kill midway."""
     server.drop_first_after = 100_000
     with pytest.raises(SaganError, match=r"download of img_align_celeba.zip failed after 0 retries"):
-        download.run(_url_params(server, retries=0, **params), ARGS)
+        download.download(_url_params(server, retries=0, **params).data)
     server.drop_first_after = None
     assert PART.read_bytes() == ZIP_BYTES[:100_000]
 
@@ -191,7 +189,7 @@ def test_stale_part_of_another_url_is_never_installed(server, workdir):
     server.files["/small"] = ZIP_BYTES[:50_000][::-1]
     params = _params(source="url", verify_md5=False, retries=0,
                      urls={"zip": f"{server.url}/small", "partition": f"{server.url}/partition"})
-    download.run(params, ARGS)
+    download.download(params.data)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[:50_000][::-1]
     assert [h.get("Range") for h in _zip_requests(server, "/small")] == [None]  # started over
     assert sorted(p.name for p in paths.RAW_DIR.iterdir()) == ["img_align_celeba.zip", "list_eval_partition.txt"]
@@ -200,7 +198,7 @@ def test_stale_part_of_another_url_is_never_installed(server, workdir):
 def test_part_without_its_record_is_started_over(server, workdir):
     paths.RAW_DIR.mkdir(parents=True)
     PART.write_bytes(ZIP_BYTES[::-1][:1000])  # of unknown origin (e.g. written by an older version)
-    download.run(_url_params(server), ARGS)
+    download.download(_url_params(server).data)
     assert [h.get("Range") for h in _zip_requests(server)] == [None]
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not PART.exists() and not PART_RECORD.exists()
 
@@ -216,7 +214,7 @@ def test_416_completes_a_part_that_holds_the_whole_file(server, workdir, range_o
     # Killed after the last byte but before the rename: the resume asks for nothing more.
     server.range_on_416 = range_on_416  # without Content-Range, the length in the record decides
     _part_of_this_url(server, ZIP_BYTES, total=len(ZIP_BYTES))
-    download.run(_url_params(server), ARGS)
+    download.download(_url_params(server).data)
     assert [h.get("Range") for h in _zip_requests(server)] == [f"bytes={len(ZIP_BYTES)}-"]
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES and not PART.exists() and not PART_RECORD.exists()
 
@@ -231,7 +229,7 @@ def test_416_with_a_part_of_another_length_starts_over(server, workdir, range_on
     server.etags["/zip"] = '"v2"'
     _part_of_this_url(server, ZIP_BYTES, **record)
     server.files["/zip"] = ZIP_BYTES[::-1][:200_000]  # the file at this URL changed, and shrank
-    download.run(_url_params(server, verify_md5=False), ARGS)
+    download.download(_url_params(server, verify_md5=False).data)
     assert [h.get("Range") for h in _zip_requests(server)] == [f"bytes={len(ZIP_BYTES)}-", None]
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[::-1][:200_000]
 
@@ -245,7 +243,7 @@ def test_file_changed_at_the_same_url_starts_over(server, workdir, change):
     server.files["/zip"] = new
     if change == "etag":
         server.etags["/zip"] = '"v2"'
-    download.run(_url_params(server, verify_md5=False, retries=0), ARGS)
+    download.download(_url_params(server, verify_md5=False, retries=0).data)
     assert paths.RAW_ZIP.read_bytes() == new  # never old bytes with the new file's tail
     assert [h.get("Range") for h in _zip_requests(server)][1:] == ["bytes=100000-", None]
 
@@ -272,7 +270,7 @@ def test_disk_full_while_downloading_is_one_line(server, workdir, monkeypatch):
 
     monkeypatch.setattr(download, "open", full_open, raising=False)
     with pytest.raises(SaganError) as exc:
-        download.run(_url_params(server), ARGS)
+        download.download(_url_params(server).data)
     assert str(exc.value).startswith(f"no space left on device while writing {PART}")
     assert len(_zip_requests(server)) == 1  # not retried: waiting does not free disk space
 
@@ -280,7 +278,7 @@ def test_disk_full_while_downloading_is_one_line(server, workdir, monkeypatch):
 def test_html_quota_page_is_recognised(server, workdir):
     server.files["/zip"] = QUOTA_PAGE
     with pytest.raises(SaganError) as exc:
-        download.run(_url_params(server), ARGS)
+        download.download(_url_params(server).data)
     message = str(exc.value)
     assert message.startswith(f"{server.url}/zip: the server sent an HTML page ('Google Drive - Quota exceeded') "
                               "instead of img_align_celeba.zip (hint:")
@@ -291,7 +289,7 @@ def test_html_quota_page_is_recognised(server, workdir):
 def test_wrong_file_fails_md5_and_is_discarded(server, workdir):
     server.files["/zip"] = ZIP_BYTES[::-1]
     with pytest.raises(SaganError) as exc:
-        download.run(_url_params(server), ARGS)
+        download.download(_url_params(server).data)
     assert str(exc.value).startswith(
         f"{server.url}/zip (img_align_celeba.zip): md5 {_md5(ZIP_BYTES[::-1])} does not match CelebA's "
         f"img_align_celeba.zip md5 {_md5(ZIP_BYTES)} (a truncated or corrupted download")
@@ -302,14 +300,14 @@ def test_wrong_file_fails_md5_and_is_discarded(server, workdir):
 
 def test_wrong_file_accepted_with_warning_when_md5_check_is_off(server, workdir, capsys):
     server.files["/zip"] = ZIP_BYTES[::-1]
-    download.run(_url_params(server, verify_md5=False), ARGS)
+    download.download(_url_params(server, verify_md5=False).data)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES[::-1]
     assert "accepted because data.verify_md5 is false" in capsys.readouterr().err
 
 
 def test_synthetic_stand_in_never_counts_as_downloaded_data(server, workdir):
-    download.run(_params(source="synthetic", synthetic_images=10), ARGS)
-    download.run(_url_params(server, verify_md5=False), ARGS)  # even without md5s to compare
+    download.download(_params(source="synthetic", synthetic_images=10).data)
+    download.download(_url_params(server, verify_md5=False).data)  # even without md5s to compare
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
     assert [path for path, _ in server.requests] == ["/zip", "/partition"]
 
@@ -317,12 +315,12 @@ def test_synthetic_stand_in_never_counts_as_downloaded_data(server, workdir):
 def test_http_404_is_a_one_line_error(server, workdir):
     params = _params(source="url", urls={"zip": f"{server.url}/missing", "partition": f"{server.url}/partition"})
     with pytest.raises(SaganError, match=rf"^{server.url}/missing: HTTP 404 "):
-        download.run(params, ARGS)
+        download.download(params.data)
 
 
 def test_empty_url_names_the_param(workdir):
     with pytest.raises(SaganError, match=r"^data.urls.zip: empty \(hint:"):
-        download.run(_params(source="url"), ARGS)
+        download.download(_params(source="url").data)
 
 
 DRIVE_CONFIRM_FORM = """<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>
@@ -339,7 +337,7 @@ def test_gdrive_confirm_form_is_followed(server, workdir, monkeypatch):
     monkeypatch.setattr(download, "GDRIVE_IDS", {"img_align_celeba.zip": "z", "list_eval_partition.txt": "p"})
     server.files["/uc-z"] = DRIVE_CONFIRM_FORM.format(action=f"{server.url}/zip").encode()
     server.files["/uc-p"] = DRIVE_CONFIRM_FORM.format(action=f"{server.url}/partition").encode()
-    download.run(_params(source="gdrive"), ARGS)
+    download.download(_params(source="gdrive").data)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
     assert paths.RAW_PARTITION.read_bytes() == PARTITION_BYTES
     query = "?id=FILEID&export=download&confirm=t&uuid=a%26b"
@@ -351,7 +349,7 @@ def test_gdrive_quota_page_says_what_to_do(server, workdir, monkeypatch):
     server.files["/uc-" + download.GDRIVE_IDS["img_align_celeba.zip"]] = QUOTA_PAGE
     with pytest.raises(SaganError, match=r"HTML page \('Google Drive - Quota exceeded'\) instead of "
                                          r"img_align_celeba.zip \(hint: Google Drive's CelebA quota"):
-        download.run(_params(source="gdrive"), ARGS)
+        download.download(_params(source="gdrive").data)
 
 
 def test_gdrive_confirm_url_is_parsed_from_the_form():
@@ -371,7 +369,7 @@ def _local_files(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_local_source_places_verified_files(workdir):
     zip_path, partition_path = _local_files(workdir)
-    download.run(_params(source="local", local={"zip": str(zip_path), "partition": str(partition_path)}), ARGS)
+    download.download(_params(source="local", local={"zip": str(zip_path), "partition": str(partition_path)}).data)
     assert paths.RAW_ZIP.read_bytes() == ZIP_BYTES
     assert paths.RAW_PARTITION.read_bytes() == PARTITION_BYTES
     assert sorted(p.name for p in paths.RAW_DIR.iterdir()) == ["img_align_celeba.zip", "list_eval_partition.txt"]
@@ -382,7 +380,7 @@ def test_local_source_missing_file_names_the_path(workdir):
     missing = workdir / "nowhere" / "list_eval_partition.txt"
     params = _params(source="local", local={"zip": str(zip_path), "partition": str(missing)})
     with pytest.raises(SaganError) as exc:
-        download.run(params, ARGS)
+        download.download(params.data)
     assert str(exc.value) == (f"{missing}: file not found (data.local.partition) "
                               "(hint: set data.local.partition to your list_eval_partition.txt)")
 
@@ -392,12 +390,12 @@ def test_local_html_page_saved_as_zip_is_recognised(workdir):
     zip_path.write_bytes(QUOTA_PAGE)
     params = _params(source="local", local={"zip": str(zip_path), "partition": str(partition_path)})
     with pytest.raises(SaganError, match=rf"^{zip_path}: is an HTML page \('Google Drive - Quota exceeded'\)"):
-        download.run(params, ARGS)
+        download.download(params.data)
     assert not paths.RAW_ZIP.exists()
 
 
 def test_synthetic_source_writes_labelled_stand_in(workdir, capsys):
-    download.run(_params(source="synthetic", synthetic_images=10, synthetic_seed=3), ARGS)
+    download.download(_params(source="synthetic", synthetic_images=10, synthetic_seed=3).data)
     assert is_synthetic_zip(paths.RAW_ZIP)
     assert len(paths.RAW_PARTITION.read_text().splitlines()) == 10
     out = capsys.readouterr().out

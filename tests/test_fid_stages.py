@@ -1,7 +1,6 @@
 """`sagan fid-ref` and `sagan evaluate` on the prepared smoke project (synthetic, 32 px, stand-in weights)."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -17,13 +16,17 @@ from conftest import PicklePayload
 from sagan import cli, paths, pixels
 from sagan.atomic import write_json
 from sagan.errors import SaganError
-from sagan.metrics import bounds, evaluate, extractor, measure, reference, results
+from sagan.cli import build_parser
+from sagan.commands import evaluate as evaluate_command, fid_bounds, fid_ref
+from sagan.data.layout import shard_name
+from sagan.metrics import evaluate, extractor, measure, reference, results
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params
 from sagan.profiles import read_profile, write_profile
+from sagan.study import design
 
-ARGS = argparse.Namespace(params="params.yaml")
+ARGS = build_parser().parse_args(["evaluate", "--params", "params.yaml"])
 N_REF = 4
 N_GEN = 6
 
@@ -44,8 +47,8 @@ def project(prepared_project, tmp_path_factory) -> Path:
         extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR)
         torch.manual_seed(0)
         save_generator(paths.GENERATOR, Generator(params.model, 32), params.model, 32, ema=False)
-        reference.run(params, ARGS)
-        bounds.run(params, ARGS)
+        fid_ref.run(params, ARGS)
+        fid_bounds.run(params, ARGS)
         yield root
 
 
@@ -92,16 +95,16 @@ def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, mo
     monkeypatch.setattr(reference, "load_extractor", lambda weights, device: _PixelFeatures())
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
-    reference.run(base_params(), ARGS)
+    fid_ref.run(base_params(), ARGS)
     before = paths.FID_REFERENCE.read_bytes()
     assert int(reference.read_reference()["n"]) == N_REF
     # the sampling keys (evaluate's) leave the file byte-identical
-    reference.run(_with_fid(base_params(), num_samples=3, seed=7, kid=False, kid_subset_size=2), ARGS)
+    fid_ref.run(_with_fid(base_params(), num_samples=3, seed=7, kid=False, kid_subset_size=2), ARGS)
     assert paths.FID_REFERENCE.read_bytes() == before
     # a reference key changes it
-    reference.run(_with_fid(base_params(), reference_max_images=N_REF - 1), ARGS)
+    fid_ref.run(_with_fid(base_params(), reference_max_images=N_REF - 1), ARGS)
     assert int(reference.read_reference()["n"]) == N_REF - 1
-    reference.run(base_params(), ARGS)
+    fid_ref.run(base_params(), ARGS)
     assert paths.FID_REFERENCE.read_bytes() == before
     # evaluating a (new) generator reads the reference but never rewrites it
     _bounds_for(_with_fid(base_params(), kid=False), tmp_path, monkeypatch)
@@ -115,13 +118,36 @@ def test_reference_batch_size_changes_only_rounding(project):
     """Why fid.batch_size is not a reference key: with the real stand-in Inception, per-image features
     do not depend on the batch they were computed in, up to float rounding."""
     base = reference.read_reference()
-    rebatched = reference.compute_reference(_with_fid(base_params(), batch_size=N_REF).fid)
+    rebatched = reference.compute_reference(_with_fid(base_params(), batch_size=N_REF).fid, verify_shards=True)
     np.testing.assert_allclose(rebatched["mu"], base["mu"], rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(rebatched["sigma"], base["sigma"], rtol=1e-4, atol=1e-7)
 
 
+@pytest.mark.parametrize("verify", [True, False])
+def test_evaluate_checks_the_shards_it_reads_when_data_verify_shards_is_on(project, verify):
+    shard = paths.PREPARED_DIR / shard_name(0)
+    kept = {path: path.read_bytes() for path in (shard, paths.METRICS, paths.METRICS_PROTOCOL) if path.exists()}
+    damaged = bytearray(kept[shard])
+    damaged[-1] ^= 0xFF  # one pixel of the last image: bit rot
+    params = dataclasses.replace(base_params(), data=dataclasses.replace(base_params().data, verify_shards=verify))
+    try:
+        shard.write_bytes(bytes(damaged))
+        if verify:
+            with pytest.raises(SaganError, match=f"^{shard}: sha256 [0-9a-f]{{64}} does not match the manifest's"):
+                evaluate_command.run(params, ARGS)
+        else:
+            evaluate_command.run(params, ARGS)  # unchecked, as the param says: the run completes
+            assert paths.METRICS.is_file()
+    finally:
+        for path, content in kept.items():
+            path.write_bytes(content)
+        for path in (paths.METRICS, paths.METRICS_PROTOCOL):
+            if path not in kept:
+                path.unlink(missing_ok=True)
+
+
 def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
-    evaluate.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
+    evaluate_command.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
     numbers = json.loads(paths.METRICS.read_text())  # numbers only: what `dvc metrics show` tabulates
     scores = {"fid": float, "kid_mean": float, "kid_std": float, "precision": float, "recall": float,
               "swd": float, "swd_32": float, "swd_16": float, "n_gen": int, "n_ref": int, "n_swd": int}
@@ -155,7 +181,7 @@ def _bounds_for(params: Params, tmp_path: Path, monkeypatch) -> None:
     """data/fid/bounds.json measured with `params` (evaluate refuses bounds of other sampling params),
     in tmp_path, so that the module's own file stays as the fixture wrote it."""
     monkeypatch.setattr(paths, "FID_BOUNDS", tmp_path / "bounds.json")
-    bounds.run(params, ARGS)
+    fid_bounds.run(params, ARGS)
 
 
 def _recorded_training_run(params: Params):
@@ -261,7 +287,7 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monk
     params = _with_fid(base_params(), kid=False)
     _bounds_for(params, tmp_path, monkeypatch)
     training_run = _recorded_training_run(params)
-    evaluate.run(params, ARGS)
+    evaluate_command.run(params, ARGS)
     metrics = results.read()
     assert metrics["run_id"] == training_run.info.run_id
     assert "kid_mean" not in json.loads(paths.METRICS.read_text())  # fid.kid off: no KID column, not a null
@@ -269,7 +295,7 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monk
     # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
     paths.RUN_RECORD.unlink()
     capsys.readouterr()
-    evaluate.run(params, ARGS)
+    evaluate_command.run(params, ARGS)
     assert results.read()["run_id"] is None
     assert f"{paths.RUN_RECORD} not found; metrics not logged to MLflow" in capsys.readouterr().err
 
@@ -281,11 +307,11 @@ def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monke
     save_generator(paths.GENERATOR_BEST, Generator(params.model, 32), params.model, 32, ema=False)
     try:
         best = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, generator="best"))
-        evaluate.run(best, ARGS)
+        evaluate_command.run(best, ARGS)
         scored = results.read()
         assert scored["generator"] == "best"
         assert scored["fid"] == evaluate.evaluate(params, paths.GENERATOR_BEST)["fid"]
-        evaluate.run(params, ARGS)  # the default: the last generator, as in the paper
+        evaluate_command.run(params, ARGS)  # the default: the last generator, as in the paper
         assert results.read()["generator"] == "last" and results.read()["fid"] != scored["fid"]
     finally:
         paths.GENERATOR_BEST.unlink()
@@ -329,8 +355,10 @@ def test_a_train_publishing_while_evaluate_runs_is_refused_not_misattributed(pro
     between got the old generator's FID under the new run's id."""
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     outputs = paths.RUN if where == "pipeline" else paths.RunOutputs("studies/s/cells/c")
-    args = argparse.Namespace(params="params.yaml", study_cell=types.SimpleNamespace(outputs=outputs)
-                              if where == "cell" else None)
+    if where == "cell":  # the cell studies/s/cells/c, with the params given
+        monkeypatch.setattr(design, "resolve_cell",
+                            lambda params, study, cell: types.SimpleNamespace(outputs=outputs, params=params))
+    args = ARGS
     kept = paths.GENERATOR.read_bytes()  # the module's untrained generator, which other tests score
     real_score = measure.score
 
@@ -343,7 +371,7 @@ def test_a_train_publishing_while_evaluate_runs_is_refused_not_misattributed(pro
         written = outputs.metrics.read_bytes() if outputs.metrics.exists() else None
         monkeypatch.setattr(measure, "score", score_while_train_publishes)
         with pytest.raises(SaganError) as exc:
-            evaluate.run(base_params(), args)
+            evaluate_command.run(base_params(), args)
         assert str(exc.value) == (
             f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no metrics were "
             f"written, as they would be attributed to another run than the one they measure (hint: rerun `sagan "
@@ -375,7 +403,7 @@ def test_bounds_of_another_reference_are_refused_before_any_sample(project, tmp_
         monkeypatch.setattr(module, "load_extractor", lambda weights, device: _PixelFeatures())
     monkeypatch.setattr(paths, "FID_REFERENCE", tmp_path / "reference.npz")
     params = _with_fid(base_params(), reference_max_images=N_REF - 1)
-    reference.run(params, ARGS)
+    fid_ref.run(params, ARGS)
     new = hashlib.sha256(paths.FID_REFERENCE.read_bytes()).hexdigest()
     with pytest.raises(SaganError, match=rf"^data/fid/bounds\.json: was measured against another FID reference "
                                          rf"\(sha256 {stored['reference_sha256']}\) than {paths.FID_REFERENCE} "

@@ -8,7 +8,6 @@ screenshot is kept under $SAGAN_TEST_ARTIFACTS (default: the test's tmp dir) for
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
@@ -28,7 +27,9 @@ from PIL import Image
 
 from conftest import make_project, tiny_params, train
 from sagan import paths, tracking
-from sagan.metrics import bounds, evaluate, extractor, reference
+from sagan.cli import build_parser
+from sagan.commands import evaluate as evaluate_command, fid_bounds, fid_ref
+from sagan.metrics import extractor
 from sagan.params import MlflowParams
 from test_report_browser import artifacts, chromium, run_chromium  # noqa: F401  (fixtures used by name)
 
@@ -36,7 +37,7 @@ from test_report_browser import artifacts, chromium, run_chromium  # noqa: F401 
 RUNS = {"lr-d-4e-4": 4e-4, "lr-d-2e-4": 2e-4}
 SERVER_TIMEOUT_S = 120  # `mlflow ui` imports MLflow's server before it answers: seconds, more on a busy machine
 WINDOW = (1920, 1000)
-ARGS = argparse.Namespace(params="params.yaml")
+ARGS = build_parser().parse_args(["evaluate", "--params", "params.yaml"])
 
 
 @dataclasses.dataclass
@@ -119,9 +120,9 @@ def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # noqa: F811 
             run_params = dataclasses.replace(params, train=dataclasses.replace(params.train, lr_d=lr_d))
             train(run_params)
             if i == 0:
-                reference.run(run_params, ARGS)
-                bounds.run(run_params, ARGS)
-            evaluate.run(run_params, ARGS)
+                fid_ref.run(run_params, ARGS)
+                fid_bounds.run(run_params, ARGS)
+            evaluate_command.run(run_params, ARGS)
             record = json.loads(paths.RUN_RECORD.read_text())
             runs[name] = {"run_id": record["mlflow_run_id"], "data_fingerprint": record["data_fingerprint"],
                           "fid": json.loads(paths.METRICS.read_text())["fid"],

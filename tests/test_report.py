@@ -143,7 +143,7 @@ def project_dir(root: Path):
 def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
     write_inputs(root, store, params=params, **inputs)
     with project_dir(root):
-        build.run(params or report_params(store), None)
+        build.build_report(params or report_params(store))
     return root
 
 
@@ -501,7 +501,7 @@ def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, store, 
     write_inputs(tmp_path, store)
     (tmp_path / remove).unlink()
     with project_dir(tmp_path), pytest.raises(SaganError) as exc:
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
     assert str(exc.value) == message
     assert not (tmp_path / paths.REPORT_MD).exists() and not (tmp_path / paths.REPORT_HTML).exists()
 
@@ -512,11 +512,11 @@ def test_missing_samples_and_bad_columns_are_named(tmp_path, store):
         png.unlink()
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
                                                                  r"no sample grids found; it is written by `sagan train`"):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
     write_inputs(tmp_path, store)
     (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
 
 
 def _rewrite_json(path: Path, **changes) -> None:
@@ -539,7 +539,7 @@ def test_inputs_of_two_runs_are_refused(tmp_path, store, mix, message):
         csv = tmp_path / paths.LOSSES_CSV
         csv.write_text(csv.read_text().replace(store.run_ids["beta"], "0" * 32))
     with project_dir(tmp_path), pytest.raises(SaganError, match=message):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
     assert not (tmp_path / paths.REPORT_MD).exists()
 
 
@@ -547,7 +547,7 @@ def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, store):
     trained_with = replace(report_params(store), train=TrainParams(lr_d=1e-3))
     write_inputs(tmp_path, store, params=trained_with)
     with project_dir(tmp_path):
-        build.run(report_params(store), None)  # params.yaml of now: lr_d 2e-4
+        build.build_report(report_params(store))  # params.yaml of now: lr_d 2e-4
     md, _ = read(tmp_path)
     diff_rows = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert ["train.lr_d", "0.0004", "0.001"] in diff_rows
@@ -558,7 +558,7 @@ def test_a_non_number_fid_is_one_line(tmp_path, store):
     _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
                                                                  r"not a finite number; it is written by"):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
 
 
 def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
@@ -572,7 +572,7 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
     for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
         csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
     assert sorted((tmp_path / paths.FIGURES_DIR).iterdir()) == figures_before
 
@@ -582,7 +582,7 @@ def test_an_unknown_experiment_is_named(tmp_path, store):
     write_inputs(tmp_path, store)
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
                                                                  r"not found in sqlite:///"):
-        build.run(params, None)
+        build.build_report(params)
 
 
 def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
@@ -618,7 +618,7 @@ def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(
     (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
     _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
     with project_dir(tmp_path):
-        build.run(report_params(store), None)
+        build.build_report(report_params(store))
     md, _ = read(tmp_path)
     assert figures.FIG7 not in {p.name for p in (tmp_path / paths.FIGURES_DIR).iterdir()}
     assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md

@@ -59,11 +59,11 @@ def test_split_file_follows_the_contract(prepared_project):
 
 
 def test_split_run_writes_the_same_file_again_and_prints_counts(project_copy, capsys):
-    from sagan.data import split as split_stage
+    from sagan.commands import split as split_command
     from sagan.params import load_params
 
     before = paths.SPLIT_FILE.read_bytes()
-    split_stage.run(load_params("params.yaml"), None)
+    split_command.run(load_params("params.yaml"), None)
     assert paths.SPLIT_FILE.read_bytes() == before
     assert "split 200 images: 160 train, 40 val (seed 0)" in capsys.readouterr().out
 
@@ -76,7 +76,7 @@ def test_split_without_manifest_names_the_stage_to_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name, expected_n", [("train", 160), ("val", 40), ("all", 200)])
 def test_load_split_selects_the_split_in_manifest_order(project_copy, name, expected_n):
-    images = load_split(name)
+    images = load_split(name, verify=True)
     assert images.dtype == torch.uint8 and images.shape == (expected_n, 32, 32, 3)
     everything = _all_images(project_copy)
     labels = _split_labels(project_copy)
@@ -85,9 +85,9 @@ def test_load_split_selects_the_split_in_manifest_order(project_copy, name, expe
 
 
 def test_load_split_max_images_takes_the_first(project_copy):
-    full = load_split("val")
-    assert torch.equal(load_split("val", max_images=7), full[:7])
-    assert load_split("val", max_images=10_000).shape[0] == 40
+    full = load_split("val", verify=True)
+    assert torch.equal(load_split("val", verify=True, max_images=7), full[:7])
+    assert load_split("val", verify=True, max_images=10_000).shape[0] == 40
 
 
 def test_load_split_across_several_shards(project_copy, tmp_path):
@@ -99,15 +99,15 @@ def test_load_split_across_several_shards(project_copy, tmp_path):
             paths.PREPARED_DIR, PrepareParams(size=32, shard_size=60, workers=1))
     assert len(list(paths.PREPARED_DIR.glob("shard_*.npy"))) == 4
     everything = _all_images(project_copy)
-    assert np.array_equal(load_split("train").numpy(), everything[_split_labels(project_copy) == "train"])
+    assert np.array_equal(load_split("train", verify=True).numpy(), everything[_split_labels(project_copy) == "train"])
 
 
 def test_load_split_moves_to_the_device(project_copy):
-    assert load_split("val", device="cpu").device.type == "cpu"
-    on_meta = load_split("val", device=torch.device("meta"))  # any device: meta needs no hardware
+    assert load_split("val", verify=True, device="cpu").device.type == "cpu"
+    on_meta = load_split("val", verify=True, device=torch.device("meta"))  # any device: meta needs no hardware
     assert on_meta.device.type == "meta" and on_meta.shape == (40, 32, 32, 3)
     if torch.cuda.is_available():
-        assert torch.equal(load_split("val", device="cuda").cpu(), load_split("val"))
+        assert torch.equal(load_split("val", verify=True, device="cuda").cpu(), load_split("val", verify=True))
 
 
 def test_dataset_info(project_copy):
@@ -123,11 +123,11 @@ def missing(path: Path, stage: str, detail: str = "") -> str:
 
 
 @pytest.mark.parametrize("remove, call, message", [
-    (paths.MANIFEST, lambda: load_split("train"), missing(paths.MANIFEST, "prepare")),
+    (paths.MANIFEST, lambda: load_split("train", verify=True), missing(paths.MANIFEST, "prepare")),
     (paths.MANIFEST, dataset_info, missing(paths.MANIFEST, "prepare")),
-    (paths.SPLIT_FILE, lambda: load_split("val"), missing(paths.SPLIT_FILE, "split")),
+    (paths.SPLIT_FILE, lambda: load_split("val", verify=True), missing(paths.SPLIT_FILE, "split")),
     (paths.SPLIT_FILE, dataset_info, missing(paths.SPLIT_FILE, "split")),
-    (paths.PREPARED_DIR / shard_name(0), lambda: load_split("all"),
+    (paths.PREPARED_DIR / shard_name(0), lambda: load_split("all", verify=True),
      missing(paths.PREPARED_DIR / shard_name(0), "prepare", f" (listed in {paths.MANIFEST})")),
 ])
 def test_missing_files_name_the_file_and_the_stage(project_copy, remove, call, message):
@@ -138,18 +138,18 @@ def test_missing_files_name_the_file_and_the_stage(project_copy, remove, call, m
 
 def test_all_needs_no_split_file(project_copy):
     paths.SPLIT_FILE.unlink()
-    assert load_split("all").shape[0] == N
+    assert load_split("all", verify=True).shape[0] == N
 
 
 def test_unknown_split_name(project_copy):
     with pytest.raises(SaganError, match=r"split 'test': unknown, expected one of train, val, all"):
-        load_split("test")
+        load_split("test", verify=True)
 
 
 def test_stale_split_is_detected(project_copy):
     pq.write_table(pq.read_table(paths.SPLIT_FILE).slice(0, 150), paths.SPLIT_FILE)
     with pytest.raises(SaganError, match=r"split\.parquet: 150 rows but the manifest has 200"):
-        load_split("train")
+        load_split("train", verify=True)
 
 
 def _damage(path: Path, how: str) -> None:
@@ -171,17 +171,14 @@ def test_damaged_shard_is_detected_against_the_manifest(project_copy, how):
                f"copy); it is written by `sagan prepare` (hint: run `sagan prepare`, or the whole pipeline: "
                f"`dvc repro`)")
     with pytest.raises(SaganError, match="^" + re.escape(message) + "$"):
-        load_split("all")
+        load_split("all", verify=True)
 
 
-def test_shard_check_can_be_turned_off(project_copy, monkeypatch):
+def test_shard_check_can_be_turned_off(project_copy):
     _damage(paths.PREPARED_DIR / shard_name(0), "bit rot")
     assert load_split("all", verify=False).shape == (N, 32, 32, 3)
-    monkeypatch.setattr(loader, "_verify_by_default", True)  # restored after the test
-    loader.configure(verify_shards=False)  # how a stage passes data.verify_shards on
-    assert load_split("all").shape == (N, 32, 32, 3)
     with pytest.raises(SaganError, match="does not match the manifest's"):
-        load_split("all", verify=True)  # the argument wins over the configured default
+        load_split("all", verify=True)
 
 
 def test_each_shard_is_hashed_once_per_process(project_copy, monkeypatch):
@@ -193,17 +190,18 @@ def test_each_shard_is_hashed_once_per_process(project_copy, monkeypatch):
     real = loader.sha256sum
     monkeypatch.setattr(loader, "sha256sum", lambda path: hashed.append(Path(path).name) or real(path))
     for name in ("train", "val", "all", "train"):
-        load_split(name)
+        load_split(name, verify=True)
     assert sorted(hashed) == [shard_name(i) for i in range(4)]
 
     _damage(paths.PREPARED_DIR / shard_name(2), "bit rot")  # a changed file is checked again
     with pytest.raises(SaganError, match=re.escape(shard_name(2)) + ": sha256 "):
-        load_split("all")
+        load_split("all", verify=True)
 
 
-def test_manifest_without_shard_checksums_loads_unchecked(project_copy):
-    # Manifests written before prepare recorded checksums (and tests/conftest.make_project's).
+def test_a_manifest_without_shard_checksums_is_refused(project_copy):
     table = pq.read_table(paths.MANIFEST)
     meta = {k: v for k, v in table.schema.metadata.items() if k != b"shard_sha256"}
     pq.write_table(table.replace_schema_metadata(meta), paths.MANIFEST)
-    assert load_split("all").shape == (N, 32, 32, 3)
+    with pytest.raises(SaganError, match="shard_sha256 metadata is not a JSON list of sha256 hex digests"):
+        load_split("all", verify=True)
+    assert load_split("all", verify=False).shape == (N, 32, 32, 3)

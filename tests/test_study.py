@@ -113,7 +113,6 @@ def test_a_placement_that_leaves_no_layer_fails_when_the_cell_trains():
 
 
 def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoints(train_project, capsys):
-    import argparse
     import json
     import os
 
@@ -127,7 +126,7 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
         return load_study("attention", tiny_params(max_steps=max_steps, checkpoint_every=3)).cell("sagan-after2-seed1")
 
     cell = cell_of(6)
-    loop.run(cell.params, argparse.Namespace(study_cell=cell))
+    loop.train(cell.params, cell.outputs, cell.record, cell.tags)
     assert cell.outputs.generator.is_file() and cell.outputs.evals_csv.is_file()
     assert not paths.MODELS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()  # nothing of the pipeline's
     record = json.loads(cell.outputs.run_record.read_text())
@@ -139,7 +138,7 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
 
     capsys.readouterr()
     longer = cell_of(9)  # more steps: the cell resumes from its own newest checkpoint
-    loop.run(longer.params, argparse.Namespace(study_cell=longer))
+    loop.train(longer.params, longer.outputs, longer.record, longer.tags)
     assert f"resuming from {cell.outputs.checkpoints_dir / 'step_0000006.pt'} (step 6 of 9)" in capsys.readouterr().out
     assert json.loads(cell.outputs.run_record.read_text())["mlflow_run_id"] == record["mlflow_run_id"]
 
@@ -282,13 +281,15 @@ def test_the_study_check_validates_every_cell_and_writes_only_its_stamp(project)
     it before DVC deletes any cell's outputs; a valid study gets its stamp and nothing else."""
     import argparse
 
+    from sagan.commands import study as study_command
+
     check = argparse.Namespace(study="attention", check=True)
     write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]}, {"train": {"lr_g": "abc"}})
     with pytest.raises(SaganError, match=r"^studies/attention/study\.yaml .*train\.lr_g"):
-        summary.run(Params(), check)
+        study_command.run(Params(), check)
     assert not (project / "studies/attention/cells").exists()
     write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]})
-    summary.run(Params(), check)
+    study_command.run(Params(), check)
     stamp = project / paths.study_checked("attention")
     assert list(stamp.parent.iterdir()) == [stamp] and stamp.read_text() == "ok\n"
     assert not (project / paths.StudyReports("attention").root).exists()

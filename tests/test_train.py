@@ -113,12 +113,12 @@ def _evaluated_project(root: Path, monkeypatch, mlflow_uri) -> None:
     """A make_project project with its FID reference (stand-in weights), as the working directory."""
     import argparse
 
-    from sagan.metrics import reference
+    from sagan.commands import fid_ref
 
     make_project(root)
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    reference.run(_eval_params(), argparse.Namespace())
+    fid_ref.run(_eval_params(), argparse.Namespace())
 
 
 def _eval_params(**train) -> Params:

@@ -134,14 +134,18 @@ def study_pipeline(study: str) -> Path:
     return STUDIES_DIR / study / "dvc.yaml"
 
 
+def study_cells_dir(study: str) -> Path:
+    return STUDIES_DIR / study / "cells"
+
+
 def study_cell_dir(study: str, cell: str) -> Path:
-    return STUDIES_DIR / study / "cells" / cell
+    return study_cells_dir(study) / cell
 
 
 def study_checked(study: str) -> Path:
     """The stamp ("ok") of `sagan study --check`, the study's first DVC stage, which every cell's
     training depends on (no cell is named so: cells are `none-seedS` and `STYLE-afterP-seedS`)."""
-    return STUDIES_DIR / study / "cells" / "params.checked"
+    return study_cells_dir(study) / "params.checked"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ file as usual. Without --profile, it validates params.yaml and prints how it dif
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 from pathlib import Path
@@ -17,7 +16,7 @@ import yaml
 
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
-from sagan.params import Params, flatten, load_params, parse_params, parse_yaml
+from sagan.params import Params, flatten, parse_params, parse_yaml
 
 PROFILES_DIR = Path("configs")
 PAPER = "paper"
@@ -118,14 +117,3 @@ def write_profile(name: str, out: Path, root: Path = Path(".")) -> Profile:
     with atomic_path(out) as tmp:
         Path(tmp).write_text(render(profile))
     return profile
-
-
-def run(params: Params | None, args: argparse.Namespace) -> None:
-    out = Path(args.params)
-    if args.profile:
-        write_profile(args.profile, out)
-    params = load_params(out)
-    changed = differences(params)
-    summary = ", ".join(f"{k}={v!r}" for k, (_, v) in changed.items()) or "none"
-    print(f"sagan params: {out}: profile '{params.mlflow.profile}'; "
-          f"{len(changed)} of {len(flatten(params))} keys differ from the paper: {summary}")

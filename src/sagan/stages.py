@@ -1,12 +1,13 @@
-"""What an orchestrator needs to know about each pipeline stage, read from the stage's own source.
+"""The registry of `sagan` commands, and what an orchestrator needs to know about each pipeline
+stage, read from its command's source.
 
-- Its module: the one `sagan STAGE` runs (sagan.cli.COMMANDS).
-- Its param keys: the module's `PARAM_KEYS` constant, the params whose values change its output.
+- Its command module: `sagan.commands.NAME` (COMMANDS), the only code that reads the command line.
+- Its param keys: the command module's `PARAM_KEYS`, the params whose values change its outputs.
 - Its code deps: the sagan modules it runs (its import closure) less the shared plumbing below.
 
-Both are read from the source with `ast`, without importing the stage (which would import torch),
-so the Snakefile can use them on every `snakemake -n`. dvc.yaml cannot compute them; it spells
-them and tests/test_orchestration.py checks it against this module.
+Both are read from the source with `ast`, without importing the command (which would import
+torch), so the Snakefile can use them on every `snakemake -n`; the DVC files are written from
+them (sagan.dvcfile).
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import ast
 from functools import cache
 from pathlib import Path
 
-from sagan.cli import COMMANDS
-
+# Every command, by its `sagan` name: the pipeline stages first, in graph order.
+COMMANDS = {name: f"sagan.commands.{name.replace('-', '_')}" for name in (
+    "download", "prepare", "split", "fid-ref", "fid-bounds", "train", "evaluate", "report", "study", "sample",
+    "check-fid", "params", "stages")}
 # The project's sources, relative to the project root (the working directory) like every path of
 # the pipeline: the code deps are the project's files, whichever checkout sagan was installed from.
 SRC = Path("src")
@@ -30,14 +33,15 @@ PARAMS_CHECK = "params"
 
 # Modules a stage imports but that are deliberately not its code deps. They decide how a result
 # is parsed, placed, written or reported, not what it is; listing them would invalidate every
-# cached dataset and model on any edit. Package __init__ files are docstrings only.
+# cached dataset and model on any edit. Package __init__ files are not followed (they compute no
+# result: docstrings, and the command-line arguments that commands share).
 SHARED_PLUMBING = {
     "sagan.params": "parses and validates params.yaml; the values themselves are param deps",
     "sagan.paths": "output path constants and the missing-input error; a changed path changes the deps/outs",
     "sagan.atomic": "write-to-temp-then-rename; changes how files are written, not their bytes",
     "sagan.errors": "the SaganError type; message text only",
-    "sagan.cli": "dispatches `sagan STAGE` to the stage module's run()",
     "sagan.stages": "this module: stage names, param keys and code deps (a study checks its base against them)",
+    "sagan.study.design": "which params a study cell has (--study/--cell); the values themselves are param deps",
 }
 
 
@@ -46,7 +50,7 @@ def command(stage: str) -> str:
 
 
 def module(stage: str) -> str:
-    return COMMANDS[command(stage)].module
+    return COMMANDS[command(stage)]
 
 
 def source_file(module_name: str) -> Path:
@@ -60,13 +64,16 @@ def _tree(module_name: str) -> ast.Module:
 
 def import_closure(module_name: str) -> set[str]:
     """Every sagan module that `module_name` imports, transitively, at module level or inside
-    functions (stages import heavy modules lazily), found by walking the source's AST."""
+    functions (commands import the library lazily), found by walking the source's AST. The
+    shared plumbing is not followed: what it imports is not the stage's code."""
     seen, todo = set(), [module_name]
     while todo:
         name = todo.pop()
         if name in seen or not source_file(name).is_file():  # a package, or not ours
             continue
         seen.add(name)
+        if name in SHARED_PLUMBING:
+            continue
         for node in ast.walk(_tree(name)):
             if isinstance(node, ast.Import):
                 todo += [a.name for a in node.names]
@@ -83,7 +90,7 @@ def code_deps(stage: str) -> list[str]:
 
 
 def param_keys(stage: str) -> tuple[str, ...]:
-    """The stage module's declared `PARAM_KEYS` (dotted keys or whole sections)."""
+    """The stage's command's declared `PARAM_KEYS` (dotted keys or whole sections)."""
     for node in _tree(module(stage)).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "PARAM_KEYS" for t in node.targets):
             return tuple(ast.literal_eval(node.value))

@@ -14,7 +14,6 @@ HTTP uses only the standard library.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import http.client
 import json
@@ -38,13 +37,9 @@ from sagan.atomic import atomic_path, write_json
 from sagan.data.layout import md5sum
 from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
 from sagan.errors import SaganError
-from sagan.params import DataParams, Params
+from sagan.params import DataParams
 
 ZIP_NAME, PARTITION_NAME = paths.RAW_ZIP.name, paths.RAW_PARTITION.name
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-# (data.verify_shards is read by the loader; it changes speed, never a result.)
-PARAM_KEYS = ("data.source", "data.urls", "data.local", "data.verify_md5", "data.retries", "data.timeout_s",
-              "data.synthetic_images", "data.synthetic_seed")
 
 OUTPUTS = (("zip", ZIP_NAME, paths.RAW_ZIP), ("partition", PARTITION_NAME, paths.RAW_PARTITION))  # (param key, name, path)
 # The official CelebA files (the md5s and Drive ids torchvision.datasets.CelebA uses).
@@ -366,8 +361,8 @@ def _from_urls(data: DataParams, urls: dict[str, str],
         print(f"sagan download: {dest} downloaded ({checked})")
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    data = params.data
+def download(data: DataParams) -> None:
+    """data/raw/'s two files from `data.source`: synthetic, a local copy, URLs or Google Drive."""
     if data.source == "synthetic":
         print(f"sagan download: writing {data.synthetic_images} SYNTHETIC faces (seed {data.synthetic_seed}): "
               f"a procedural stand-in, not CelebA")

@@ -34,18 +34,16 @@ def read_manifest_column(manifest: Path, column: str) -> pa.Array:
         raise paths.bad_input(manifest, f"unreadable ({exc})") from exc
 
 
-def read_shard_checksums(manifest: Path) -> list[str] | None:
-    """The sha256 of each shard as prepare recorded it (index -> hex), or None for a manifest
-    written before prepare recorded them; a one-line error when the manifest is unreadable."""
+def read_shard_checksums(manifest: Path) -> list[str]:
+    """The sha256 of each shard as prepare recorded it (index -> hex); a one-line error when the
+    manifest is unreadable or records none."""
     try:
         meta = pq.read_schema(paths.require(manifest)).metadata or {}
     except (pa.ArrowException, OSError) as exc:
         raise paths.bad_input(manifest, f"unreadable ({exc})") from exc
-    if SHARD_SHA256_KEY not in meta:
-        return None
     try:
         checksums = json.loads(meta[SHARD_SHA256_KEY])
-    except ValueError:
+    except (KeyError, ValueError):
         checksums = None
     if not (isinstance(checksums, list) and all(isinstance(c, str) and re.fullmatch(r"[0-9a-f]{64}", c)
                                                 for c in checksums)):

@@ -4,9 +4,8 @@ Shards are memory-mapped and only the selected rows are copied, so loading the t
 one sequential read of the shards (docs/benchmarks.md), not a per-image decode each epoch.
 
 Each shard is checked against the sha256 that the manifest records for it the first time this
-process opens it (bit rot, a partial copy); `configure(verify_shards=...)` (a stage passes
-`data.verify_shards`) or `load_split(..., verify=False)` turns the check off. It changes speed,
-never a result.
+process opens it (bit rot, a partial copy), unless the caller passes `verify=False` (every stage
+passes `data.verify_shards`). It changes speed, never a result.
 """
 from __future__ import annotations
 
@@ -26,16 +25,9 @@ from sagan.errors import SaganError
 
 SPLITS = ("train", "val", "all")
 
-_verify_by_default = True  # load_split's `verify` when not given: data.verify_shards, via configure()
 # Shards whose sha256 matched in this process: (path, device, inode, size, mtime, ctime, expected sha256).
 # A file replaced or rewritten since has another key, so it is checked again.
 _verified: set[tuple] = set()
-
-
-def configure(verify_shards: bool) -> None:
-    """Whether load_split checks shards against the manifest's sha256s by default (data.verify_shards)."""
-    global _verify_by_default
-    _verify_by_default = bool(verify_shards)
 
 
 @dataclass(frozen=True)
@@ -101,17 +93,15 @@ def _open_shard(index: int, checksums: list[str] | None = None) -> np.ndarray:
     return shard
 
 
-def load_split(split: str = "train", device: torch.device | str | None = None, max_images: int = 0,
-               verify: bool | None = None) -> torch.Tensor:
+def load_split(split: str, *, verify: bool, device: torch.device | str | None = None,
+               max_images: int = 0) -> torch.Tensor:
     """The images of `split` (`train`, `val` or `all`) as one uint8 (n, size, size, 3) tensor.
 
     Rows are in manifest order; `max_images > 0` keeps the first N; `device` moves the tensor there.
     `verify` checks each shard read against the manifest's sha256 (the first time this process
-    reads it); None: as configure() set it (default on). A manifest that records no sha256s
-    (written before prepare recorded them) is read unchecked.
+    reads it): `data.verify_shards`.
     """
     selected = _selected_rows(split)
-    verify = _verify_by_default if verify is None else verify
     checksums = read_shard_checksums(paths.MANIFEST) if verify else None
     if max_images > 0:
         selected = selected[:max_images]

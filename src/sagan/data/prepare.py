@@ -12,7 +12,6 @@ byte-identical for any number of workers.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -35,12 +34,10 @@ from sagan.atomic import atomic_dir, write_json
 from sagan.data.layout import SHARD_SHA256_KEY, md5sum, sha256sum, shard_name
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
-from sagan.params import Params, PrepareParams
+from sagan.params import PrepareParams
 
 from torchvision.io import ImageReadMode, decode_jpeg
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("prepare",)
 
 JPEG_ENTRY = re.compile(r"^img_align_celeba/([^/]+\.jpg)$")
 PARTITION_LINE = re.compile(r"^(\S+\.jpg)\s+([012])$")
@@ -291,11 +288,3 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, prepare: Prepar
                    "synthetic_data": synthetic}
         write_json(tmp / paths.PREPARE_SUMMARY.name, summary)
     return summary
-
-
-def run(params: Params, args: argparse.Namespace) -> None:
-    summary = prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, params.prepare)
-    n_shards = -(-summary["n_images"] // params.prepare.shard_size)
-    note = " (synthetic data)" if summary["synthetic_data"] else ""
-    print(f"prepared {summary['n_images']} images at {params.prepare.size}x{params.prepare.size} in {n_shards} shards, "
-          f"{summary['n_bad']} bad skipped{note} -> {paths.PREPARED_DIR}/")

@@ -5,20 +5,16 @@ Exactly `round(n * split.val_fraction)` images go to validation, chosen by a per
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.data.layout import read_manifest_column
-from sagan.params import Params, SplitParams
+from sagan.params import SplitParams
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("split",)
 
 
 def val_mask(n: int, split: SplitParams) -> np.ndarray:
@@ -42,8 +38,3 @@ def split(manifest: Path, out: Path, split: SplitParams) -> tuple[int, int]:
         pq.write_table(table, tmp)
     n_val = int(is_val.sum())
     return len(files) - n_val, n_val
-
-
-def run(params: Params, args: argparse.Namespace) -> None:
-    n_train, n_val = split(paths.MANIFEST, paths.SPLIT_FILE, params.split)
-    print(f"split {n_train + n_val} images: {n_train} train, {n_val} val (seed {params.split.seed}) -> {paths.SPLIT_FILE}")

@@ -7,7 +7,7 @@
 - ceiling: the untrained generator (the model params, initialised from `train.seed` exactly as
   training initialises it) on evaluate's latents. What no training scores.
 
-The file depends on the data, the reference and PARAM_KEYS only, so changing how the generator
+The file depends on the data, the reference and BOUNDS_KEYS only, so changing how the generator
 trains never recomputes it; evaluate copies both rows into reports/metrics.json. It records what
 its rows were measured with: the reference's sha256 (which stands for the data, the Inception
 weights and the reference keys) and the sampling keys, which evaluate checks before it draws a
@@ -16,26 +16,24 @@ against this one scale (sagan.study.design).
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 
 from sagan import paths
-from sagan.atomic import write_json
-from sagan.data.loader import configure, dataset_info, load_split
+from sagan.data.loader import dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.metrics import measure, reference
 from sagan.metrics.extractor import image_batches
 from sagan.model.networks import Generator
 from sagan.params import Params, flatten
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
+# What the bounds depend on besides the data and the reference; `sagan fid-bounds` declares exactly these.
+BOUNDS_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
               "fid.kid", "fid.kid_subset_size", "fid.swd_images", "model", "train.seed")
 ROWS = ("floor", "ceiling")
 # The keys of evaluate's protocol that the rows depend on, beside the reference (its digest covers its keys).
-SAMPLING_KEYS = tuple(key for key in PARAM_KEYS if key.startswith("fid.") and key not in reference.PARAM_KEYS)
+SAMPLING_KEYS = tuple(key for key in BOUNDS_KEYS if key.startswith("fid.") and key not in reference.REFERENCE_KEYS)
 
 
 def untrained_generator(params: Params, image_size: int) -> Generator:
@@ -51,8 +49,8 @@ def compute(params: Params) -> dict:
     measure.check_sample_sizes(fid, ref)
     size = dataset_info().size
     extractor, _ = measure.matching_extractor(fid, ref, size, "the prepared data")
-    real = measure.reference_images(fid)
-    training_images = load_split("train", max_images=fid.num_samples)
+    real = measure.reference_images(fid, params.data.verify_shards)
+    training_images = load_split("train", max_images=fid.num_samples, verify=params.data.verify_shards)
     floor = measure.score(image_batches(training_images, fid.batch_size), len(training_images), extractor,
                           ref, real, fid, desc="floor (training images)")
     generator = untrained_generator(params, size).to(resolve_device(fid.device, param="fid.device"))
@@ -88,13 +86,3 @@ def read(ref: dict, params: Params) -> dict:
         raise paths.bad_input(paths.FID_BOUNDS, f"was measured with {', '.join(f'{k} {recorded.get(k)}' for k in differ)}; "
                                                 f"the params give {', '.join(f'{k} {now[k]}' for k in differ)}")
     return {row: data[row] for row in ROWS}
-
-
-def run(params: Params, args: argparse.Namespace) -> None:
-    configure(verify_shards=params.data.verify_shards)
-    bounds = compute(params)
-    write_json(paths.FID_BOUNDS, bounds)
-    floor, ceiling = bounds["floor"], bounds["ceiling"]
-    print(f"sagan fid-bounds: FID floor {floor['fid']:.3f} ({floor['n_gen']} training images), ceiling "
-          f"{ceiling['fid']:.3f} (untrained generator); SWD floor {floor['swd']:.1f}, ceiling {ceiling['swd']:.1f} "
-          f"-> {paths.FID_BOUNDS}")

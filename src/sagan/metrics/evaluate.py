@@ -22,7 +22,6 @@ the generator; an evaluation lasts seconds at least, so it cannot fall between t
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -38,11 +37,6 @@ from sagan.model import registry
 from sagan.model.io import load_generator
 from sagan.params import Params
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-# It also reads fid.batch_size and fid.device (speed, not results) and mlflow (where the numbers
-# are logged, not what they are), so those are left out.
-PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
-              "fid.kid", "fid.kid_subset_size", "fid.swd_images", "evaluate.generator")
 
 
 def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
@@ -56,7 +50,7 @@ def evaluate(params: Params, generator_path: Path = paths.GENERATOR) -> dict:
     extractor, weights = measure.matching_extractor(fid, reference, int(config["image_size"]), str(generator_path))
     floor_and_ceiling = bounds.read(reference, params)  # before the 50,000 images, not after
     batches = measure.generated_batches(generator, int(config["z_dim"]), fid.num_samples, fid.batch_size, fid.seed)
-    scores = measure.score(batches, fid.num_samples, extractor, reference, measure.reference_images(fid), fid,
+    scores = measure.score(batches, fid.num_samples, extractor, reference, measure.reference_images(fid, params.data.verify_shards), fid,
                            desc="evaluate")
     return {
         **scores, **floor_and_ceiling,
@@ -122,25 +116,3 @@ def published_pair(generator: Path, record: Path) -> tuple[str | None, str | Non
     not only the run id: a run continued to more steps keeps its MLflow run."""
     digest = hashlib.sha256(generator.read_bytes()).hexdigest() if generator.is_file() else None
     return digest, training_run_id(record)
-
-
-def run(params: Params, args: argparse.Namespace) -> None:
-    cell = getattr(args, "study_cell", None)  # a cell of a study (sagan.study), or the paper's pipeline
-    outputs = cell.outputs if cell else paths.RUN
-    which = params.evaluate.generator
-    generator = generator_file(outputs, which)
-    pair = published_pair(generator, outputs.run_record)
-    metrics = {**evaluate(params, generator), "generator": which, "run_id": pair[1]}
-    now = published_pair(generator, outputs.run_record)
-    if now != pair:
-        changed = " and ".join(str(path) for path, before, after in zip((generator, outputs.run_record), pair, now)
-                               if before != after)
-        raise SaganError(f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no "
-                         f"metrics were written, as they would be attributed to another run than the one they measure",
-                         hint="rerun `sagan evaluate` once training has finished")
-    results.write(metrics, outputs.metrics, outputs.metrics_protocol)
-    log_to_training_run(params, metrics, outputs.run_record)
-    kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
-    print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
-          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights, {which} generator) -> "
-          f"{outputs.metrics}, {outputs.metrics_protocol.name}")

@@ -12,7 +12,6 @@ comparable. `sagan check-fid --update` (or `make update-baseline`) writes the cu
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -97,10 +96,11 @@ def update_baseline(metrics: dict, baseline_path: Path, params: Params) -> None:
     print(f"sagan check-fid: baseline {baseline_path} set to FID {metrics['fid']:.4f}")
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
+def check(params: Params, baseline_path: Path, update: bool) -> None:
+    """The gate on the pipeline's metrics: raise unless they pass against `baseline_path`; `update`
+    rewrites the baseline from them instead."""
     metrics = results.read()
-    baseline_path = Path(args.baseline)
-    if args.update:
+    if update:
         update_baseline(metrics, baseline_path, params)
         return
     if not baseline_path.is_file():

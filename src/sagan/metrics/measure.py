@@ -82,10 +82,10 @@ def matching_extractor(fid: FidParams, reference: dict, image_size: int, source:
     return load_extractor(weights, resolve_device(fid.device, param="fid.device")), weights
 
 
-def reference_images(fid: FidParams) -> torch.Tensor:
+def reference_images(fid: FidParams, verify: bool) -> torch.Tensor:
     """The reference images SWD compares with (the first `fid.swd_images` that fid_ref reads), uint8 NCHW."""
     limit = min(fid.reference_max_images or math.inf, fid.swd_images)
-    return load_split(fid.reference_split, max_images=int(limit)).permute(0, 3, 1, 2)
+    return load_split(fid.reference_split, max_images=int(limit), verify=verify).permute(0, 3, 1, 2)
 
 
 def _keeping_first(batches: Iterable[torch.Tensor], m: int, kept: list[torch.Tensor]) -> Iterator[torch.Tensor]:

@@ -4,7 +4,7 @@ The reference images are the prepared uint8 shards of `fid.reference_split` (the
 by default), exactly as training sees them, at the training resolution.
 
 Reference keys: the output depends on the data and on `fid.weights`, `fid.reference_split` and
-`fid.reference_max_images` only (PARAM_KEYS, which both orchestrators declare). `fid.batch_size`
+`fid.reference_max_images` only (REFERENCE_KEYS, the params of `sagan fid-ref`). `fid.batch_size`
 and `fid.device` change speed, not results (each image's features are independent of its batch,
 up to float rounding), and the sampling keys (`num_samples`, `seed`, `kid`, `kid_subset_size`)
 belong to `sagan evaluate`; so a new generator or a new sampling setting never recomputes the
@@ -16,7 +16,6 @@ reference features (float32), which `sagan evaluate` needs for KID.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import zipfile
@@ -26,15 +25,15 @@ import numpy as np
 
 from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.data.loader import configure, dataset_info, load_split
+from sagan.data.loader import dataset_info, load_split
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.metrics.extractor import EXTRACTOR_LABEL, image_batches, load_extractor, resolve_weights, summarise
 from sagan.metrics.stats import KID_MAX_FEATURES
-from sagan.params import FidParams, Params
+from sagan.params import FidParams
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images")
+# What the reference depends on besides the data (docstring); `sagan fid-ref` declares exactly these.
+REFERENCE_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images")
 REQUIRED = ("mu", "sigma", "n", "extractor", "weights_sha256", "weights_kind", "crop", "size",
             "reference_split", "synthetic_data", "kid_features")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed, so the file does not depend on when it was written
@@ -68,10 +67,10 @@ def read_reference(path: Path | None = None) -> dict:
             "sha256": hashlib.sha256(content).hexdigest()}
 
 
-def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
+def compute_reference(fid: FidParams, verify_shards: bool) -> dict[str, np.ndarray]:
     """The arrays of reference.npz for the prepared data in the working directory."""
     info = dataset_info()
-    images = load_split(fid.reference_split, max_images=fid.reference_max_images)
+    images = load_split(fid.reference_split, max_images=fid.reference_max_images, verify=verify_shards)
     if len(images) < 2:
         raise SaganError(f"fid.reference_split: '{fid.reference_split}' has {len(images)} images, FID needs >= 2",
                          hint="use another split or prepare more images")
@@ -86,11 +85,3 @@ def compute_reference(fid: FidParams) -> dict[str, np.ndarray]:
         "reference_split": np.array(fid.reference_split), "synthetic_data": np.array(info.synthetic),
         "kid_features": summary.kept,
     }
-
-
-def run(params: Params, args: argparse.Namespace) -> None:
-    configure(verify_shards=params.data.verify_shards)
-    arrays = compute_reference(params.fid)
-    write_npz(paths.FID_REFERENCE, arrays)
-    print(f"sagan fid-ref: {int(arrays['n'])} {params.fid.reference_split} images -> {paths.FID_REFERENCE} "
-          f"(weights {arrays['weights_kind']})")

@@ -6,7 +6,6 @@ logs them to the training run's MLflow run.
 """
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -19,8 +18,6 @@ from sagan.report.document import Document, Figure, Section, Table, to_html, to_
 from sagan.report.inputs import ReportInputs, read_inputs
 from sagan.report.paper import PAPER_PROTOCOL, TABLE1
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-PARAM_KEYS = ("report", "mlflow")  # mlflow: the run-history table reads the experiment
 
 STANDIN_WARNING = "stand-in extractor: not comparable with published FID"
 SYNTHETIC_WARNING = "synthetic data: not CelebA"
@@ -191,7 +188,8 @@ def study_sections() -> list[Section]:
     return [section for section in found if section is not None]
 
 
-def run(params: Params, args: argparse.Namespace | None = None) -> None:
+def build_report(params: Params) -> None:
+    """reports/report.md and .html with their figures, logged to the training run: all or nothing."""
     inputs = read_inputs()
     hist = run_history.build_history(params.mlflow, params.report.history_max_runs)
     training_run = tracking.MlflowRun.from_run_record(params.mlflow)

@@ -56,6 +56,19 @@ _AXIS_VALUES = {
 
 
 @dataclasses.dataclass(frozen=True)
+class CellGroup:
+    """Cells named alike: one DVC matrix stage per step runs them (sagan.dvcfile)."""
+
+    name: str
+    axes: tuple[str, ...]  # the axes the group's cells vary over
+    cell_name: str  # StudyCell.name as a DVC template over the axes' values
+
+
+CELL_GROUPS = (CellGroup(BASELINE, ("seed",), f"{BASELINE}-seed${{item.seed}}"),
+               CellGroup("attention", AXES, "${item.attention}-after${item.placement}-seed${item.seed}"))
+
+
+@dataclasses.dataclass(frozen=True)
 class StudyCell:
     """One cell: its name, its axis values and its params; where it writes and how it is tagged."""
 
@@ -191,3 +204,12 @@ def _check_base_keeps_shared_stages(base: dict, params: Params, path: Path) -> N
         if stage:
             raise SaganError(f"{path}: base changes '{key}', which the shared stage {stage} reads once for "
                              f"every cell", hint="change it in params.yaml: the shared stages and every cell rerun")
+
+
+def resolve_cell(params: Params, study: str | None, cell: str | None) -> StudyCell | None:
+    """The cell that `--study STUDY --cell CELL` names, or None (neither given: the paper's pipeline)."""
+    if not (study or cell):
+        return None
+    if not (study and cell):
+        raise SaganError("--study and --cell go together", hint="e.g. --study attention --cell none-seed0")
+    return load_study(study, params).cell(cell)

@@ -19,7 +19,6 @@ study's DVC pipeline runs first (paths.study_checked).
 """
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,13 +30,11 @@ from sagan.atomic import atomic_path
 from sagan.errors import SaganError
 from sagan.metrics import results as fid_results
 from sagan.metrics.official import weights_kind
-from sagan.params import MlflowParams, Params
+from sagan.params import MlflowParams
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
 from sagan.study import stats
-from sagan.study.design import BASELINE, Study, StudyCell, load_study
+from sagan.study.design import BASELINE, Study, StudyCell
 
-# The params this stage reads; the cells' own params reach it through their outputs.
-PARAM_KEYS = ("mlflow",)
 SUMMARISED = ("fid", "kid_mean", "swd")  # summary.csv's metrics; the report's table shows FID
 SECTION_TITLE = "Does self-attention help?"
 
@@ -225,15 +222,16 @@ def log_parent_run(mlflow_params: MlflowParams, study: Study, results: pd.DataFr
     return parent.run_id
 
 
-def run(params: Params, args: argparse.Namespace) -> None:
-    study = load_study(args.study, params)  # every cell's params validated
-    if args.check:
-        # The study pipeline's first stage (studies/NAME/dvc.yaml): a stamp of fixed content, so that
-        # rewriting it changes no hash downstream.
-        with atomic_path(paths.study_checked(study.name)) as tmp:  # its directory made if new
-            tmp.write_text("ok\n")
-        print(f"sagan study: {study.file}: the params of its {len(study.cells)} cells are valid")
-        return
+def write_check_stamp(study: Study) -> None:
+    """The study pipeline's first stage (studies/NAME/dvc.yaml): its cells' params are valid. A
+    stamp of fixed content, so that rewriting it changes no hash downstream."""
+    with atomic_path(paths.study_checked(study.name)) as tmp:  # its directory made if new
+        tmp.write_text("ok\n")
+    print(f"sagan study: {study.file}: the params of its {len(study.cells)} cells are valid")
+
+
+def summarise(study: Study) -> None:
+    """reports/studies/NAME/ from every cell's metrics, and the study's MLflow parent run."""
     cell_mlflow = study.cells[0].params.mlflow  # the cells' store and experiment (the study's base may set them)
     out = paths.StudyReports(study.name)
     results = results_table(study)

@@ -31,7 +31,7 @@ class TrainingEvaluator:
         # paper's subset size (capped at n), SWD on all n images.
         self.fid = dataclasses.replace(params.fid, seed=params.train.seed, kid=True, num_samples=n, swd_images=n,
                                        kid_subset_size=min(FidParams().kid_subset_size, n))
-        self.real = measure.reference_images(self.fid)
+        self.real = measure.reference_images(self.fid, params.data.verify_shards)
         if len(self.real) < 4:
             raise SaganError(f"train.eval_every: the reference has {len(self.real)} images; evaluations during "
                              f"training need at least 4", hint="set train.eval_every: 0")

@@ -27,7 +27,6 @@ in models/checkpoints/ only those of this run's identity (checkpoint.arrange).
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import math
@@ -45,15 +44,11 @@ from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
 from sagan.errors import SaganError, first_line
 from sagan.model.sample import save_grid
-from sagan.params import DEFAULT_PARAMS, Params, flatten
+from sagan.params import Params, flatten
 from sagan.train import checkpoint, dist, lock, records
 from sagan.train.dist import DistContext
 from sagan.train.step import LOSSES, METRICS, GanTrainer
 
-# The params this stage reads; dvc.yaml and its Snakemake rule declare exactly these (sagan.stages).
-# The fid keys: the evaluations during training (train.eval_every) score against the reference.
-# (The MLflow run also logs every other param, for the run-history table; no output depends on them.)
-PARAM_KEYS = ("model", "train", "mlflow", "fid.weights", "fid.reference_split", "fid.reference_max_images")
 
 
 @contextlib.contextmanager
@@ -109,17 +104,17 @@ class LoopState:
 class Training:
     """One training run (or its resumption) of one rank."""
 
-    def __init__(self, params: Params, ctx: DistContext, cell=None):
-        """`cell`: a study's cell (sagan.study.design.StudyCell: its outputs, tags and record), or None
-        for the paper's pipeline. Not imported here, so that the study's code is no dependency of it."""
+    def __init__(self, params: Params, ctx: DistContext, outputs: paths.RunOutputs, study: dict | None = None,
+                 tags: dict[str, str] | None = None):
+        """`outputs`: where the run writes (paths.RUN, or a study cell's); `study`: what run.json
+        records of the study cell it is, if any; `tags`: MLflow tags beside the run's own."""
         from sagan.data.loader import dataset_info, load_split
 
         self.params, self.train, self.model, self.ctx = params, params.train, params.model, ctx
-        self.cell = cell
-        self.outputs = cell.outputs if cell else paths.RUN
+        self.outputs, self.study, self.tags = outputs, study, tags or {}
         train, device = self.train, ctx.device
         self.info = dataset_info()
-        self.data = load_split("train", device=device)
+        self.data = load_split("train", device=device, verify=params.data.verify_shards)
         n_train = self.data.shape[0]
         self.global_batch = train.batch_size * ctx.world_size
         self.steps_per_epoch = n_train // (self.global_batch * train.n_critic)
@@ -362,10 +357,10 @@ class Training:
     def metadata(self) -> dict:
         """tracking.run_metadata of this run (rank 0 only): the MLflow tags and run.json share it."""
         metadata = tracking.run_metadata(self.params.mlflow, self.info.fingerprint, self.info.synthetic)
-        return {**metadata, "study": self.cell.record} if self.cell else metadata
+        return {**metadata, "study": self.study} if self.study else metadata
 
     def open_mlflow(self) -> None:
-        tags = tracking.run_tags(self.metadata) | (self.cell.tags if self.cell else {})
+        tags = tracking.run_tags(self.metadata) | self.tags
         self.mlflow_run = tracking.MlflowRun.start_or_resume(self.params.mlflow, self.state.mlflow_run_id or None, tags,
                                                              flatten(self.params), tracking.training_input(self.info))
         self.state.mlflow_run_id = self.mlflow_run.run_id
@@ -439,25 +434,13 @@ class Training:
         print(f"sagan train: MLflow model {info.model_uri} (runs:/{self.state.mlflow_run_id}/generator){version}")
 
 
-def run(params: Params, args: argparse.Namespace | None = None) -> None:
-    from sagan.data.loader import configure
-
-    configure(verify_shards=params.data.verify_shards)
-    cell = getattr(args, "study_cell", None)  # a cell of a study (sagan.study), or the paper's pipeline
-    argv = ["train", "--params", str(getattr(args, "params", DEFAULT_PARAMS))]
-    if cell:
-        argv += ["--study", cell.study, "--cell", cell.name]
-    status = dist.launch_ranks(params.train.nproc_per_node, argv)
-    if status is not None:
-        if status:
-            raise SaganError(f"train.nproc_per_node: the {params.train.nproc_per_node} ranks failed "
-                             f"(exit status {status}); their errors are above")
-        return
+def train(params: Params, outputs: paths.RunOutputs, study: dict | None = None,
+          tags: dict[str, str] | None = None) -> None:
+    """This process's rank of one training run writing `outputs` (see Training for the rest)."""
     ctx = dist.init(params.train.device)
     try:
-        with lock.exclusive(ctx, (cell.outputs if cell else paths.RUN).models_dir), \
-                determinism(params.train.deterministic):
-            training = Training(params, ctx, cell)
+        with lock.exclusive(ctx, outputs.models_dir), determinism(params.train.deterministic):
+            training = Training(params, ctx, outputs, study, tags)
             training.resume()
             if ctx.is_main:
                 training.open_mlflow()

@@ -1,0 +1,45 @@
+"""`sagan evaluate`: FID, KID, precision/recall and SWD of a run's generator (the pipeline's or a cell's)."""
+from __future__ import annotations
+
+import argparse
+
+from sagan import paths
+from sagan.commands import add_cell_arguments
+from sagan.errors import SaganError
+from sagan.params import Params
+
+HELP = f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"
+# It also reads fid.batch_size and fid.device (speed, not results), data.verify_shards (speed) and
+# mlflow (where the numbers are logged, not what they are), so those are left out.
+PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",
+              "fid.kid", "fid.kid_subset_size", "fid.swd_images", "evaluate.generator")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_cell_arguments(parser)
+
+
+def run(params: Params, args: argparse.Namespace) -> None:
+    from sagan.metrics import results
+    from sagan.metrics.evaluate import evaluate, generator_file, log_to_training_run, published_pair
+    from sagan.study.design import resolve_cell
+
+    cell = resolve_cell(params, args.study, args.cell)
+    params, outputs = (cell.params, cell.outputs) if cell else (params, paths.RUN)
+    which = params.evaluate.generator
+    generator = generator_file(outputs, which)
+    pair = published_pair(generator, outputs.run_record)
+    metrics = {**evaluate(params, generator), "generator": which, "run_id": pair[1]}
+    now = published_pair(generator, outputs.run_record)
+    if now != pair:
+        changed = " and ".join(str(path) for path, before, after in zip((generator, outputs.run_record), pair, now)
+                               if before != after)
+        raise SaganError(f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no "
+                         f"metrics were written, as they would be attributed to another run than the one they measure",
+                         hint="rerun `sagan evaluate` once training has finished")
+    results.write(metrics, outputs.metrics, outputs.metrics_protocol)
+    log_to_training_run(params, metrics, outputs.run_record)
+    kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
+    print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
+          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights, {which} generator) -> "
+          f"{outputs.metrics}, {outputs.metrics_protocol.name}")

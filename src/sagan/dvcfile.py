@@ -1,0 +1,235 @@
+"""The DVC files, written from the command registry: dvc.yaml for the paper's pipeline and
+studies/NAME/dvc.yaml for each study (`sagan stages --write`; `--check` says whether they are
+current).
+
+DVC cannot compute a stage's declarations, so they are written out: each stage's command, its
+code deps (sagan.stages.code_deps: the import closure of its command), its params
+(sagan.stages.param_keys: its command's PARAM_KEYS) and its data. The data a stage reads and
+writes (sagan.paths) and the few keys only DVC has (`cache: false`, `metrics`, `plots`,
+`artifacts`, `matrix`) are the tables below. The Snakemake rules derive the same declarations
+when the Snakefile loads, and tests/test_orchestration.py checks that both agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from sagan import paths, stages
+from sagan.study.design import CELL_GROUPS, CellGroup
+
+
+@dataclasses.dataclass(frozen=True)
+class File:
+    """A dep or an output of a stage, as DVC declares it."""
+
+    path: Path | str
+    why: str = ""  # the line's comment
+    cache: bool = True  # False: git tracks it (small text files that `dvc metrics/plots/exp show` compare)
+    kind: str = "outs"  # outputs only: outs | metrics | plots
+
+
+def _files(*items) -> tuple[File, ...]:
+    return tuple(item if isinstance(item, File) else File(item) for item in items)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    deps: tuple[File, ...]  # the data it reads; its code deps are added from the registry
+    outs: tuple[File, ...]
+
+
+PIPELINE = (
+    Stage("download", _files(paths.PARAMS_CHECKED), _files(paths.RAW_ZIP, paths.RAW_PARTITION)),
+    Stage("prepare", _files(paths.RAW_ZIP, paths.RAW_PARTITION), _files(paths.PREPARED_DIR)),
+    Stage("split", _files(paths.PREPARED_DIR), _files(paths.SPLIT_FILE)),
+    Stage("fid_ref", _files(paths.PREPARED_DIR, paths.SPLIT_FILE), _files(paths.FID_REFERENCE)),
+    Stage("fid_bounds", _files(paths.PREPARED_DIR, paths.SPLIT_FILE, paths.FID_REFERENCE), _files(paths.FID_BOUNDS)),
+    Stage("train",
+          _files(paths.PREPARED_DIR, paths.SPLIT_FILE,
+                 File(paths.FID_REFERENCE, "the evaluations during training (train.eval_every)")),
+          _files(File(paths.GENERATOR, "models/checkpoints/ is deliberately not an output: see above"),
+                 paths.GENERATOR_BEST, paths.SAMPLES_DIR, File(paths.RUN_RECORD, cache=False),
+                 File(paths.LOSSES_CSV, cache=False, kind="plots"), File(paths.EVALS_CSV, cache=False, kind="plots"))),
+    Stage("evaluate",
+          _files(paths.GENERATOR, File(paths.GENERATOR_BEST, "evaluate.generator: best"),
+                 File(paths.RUN_RECORD, "metrics_protocol.json records which training run it measures"),
+                 File(paths.PREPARED_DIR, "SWD compares with the reference images themselves"),
+                 paths.SPLIT_FILE, paths.FID_REFERENCE, paths.FID_BOUNDS),
+          _files(File(paths.METRICS, cache=False, kind="metrics"), File(paths.METRICS_PROTOCOL, cache=False))),
+    Stage("report",
+          _files(paths.METRICS, paths.METRICS_PROTOCOL, paths.LOSSES_CSV, paths.EVALS_CSV, paths.SAMPLES_DIR,
+                 paths.RUN_RECORD),
+          _files(paths.REPORT_MD, paths.REPORT_HTML, paths.FIGURES_DIR)),
+)
+PIPELINE_BY_NAME = {stage.name: stage for stage in PIPELINE}
+
+HEADER = """\
+# The pipeline of docs/architecture.md as DVC stages; the Snakefile is the same pipeline for
+# Snakemake. Written by `sagan stages --write` (sagan.dvcfile) from the command registry: edit
+# the code, not this file; tests/test_orchestration.py fails while it is not current.
+#
+# What git holds and what DVC's cache holds (docs/architecture.md, "Git and the DVC cache"):
+# `cache: false` marks the small text files that `dvc metrics`, `dvc plots` and `dvc exp show`
+# compare, and run.json; git tracks them, so every commit and every experiment carries its
+# numbers. Everything else is cached. models/checkpoints/ (train's resume state) is no output at
+# all: DVC counts a missing output as a change, so a clone that pulls would retrain, and DVC
+# leaves undeclared files alone, which is all that resuming needs.
+artifacts:                # DVC's model registry convention (`dvc artifacts get`, DVC Studio)
+  generator:
+    path: models/generator.pt
+    type: model
+    desc: SAGAN generator (weights + config; `sagan sample`, sagan.model.io.load_generator); also an MLflow model of its training run
+    labels: [sagan, gan, celeba, generator]
+
+plots:                    # `dvc plots show`: the loss curves behind the paper's Fig. 4
+  - losses:
+      template: linear
+      x: step
+      y:
+        reports/train/losses.csv: [d_loss, g_loss]
+  - evaluations:          # FID and SWD during training (train.eval_every)
+      template: linear
+      x: step
+      y:
+        reports/train/evals.csv: [fid, swd]
+
+stages:
+  # DVC deletes a stage's outputs before it runs the stage, so a typo in params.yaml (`lr_g: abc`,
+  # `dvc exp run -S train.lr_g=abc`) cost train's outputs before `sagan train` refused the value.
+  # This stage validates the whole file first and writes a stamp ("ok") that download, and through
+  # it every stage, depends on: a failed check stops `dvc repro` before any of them, and the same
+  # stamp every time changes no hash downstream (sagan.stages.PARAMS_CHECK).
+  params:
+    cmd:
+      - sagan params --params params.yaml
+      - echo ok > {checked}    # a fixed line (DVC warns of an empty output)
+    deps:
+      - {params_source}    # the validation
+    params:
+      - params.yaml:    # every key
+    outs:
+      - {checked}
+"""
+
+
+def _line(indent: int, text: str, why: str = "") -> str:
+    return " " * indent + text + (f"    # {why}" if why else "")
+
+
+def _file_lines(files: tuple[File, ...], indent: int = 6) -> list[str]:
+    lines = []
+    for f in files:
+        if f.cache:
+            lines.append(_line(indent, f"- {f.path}", f.why))
+        else:
+            lines += [_line(indent, f"- {f.path}:", f.why), _line(indent + 4, "cache: false")]
+    return lines
+
+
+def _stage_lines(name: str, cmd: str, deps: tuple[File, ...], params: list[str], outs: tuple[File, ...],
+                 head: list[str] = ()) -> list[str]:
+    """One stage; `params` are its lines under `params:` (already indented)."""
+    lines = ["", f"  {name}:", *head, f"    cmd: {cmd}", "    deps:", *_file_lines(deps), "    params:", *params]
+    for kind in ("outs", "metrics", "plots"):
+        chosen = tuple(f for f in outs if f.kind == kind)
+        if chosen:
+            lines += [f"    {kind}:", *_file_lines(chosen)]
+    return lines
+
+
+def _code(stage: str, *extra: str) -> tuple[File, ...]:
+    return _files(*stages.code_deps(stage), *extra)
+
+
+def pipeline_text() -> str:
+    """dvc.yaml: the params check, then every stage of sagan.stages.STAGES."""
+    assert tuple(s.name for s in PIPELINE) == stages.STAGES, "dvcfile.PIPELINE lists every stage, in order"
+    lines = [HEADER.format(checked=paths.PARAMS_CHECKED, params_source=stages.source_file("sagan.params")).rstrip("\n")]
+    for stage in PIPELINE:
+        lines += _stage_lines(stage.name, f"sagan {stages.command(stage.name)} --params params.yaml",
+                              stage.deps + _code(stage.name),
+                              [f"      - {key}" for key in stages.param_keys(stage.name)], stage.outs)
+    return "\n".join(lines) + "\n"
+
+
+STUDY_HEADER = """\
+# The study {name} (studies/{name}/study.yaml) as DVC stages, beside the paper's pipeline in the
+# root dvc.yaml, whose data and FID reference every cell shares:
+#   dvc repro studies/{name}/dvc.yaml
+# `dvc repro` alone still runs only the paper's pipeline. Written by `sagan stages --write`
+# (sagan.dvcfile) from the command registry and the study's cell groups (sagan.study.design):
+# edit the code, not this file. One matrix stage per step and group of cells; the matrices read
+# the axes from study.yaml, so adding a seed or a value adds only new stages. Each cell runs
+# `sagan train/evaluate --study {name} --cell CELL`, whose params are params.yaml, the study's
+# `base` and the cell's axis values, and writes under cells/CELL/ (models/checkpoints/ is no
+# output, as in the root dvc.yaml: resuming needs it). Every output is `cache: false`: DVC still
+# reruns only what changed (dvc.lock), but a checkout (`dvc exp apply`, `dvc pull`, `dvc
+# checkout`) never looks for a study that was not run in the cache, where it would fail. The
+# cells' files stay on the machine that trained them (git-ignored, like checkpoints); the results
+# under reports/studies/ are small and git-tracked, like metrics.
+vars:
+  - study.yaml:axes
+
+stages:
+  # As in the root dvc.yaml: DVC deletes a stage's outputs before it runs the stage, and a cell's
+  # are on no cache, so a typo in the study's `base` (or in params.yaml) would cost every cell's
+  # training before `sagan train` refused it. `sagan study --check` validates every cell's params
+  # first and writes a stamp ("ok") that every cell's training (and through it everything after)
+  # depends on.
+  check:
+    wdir: ../..
+    cmd: sagan study --params params.yaml --study {name} --check
+    deps:
+      - {params_source}    # the validation
+      - {design_source}
+    params:
+      - params.yaml:    # every key of both files
+      - {study_file}:
+    outs:
+      - {checked}:
+          cache: false
+"""
+
+
+def study_text(name: str) -> str:
+    """studies/NAME/dvc.yaml: the check, a train and an evaluate matrix stage per group of cells
+    (sagan.study.design.CELL_GROUPS), and the summary."""
+    study_file, design_source = paths.study_file(name), str(stages.source_file("sagan.study.design"))
+    lines = [STUDY_HEADER.format(name=name, params_source=stages.source_file("sagan.params"),
+                                 design_source=design_source, study_file=study_file,
+                                 checked=paths.study_checked(name)).rstrip("\n")]
+    base = [f"      - {study_file}:", "          - base"]
+
+    def cell_stage(step: str, group: CellGroup, data: tuple[File, ...], outs: tuple[Path, ...]) -> list[str]:
+        matrix = ["    matrix:", *(f"      {axis}: ${{axes.{axis}}}" for axis in group.axes), "    wdir: ../.."]
+        return _stage_lines(f"{step}_{group.name}",
+                            f"sagan {step} --params params.yaml --study {name} --cell {group.cell_name}",
+                            data + _code(step, design_source),
+                            [f"      - {key}" for key in stages.param_keys(step)] + base,
+                            tuple(File(path, cache=False) for path in outs), matrix)
+
+    def cell(group: CellGroup) -> paths.RunOutputs:
+        return paths.RunOutputs(paths.study_cell_dir(name, group.cell_name))
+
+    for group in CELL_GROUPS:
+        lines += cell_stage("train", group, _files(paths.study_checked(name)) + PIPELINE_BY_NAME["train"].deps,
+                            (cell(group).generator, cell(group).generator_best, cell(group).train_reports_dir))
+    for group in CELL_GROUPS:
+        run = cell(group)
+        lines += cell_stage("evaluate", group, _files(run.generator, run.generator_best, run.train_reports_dir,
+                                                      paths.PREPARED_DIR, paths.SPLIT_FILE, paths.FID_REFERENCE,
+                                                      paths.FID_BOUNDS), (run.metrics, run.metrics_protocol))
+    lines += _stage_lines("summary", f"sagan study --params params.yaml --study {name}",
+                          _files(paths.study_cells_dir(name)) + _code("study"),
+                          [f"      - {key}" for key in stages.param_keys("study")] + base + ["          - axes"],
+                          (File(paths.StudyReports(name).root, cache=False),), ["    wdir: ../.."])
+    return "\n".join(lines) + "\n"
+
+
+def files() -> dict[Path, str]:
+    """Every DVC file of the project and the text it should have."""
+    out = {Path("dvc.yaml"): pipeline_text()}
+    for study in sorted(paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}")):
+        out[study.parent / "dvc.yaml"] = study_text(study.parent.name)
+    return out
