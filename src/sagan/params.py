@@ -186,7 +186,7 @@ def _type_ok(value: Any, typ: type) -> bool:
         return isinstance(value, bool)
     if typ is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if typ is float:  # YAML reads 1e-4 as a string in some dialects; accept ints for floats
+    if typ is float:  # an int is a float here (`gp_lambda: 10`); `1e-4`, a string to YAML, was converted before
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, typ)
 

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_jpeg
 from tqdm import tqdm
 
 from sagan import paths
@@ -35,8 +36,6 @@ from sagan.data.layout import SHARD_SHA256_KEY, md5sum, sha256sum, shard_name
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import PrepareParams
-
-from torchvision.io import ImageReadMode, decode_jpeg
 
 
 JPEG_ENTRY = re.compile(r"^img_align_celeba/([^/]+\.jpg)$")
