@@ -202,7 +202,7 @@ def test_each_shard_is_hashed_once_per_process(project_copy, monkeypatch):
 
 
 def test_manifest_without_shard_checksums_loads_unchecked(project_copy):
-    # Manifests written before prepare recorded checksums (and tests/conftest.make_project's).
+    # Manifests written before prepare recorded checksums (and tests/helpers.make_project's).
     table = pq.read_table(paths.MANIFEST)
     meta = {k: v for k, v in table.schema.metadata.items() if k != b"shard_sha256"}
     pq.write_table(table.replace_schema_metadata(meta), paths.MANIFEST)
