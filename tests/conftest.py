@@ -1,5 +1,6 @@
-"""Shared fixtures: synthetic CelebA and a prepared smoke project that later stages start from,
-and the tiny training project and helpers of the training tests (test_train, test_resume, test_ddp).
+"""Shared fixtures and hooks: synthetic CelebA and a prepared smoke project that later stages start
+from, the training tests' tiny project and MLflow store, the report tests' store, chromium, and the
+pipeline scenarios' start. The plain helpers the tests import are in helpers.py.
 
 `prepared_project` is session-scoped and shared: treat it as read-only. A test that writes into
 the project (train, fid_ref, evaluate, report) uses `project_copy`, its own copy with the working
@@ -8,42 +9,27 @@ directory set to it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import dataclasses
-import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The pipeline scenarios run beside the unit tests (below). OpenMP threads that spin while idle
 # steal the cores of the other processes (benchmarks/side_by_side.py: two Inception processes side
 # by side took 1.5-1.8x longer than with sleeping threads), so they sleep; results are the same.
-# Set before torch is first imported, in this process and every subprocess.
+# Set before torch is first imported (helpers imports it), in this process and every subprocess.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
 
+from helpers import REPO_ROOT, REPORT_EXPERIMENT, REPORT_RUNS, Store, make_project, make_store  # noqa: E402
 from sagan import paths  # noqa: E402
 from sagan.commands import prepare as prepare_command, split as split_command  # noqa: E402
-from sagan.data.layout import SHARD_SHA256_KEY, sha256sum, shard_name  # noqa: E402
-from sagan.data.prepare import crop_resize  # noqa: E402
-from sagan.data.synthetic import _jpeg_bytes, draw_face, write_synthetic_celeba  # noqa: E402
-from sagan.params import Params, load_params, parse_params  # noqa: E402
-from sagan.profiles import read_profile, write_profile  # noqa: E402
+from sagan.data.synthetic import write_synthetic_celeba  # noqa: E402
+from sagan.params import load_params  # noqa: E402
+from sagan.profiles import write_profile  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_IMAGES = 200
-DATA_MEAN_RGB = np.array([200.0, 80.0, 60.0])  # of the training project's images (make_project)
 
 
 @pytest.fixture(scope="session")
@@ -53,16 +39,6 @@ def synthetic_raw(tmp_path_factory) -> tuple[Path, Path]:
     zip_path, partition_path = raw / paths.RAW_ZIP.name, raw / paths.RAW_PARTITION.name
     write_synthetic_celeba(zip_path, partition_path, SYNTHETIC_IMAGES, seed=0)
     return zip_path, partition_path
-
-
-def write_params(path: Path, profile: str = "paper", **sections: dict) -> Path:
-    """A complete params file (params files spell out every key): `profile`'s values with the
-    keys in `sections` changed, e.g. write_params(p, prepare={"size": 32})."""
-    raw = dataclasses.asdict(read_profile(profile, REPO_ROOT).params)
-    for section, changes in sections.items():
-        raw[section].update(changes)
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -106,68 +82,7 @@ def project_copy(prepared_project, tmp_path, monkeypatch) -> Path:
     return root
 
 
-# -- the training tests' tiny project -----------------------------------------------------------
-class PicklePayload:
-    """Unpickling this runs code: open(marker, "w") creates the marker file. Planted in files that
-    must be loaded safely (weights_only), a marker that exists afterwards means code ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return open, (str(self.marker), "w")
-
-
-def prepared_faces(indices, size: int = 32) -> torch.Tensor:
-    """Synthetic faces as `sagan prepare` stores them (the JPEG, centre-cropped to 160 px and
-    resized by prepare's own crop_resize): uint8 NCHW."""
-    images = [crop_resize(_jpeg_bytes(draw_face(0, i)), 160, size) for i in indices]
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-
-
-def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: int = 100, seed: int = 0) -> Path:
-    """Shards, manifest and split of `n_images` noisy reddish images (80% train), built here per
-    docs/contracts.md with a known mean colour, so that learning is measurable against it."""
-    rng = np.random.default_rng(seed)
-    colour = DATA_MEAN_RGB + rng.normal(0, 15, (n_images, 1, 1, 3))
-    images = np.clip(colour + rng.normal(0, 10, (n_images, size, size, 3)), 0, 255).round().astype(np.uint8)
-    prepared = root / paths.PREPARED_DIR
-    prepared.mkdir(parents=True)
-    for i, start in enumerate(range(0, n_images, shard_size)):
-        np.save(prepared / shard_name(i), images[start:start + shard_size])
-    files = [f"{i + 1:06d}.jpg" for i in range(n_images)]
-    manifest = pa.table({"file": files,
-                         "shard": pa.array([i // shard_size for i in range(n_images)], pa.int32()),
-                         "row": pa.array([i % shard_size for i in range(n_images)], pa.int32()),
-                         "partition": pa.array([0] * n_images, pa.int8())})
-    checksums = [sha256sum(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
-    meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32,
-            SHARD_SHA256_KEY: json.dumps(checksums).encode()}
-    pq.write_table(manifest.replace_schema_metadata(meta), prepared / "manifest.parquet")
-    n_val = round(n_images * 0.2)
-    (root / paths.SPLIT_DIR).mkdir(parents=True)
-    pq.write_table(pa.table({"index": pa.array(range(n_images), pa.int64()), "file": files,
-                             "split": ["val" if i < n_val else "train" for i in range(n_images)]}),
-                   root / paths.SPLIT_FILE)
-    return root
-
-
-def tiny_params(**train) -> Params:
-    return parse_params(tiny_raw_params(**train))
-
-
-def tiny_raw_params(**train) -> dict:
-    """The smoke profile with a tiny model: 128 train images / batch 16 = 8 steps per epoch."""
-    raw = dataclasses.asdict(read_profile("smoke", REPO_ROOT).params)
-    raw["model"].update(z_dim=16, g_channels=8, d_channels=8, attention_after=2)  # 8x8 attention maps: fast
-    raw["train"].update({"batch_size": 16, "max_steps": 12, "log_every": 4, "checkpoint_every": 5,
-                         "sample_grid": 16, "device": "cpu", "deterministic": True, "eval_every": 0,
-                         # the paper's optimiser and no EMA, whatever the smoke profile tunes for its demo
-                         "lr_g": 1e-4, "lr_d": 4e-4, "beta1": 0.5, "beta2": 0.999, "ema_decay": 0.0, **train})
-    raw["mlflow"]["log_model"] = False  # seconds per run; tests/test_train.py logs one and test_registry.py more
-    return raw
-
-
+# -- the training tests' tiny project and MLflow store ----------------------------------------
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory) -> str:
     """One SQLite store for the session (creating its tables takes seconds)."""
@@ -183,57 +98,34 @@ def train_project(tmp_path, monkeypatch, mlflow_uri) -> Path:
     return root
 
 
-def train(params: Params) -> None:
-    from sagan.train import loop
-
-    loop.train(params, paths.RUN)
-
-
-def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+# -- the report tests' store, and chromium ------------------------------------------------------
+@pytest.fixture(scope="module")
+def report_store(tmp_path_factory) -> Store:
+    """The report tests' MLflow store (helpers.make_store), one per test module."""
+    return make_store(tmp_path_factory.mktemp("mlflow"), REPORT_EXPERIMENT, REPORT_RUNS)
 
 
-_HOLD_LOCK = """
-import fcntl, os, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o666)
-fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-os.ftruncate(fd, 0)
-os.write(fd, f"{os.getpid()} 2024-01-01T00:00:00\\n".encode())
-print("locked", flush=True)
-time.sleep(600)
-"""
+@pytest.fixture
+def chromium() -> str:
+    """Requested first by the test, so that a missing browser skips (or fails) before any setup."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if os.environ.get("CI") == "1":
+        pytest.fail("chromium is not installed; CI must run the browser test (apt-get install -y chromium)")
+    pytest.skip("chromium is not installed (apt-get install -y chromium)")
 
 
-@contextlib.contextmanager
-def train_lock_held_elsewhere(lock: Path):
-    """Another process holding `sagan train`'s project lock (as a running train does), killed with
-    SIGKILL when the block ends; yields the process."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        yield holder
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
+@pytest.fixture
+def artifacts(tmp_path) -> Path:
+    """Where a browser test keeps its screenshots for a human look: $SAGAN_TEST_ARTIFACTS, default
+    the test's tmp dir."""
+    out = Path(os.environ.get("SAGAN_TEST_ARTIFACTS") or tmp_path / "artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
 
 
-def comparable(rows: list[dict]) -> list[dict]:
-    """losses.csv rows less what differs between two runs of the same params: speed and MLflow run id."""
-    return [{k: v for k, v in row.items() if k not in ("img_per_s", "run_id")} for row in rows]
-
-
-def generator_tensors(path: Path = paths.GENERATOR) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-
-
-def assert_same_tensors(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
-
-
+# -- the pipeline scenarios ---------------------------------------------------------------------
 def pytest_collection_modifyitems(items) -> None:
     """The tests that read a pipeline scenario's record run last: they wait for their scenario
     (started with the session, below), and the unit tests meanwhile use the cores the scenarios

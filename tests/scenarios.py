@@ -20,17 +20,144 @@ import subprocess
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import yaml
 
 from sagan import paths, stages
 from smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 ALL_STAGES = set(stages.STAGES)
 AFTER_TRAIN = {"train", "evaluate", "report"}
 CHECK = stages.PARAMS_CHECK  # DVC's first stage, rerun by any change to params.yaml
+
+
+# -- what the scenarios record ------------------------------------------------------------------
+# A field named with `ran` holds the DVC stages a command ran; one named with `planned`, the
+# Snakemake rules (or (rule, wildcards) jobs) a dry run would run.
+@dataclass
+class Outcome:
+    """A command's exit status and its stdout and stderr together."""
+    returncode: int
+    output: str
+
+
+@dataclass
+class ParamsTypo:
+    """`dvc repro` with a typo in params.yaml, and the outputs before and after it."""
+    returncode: int
+    ran: set[str]
+    log: str
+    outputs_before: dict[str, tuple[str, int]]  # output_files(): path -> (sha256, mtime)
+    outputs_after: dict[str, tuple[str, int]]
+
+
+@dataclass
+class StudyRun:
+    """One MLflow run of the study: the parent or a cell's."""
+    tags: dict[str, str]
+    start: int  # ms since the epoch
+    end: int
+    artifact_uri: str
+    metrics: set[str]  # the names of its metrics
+    models: list[str]  # the names of its logged models
+
+
+@dataclass
+class StudyOutputs:
+    """The study's results table and report, and its MLflow runs by run id."""
+    results: pd.DataFrame
+    report: str
+    runs: dict[str, StudyRun]
+
+
+@dataclass
+class DvcMoreEpochs:
+    """One epoch more on the first run, killed during training and resumed, committed and compared
+    with the first run's commit."""
+    killed_at: int  # the newest checkpoint step left after the kill
+    resume_ran: set[str]
+    resume_log: str
+    metrics_diff: dict  # `dvc metrics diff HEAD~1 --json`
+    plots_diff: Outcome  # `dvc plots diff HEAD~1 --json`
+
+
+@dataclass
+class DvcExperiments:
+    """docs/experiments.md's workflow in a copy of the committed project: a queued sweep, the best
+    experiment applied and committed, then pushed and pulled into a clone."""
+    project: Path
+    exp_show: list[dict]  # `dvc exp show --json`
+    exp_show_columns: list[str]  # the header of `dvc exp show --only-changed --csv`
+    ran: dict[str, set[str]]  # experiment name -> the stages its queue log shows it ran
+    best: str  # the name of the experiment of lowest FID
+    ran_after_apply: set[str]
+    applied_metrics: dict  # metrics.json after `dvc exp apply`
+    clone: Path
+    clone_ran: set[str]
+    mlflow_tags: list[dict[str, str]]  # of every run in the project's store: the first run's and the experiments'
+
+
+@dataclass
+class DvcStudy:
+    """The study in a copy of the project after its first run, then a seed more."""
+    ran: set[str]
+    outputs: StudyOutputs
+    out_of_date_after_seed: set[str]  # `dvc status` of the study's pipeline
+
+
+@dataclass
+class DvcScenario:
+    project: Path
+    study_dag: set[str]  # the stages of the study's DAG on the fresh project
+    first_ran: set[str]
+    second_ran: set[str]
+    metrics: dict  # metrics.json of the first run
+    params_typo: ParamsTypo
+    report_param_ran: set[str]  # after a change of report.title
+    left_out_of_commit: str  # `git status --porcelain` after committing as docs/experiments.md says
+    more_epochs: DvcMoreEpochs
+    experiments: DvcExperiments
+    study: DvcStudy
+
+
+@dataclass
+class SnakemakeMoreEpochs:
+    """One epoch more on the first run: planned, killed during training, unlocked and resumed."""
+    train_param_planned: set[str]
+    killed_at: int  # the newest checkpoint step left after the kill
+    resume_log: str  # logs/train.log of the resumed run
+    planned_after_resume: set[str]
+
+
+@dataclass
+class SnakemakeStudy:
+    """The study in a copy of the project after its first run, logging through the tracking server;
+    then a seed more."""
+    planned: set[tuple[str, str]]  # (rule, wildcards) jobs
+    slurm_jobs: list[str]  # the rule of each of its SLURM jobs, sorted
+    outputs: StudyOutputs  # its MLflow runs as the server's store has them
+    planned_after_seed: set[tuple[str, str]]
+
+
+@dataclass
+class SnakemakeScenario:
+    project: Path
+    on_slurm: bool  # the first run and the study went through the local SLURM cluster
+    first_planned: set[str]
+    slurm_jobs: list[str]  # the rule of each SLURM job of the first run, sorted
+    second_planned: set[str]
+    report_param_planned: set[str]  # after a change of report.title
+    check_fid: Outcome  # `sagan check-fid` after the first run
+    samples: dict[str, bytes]  # PNG bytes: registry.png from the registered model, file.png from the file
+    more_epochs: SnakemakeMoreEpochs
+    mlflow_tags: list[dict[str, str]]  # of every run in the project's store, at the end
+    study: SnakemakeStudy
 
 
 def set_param(project: Path, dotted: str, value) -> None:
@@ -65,7 +192,7 @@ def output_files(project: Path) -> dict[str, tuple[str, int]]:
             for f in files if f.is_file()}
 
 
-def repro_with_a_params_typo(project: Path) -> dict:
+def repro_with_a_params_typo(project: Path) -> ParamsTypo:
     """A typo in params.yaml (`dvc exp run -S train.lr_g=abc` writes the same): `dvc repro` must fail
     before DVC deletes any output. params.yaml is restored afterwards."""
     params_file = project / "params.yaml"
@@ -73,8 +200,8 @@ def repro_with_a_params_typo(project: Path) -> dict:
     set_param(project, "train.lr_g", "abc")
     failed = dvc_repro(project, check=False, capture_output=True, text=True)
     params_file.write_text(text)
-    return {"returncode": failed.returncode, "ran": dvc_ran(failed.stdout), "log": failed.stdout + failed.stderr,
-            "outputs_before": before, "outputs_after": output_files(project)}
+    return ParamsTypo(returncode=failed.returncode, ran=dvc_ran(failed.stdout), log=failed.stdout + failed.stderr,
+                      outputs_before=before, outputs_after=output_files(project))
 
 
 def checkpoints(project: Path) -> dict[Path, float]:
@@ -169,10 +296,9 @@ def add_study_seed(project: Path, seed: int) -> None:
     path.write_text(yaml.safe_dump(study, sort_keys=False))
 
 
-def study_record(project: Path, store: str | None = None) -> dict:
+def study_outputs(project: Path, store: str | None = None) -> StudyOutputs:
     """The study's results table, its report, and its MLflow runs in `store` (default: the project's
-    SQLite file): tags, and the start and end times, artifact URI, metric names and logged models
-    of each, by run id."""
+    SQLite file)."""
     import mlflow
     import pandas as pd
 
@@ -180,12 +306,12 @@ def study_record(project: Path, store: str | None = None) -> dict:
     client = mlflow.MlflowClient(tracking_uri=store or f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("sagan-smoke-attention")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
-    return {"results": pd.read_csv(project / out.results_csv), "report": (project / out.report_md).read_text(),
-            "runs": {r.info.run_id: r.data.tags for r in runs},
-            "run_infos": {r.info.run_id: {"start": r.info.start_time, "end": r.info.end_time,
-                                          "artifact_uri": r.info.artifact_uri, "metrics": set(r.data.metrics),
-                                          "models": [client.get_logged_model(o.model_id).name
-                                                     for o in r.outputs.model_outputs]} for r in runs}}
+    return StudyOutputs(
+        results=pd.read_csv(project / out.results_csv), report=(project / out.report_md).read_text(),
+        runs={r.info.run_id: StudyRun(tags=r.data.tags, start=r.info.start_time, end=r.info.end_time,
+                                      artifact_uri=r.info.artifact_uri, metrics=set(r.data.metrics),
+                                      models=[client.get_logged_model(o.model_id).name
+                                              for o in r.outputs.model_outputs]) for r in runs})
 
 
 # The study of the Snakemake scenario logs through the project's tracking server, authentication
@@ -233,21 +359,19 @@ def copy_project(project: Path, name: str) -> Path:
     return copy
 
 
-def run_dvc_scenario(project: Path) -> dict:
-    rec: dict = {"project": project}
+def run_dvc_scenario(project: Path) -> DvcScenario:
     # What studies/README.md's study command would run on this fresh project: the stages of its DAG.
     dag = run(["dvc", "dag", "--dot", STUDY_PIPELINE], project, capture_output=True, text=True).stdout
-    rec["study_dag"] = set(re.findall(r'^"([^"]+)";$', dag, re.M))
+    study_dag = set(re.findall(r'^"([^"]+)";$', dag, re.M))
 
-    first = dvc_repro(project, capture_output=True, text=True)
-    rec["first"] = dvc_ran(first.stdout)
-    rec["second"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    rec["metrics"] = json.loads((project / paths.METRICS).read_text())
-    rec["typo"] = repro_with_a_params_typo(project)
+    first_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    second_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    metrics = json.loads((project / paths.METRICS).read_text())
+    params_typo = repro_with_a_params_typo(project)
 
     set_param(project, "report.title", "changed title")
-    rec["report_param"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    rec["left_out_of_commit"] = commit(project, "first run")
+    report_param_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    left_out_of_commit = commit(project, "first run")
 
     # From here three independent stories, each in its own copy of the committed project, side by
     # side (one after the other they were the longest chain of the test session): more epochs,
@@ -256,38 +380,40 @@ def run_dvc_scenario(project: Path) -> dict:
     with ThreadPoolExecutor(max_workers=2) as side:
         experiments = side.submit(run_dvc_experiments, copy_project(project, "experiments"))
         study = side.submit(run_dvc_study, copy_project(project, "study"))
-        run_dvc_more_epochs(project, rec)
-        rec |= experiments.result() | study.result()
-    return rec
+        more_epochs = run_dvc_more_epochs(project)
+        return DvcScenario(project=project, study_dag=study_dag, first_ran=first_ran, second_ran=second_ran,
+                           metrics=metrics, params_typo=params_typo, report_param_ran=report_param_ran,
+                           left_out_of_commit=left_out_of_commit, more_epochs=more_epochs,
+                           experiments=experiments.result(), study=study.result())
 
 
-def run_dvc_more_epochs(project: Path, rec: dict) -> None:
+def run_dvc_more_epochs(project: Path) -> DvcMoreEpochs:
     for key, value in MORE_TRAINING.items():
         set_param(project, key, value)
-    rec["killed_at"] = kill_during_training(["dvc", "repro"], project)
+    killed_at = kill_during_training(["dvc", "repro"], project)
     resumed = dvc_repro(project, capture_output=True, text=True)
-    rec["resume_ran"], rec["resume_log"] = dvc_ran(resumed.stdout), resumed.stdout + resumed.stderr
     commit(project, "more epochs")
-    rec["metrics_diff"] = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project,
-                                         capture_output=True, text=True).stdout)
+    metrics_diff = json.loads(run(["dvc", "metrics", "diff", "HEAD~1", "--json"], project,
+                                  capture_output=True, text=True).stdout)
     plots = run(["dvc", "plots", "diff", "HEAD~1", "--json"], project, check=False, capture_output=True, text=True)
-    rec["plots_diff"] = (plots.returncode, plots.stdout + plots.stderr)
+    return DvcMoreEpochs(killed_at=killed_at, resume_ran=dvc_ran(resumed.stdout),
+                         resume_log=resumed.stdout + resumed.stderr, metrics_diff=metrics_diff,
+                         plots_diff=Outcome(plots.returncode, plots.stdout + plots.stderr))
 
 
-def run_dvc_experiments(project: Path) -> dict:
-    rec: dict = {"experiments_project": project}
+def run_dvc_experiments(project: Path) -> DvcExperiments:
     run_queue(project, SWEEP)
-    rec["exp_show"] = json.loads(run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True).stdout)
-    rec["exp_show_columns"] = run(["dvc", "exp", "show", "--only-changed", "--csv"], project, capture_output=True,
-                                  text=True).stdout.splitlines()[0].split(",")
-    fids = experiments_fid(rec["exp_show"])
-    rec["exp_ran"] = {name: dvc_ran(run(["dvc", "queue", "logs", name], project, capture_output=True,
-                                        text=True).stdout) for name in fids}
-    rec["best"] = min(fids, key=lambda name: fids[name])
-    run(["dvc", "exp", "apply", rec["best"]], project, capture_output=True)
-    rec["after_apply"] = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    rec["applied_metrics"] = json.loads((project / paths.METRICS).read_text())
-    commit(project, f"best experiment: {rec['best']}")
+    exp_show = json.loads(run(["dvc", "exp", "show", "--json"], project, capture_output=True, text=True).stdout)
+    exp_show_columns = run(["dvc", "exp", "show", "--only-changed", "--csv"], project, capture_output=True,
+                           text=True).stdout.splitlines()[0].split(",")
+    fids = experiments_fid(exp_show)
+    ran = {name: dvc_ran(run(["dvc", "queue", "logs", name], project, capture_output=True, text=True).stdout)
+           for name in fids}
+    best = min(fids, key=lambda name: fids[name])
+    run(["dvc", "exp", "apply", best], project, capture_output=True)
+    ran_after_apply = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
+    applied_metrics = json.loads((project / paths.METRICS).read_text())
+    commit(project, f"best experiment: {best}")
 
     # A second machine: push to a remote, clone, pull; nothing may rerun there.
     run(["dvc", "remote", "add", "-d", "storage", str(project.parent / "remote")], project)
@@ -296,23 +422,23 @@ def run_dvc_experiments(project: Path) -> dict:
     clone = project.parent / "clone"
     run(["git", "clone", "-q", str(project), str(clone)], project.parent)
     run(["dvc", "pull"], clone, capture_output=True)
-    rec["clone"] = clone
-    rec["clone_ran"] = dvc_ran(dvc_repro(clone, capture_output=True, text=True).stdout)
-    rec["tags"] = mlflow_tags(project)  # the first run's, and the experiments' in the project's store
-    return rec
+    clone_ran = dvc_ran(dvc_repro(clone, capture_output=True, text=True).stdout)
+    return DvcExperiments(project=project, exp_show=exp_show, exp_show_columns=exp_show_columns, ran=ran, best=best,
+                          ran_after_apply=ran_after_apply, applied_metrics=applied_metrics, clone=clone,
+                          clone_ran=clone_ran, mlflow_tags=mlflow_tags(project))
 
 
-def run_dvc_study(project: Path) -> dict:
+def run_dvc_study(project: Path) -> DvcStudy:
     """studies/README.md's study command after the pipeline's first run: only the cells and the summary run,
     on the data and FID reference already there; then a seed more: only its cells (and the summary)
     are out of date."""
     study = run(["dvc", "repro", STUDY_PIPELINE], project, capture_output=True, text=True)
-    rec: dict = {"study_ran": set(re.findall(r"Running stage '([^']+)'", study.stdout)),
-                 "study": study_record(project)}
+    ran = set(re.findall(r"Running stage '([^']+)'", study.stdout))
+    outputs = study_outputs(project)
     add_study_seed(project, ADDED_SEED)
-    rec["study_after_seed"] = set(json.loads(run(["dvc", "status", "--json", STUDY_PIPELINE], project,
-                                                 capture_output=True, text=True).stdout))
-    return rec
+    out_of_date = set(json.loads(run(["dvc", "status", "--json", STUDY_PIPELINE], project,
+                                     capture_output=True, text=True).stdout))
+    return DvcStudy(ran=ran, outputs=outputs, out_of_date_after_seed=out_of_date)
 
 
 # The one-node SLURM cluster of workflow/slurm/local-cluster.sh (.ci/run starts it): where it runs,
@@ -335,53 +461,58 @@ def slurm_jobs(project: Path) -> list[str]:
     return sorted(p.relative_to(logs).parts[0].removeprefix("rule_") for p in logs.glob("rule_*/**/*.log"))
 
 
-def run_snakemake_scenario(project: Path) -> dict:
-    rec: dict = {"project": project, "slurm": slurm_cluster_running()}
-    cluster = SLURM_LOCAL if rec["slurm"] else []
-    rec["first"] = snakemake_planned(project)
+def run_snakemake_scenario(project: Path) -> SnakemakeScenario:
+    on_slurm = slurm_cluster_running()
+    cluster = SLURM_LOCAL if on_slurm else []
+    first_planned = snakemake_planned(project)
     snakemake_run(project, *cluster, capture_output=True)
-    rec["slurm_jobs"] = slurm_jobs(project)
-    rec["second"] = snakemake_planned(project)
+    slurm_jobs_of_first = slurm_jobs(project)
+    second_planned = snakemake_planned(project)
     set_param(project, "report.title", "changed title")
-    rec["report_param"] = snakemake_planned(project)
+    report_param_planned = snakemake_planned(project)
     snakemake_run(project, capture_output=True)
 
     # studies/README.md's study, in a copy of the project beside the rest of this scenario (one after the
     # other they were the longest chain of the test session).
     with ThreadPoolExecutor(max_workers=1) as side:
         study = side.submit(run_snakemake_study, copy_project(project, "study"), cluster)
-        run_snakemake_gate_and_more_epochs(project, rec)
-        rec |= study.result()
-    return rec
+        check_fid, samples = run_snakemake_gate_and_samples(project)
+        more_epochs = run_snakemake_more_epochs(project)
+        return SnakemakeScenario(project=project, on_slurm=on_slurm, first_planned=first_planned,
+                                 slurm_jobs=slurm_jobs_of_first, second_planned=second_planned,
+                                 report_param_planned=report_param_planned, check_fid=check_fid, samples=samples,
+                                 more_epochs=more_epochs, mlflow_tags=mlflow_tags(project), study=study.result())
 
 
-def run_snakemake_gate_and_more_epochs(project: Path, rec: dict) -> None:
+def run_snakemake_gate_and_samples(project: Path) -> tuple[Outcome, dict[str, bytes]]:
     # The FID gate runs here, not in the DVC scenario, which is the longer of the two.
     check = run(["sagan", "check-fid"], project, check=False, capture_output=True, text=True)
-    rec["check_fid"] = (check.returncode, check.stdout + check.stderr)
     # The first run's generator, registered in MLflow, drawn back; and the same grid from the file.
     for source, out in ((["--model-uri", "models:/sagan-smoke-generator/1"], "registry.png"),
                         (["--generator", str(paths.GENERATOR)], "file.png")):
         run(["sagan", "sample", *source, "--out", out], project, capture_output=True)
-    rec["sampled"] = {name: (project / name).read_bytes() for name in ("registry.png", "file.png")}
+    samples = {name: (project / name).read_bytes() for name in ("registry.png", "file.png")}
+    return Outcome(check.returncode, check.stdout + check.stderr), samples
 
+
+def run_snakemake_more_epochs(project: Path) -> SnakemakeMoreEpochs:
     for key, value in MORE_TRAINING.items():
         set_param(project, key, value)
-    rec["train_param"] = snakemake_planned(project)
-    rec["killed_at"] = kill_during_training(["snakemake", "--cores", "all"], project)
+    train_param_planned = snakemake_planned(project)
+    killed_at = kill_during_training(["snakemake", "--cores", "all"], project)
     # A killed Snakemake leaves its directory lock behind; unlocking is the documented recovery.
     run(["snakemake", "--unlock", "--cores", "1"], project, capture_output=True)
     snakemake_run(project, capture_output=True)
-    rec["resume_log"] = (project / "logs/train.log").read_text()
-    rec["after_resume"] = snakemake_planned(project)
-    rec["tags"] = mlflow_tags(project)
+    return SnakemakeMoreEpochs(train_param_planned=train_param_planned, killed_at=killed_at,
+                               resume_log=(project / "logs/train.log").read_text(),
+                               planned_after_resume=snakemake_planned(project))
 
 
-def run_snakemake_study(project: Path, cluster: list[str]) -> dict:
+def run_snakemake_study(project: Path, cluster: list[str]) -> SnakemakeStudy:
     """studies/README.md's study command (one SLURM job per cell where the cluster runs) after the pipeline's
     first run, every job logging through the tracking server (each cell's model too); then a seed
     more: only its cells (and the summary) are planned."""
-    rec: dict = {"study_planned": snakemake_planned_jobs(project, "attention_study")}
+    planned = snakemake_planned_jobs(project, "attention_study")
     study_file = project / paths.study_file(STUDY)
     study = yaml.safe_load(study_file.read_text())
     study["base"]["mlflow"]["log_model"] = True
@@ -391,11 +522,11 @@ def run_snakemake_study(project: Path, cluster: list[str]) -> dict:
         # snakemake_run's command, with the server's environment (orchestrator_env drops the URI)
         subprocess.run(["snakemake", "--cores", "all", "--rerun-incomplete", *cluster, "attention_study"],
                        cwd=project, env={**orchestrator_env(), **server_env}, check=True, capture_output=True)
-    rec["study_slurm_jobs"] = [job for job in slurm_jobs(project) if job.startswith("study_")]
-    rec["study"] = study_record(project, f"sqlite:///{state / 'mlflow.db'}")  # the server's store, read after it
+    study_slurm_jobs = [job for job in slurm_jobs(project) if job.startswith("study_")]
+    outputs = study_outputs(project, f"sqlite:///{state / 'mlflow.db'}")  # the server's store, read after it
     add_study_seed(project, ADDED_SEED)
-    rec["study_after_seed"] = snakemake_planned_jobs(project, "attention_study")
-    return rec
+    return SnakemakeStudy(planned=planned, slurm_jobs=study_slurm_jobs, outputs=outputs,
+                          planned_after_seed=snakemake_planned_jobs(project, "attention_study"))
 
 
 # Each scenario, and the test classes in test_pipeline.py that read its record.
@@ -409,7 +540,8 @@ SCENARIOS = {"dvc": (run_dvc_scenario, {"TestDvc", "TestDvcStudy"}),
 BACKGROUND_NICE = 10
 
 
-def in_background(build: Callable[[Path], dict], project: Path) -> dict:
+def in_background(build: Callable[[Path], DvcScenario | SnakemakeScenario],
+                  project: Path) -> DvcScenario | SnakemakeScenario:
     os.nice(BACKGROUND_NICE)  # Linux: this thread, the threads it starts and their processes only
     return build(project)
 

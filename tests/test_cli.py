@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_params
+from helpers import write_params
 from sagan import atomic, paths, stages
 from sagan.cli import main
 from sagan.stages import COMMANDS

@@ -17,7 +17,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import generator_tensors, make_project, read_losses, tiny_raw_params, train_lock_held_elsewhere
+from helpers import generator_tensors, make_project, read_losses, tiny_raw_params, train_lock_held_elsewhere
 from sagan import paths
 
 pytestmark = pytest.mark.integration  # real torchrun subprocesses (about 35 s in all)

@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from conftest import PicklePayload, prepared_faces
+from helpers import PicklePayload, prepared_faces
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.metrics import extractor

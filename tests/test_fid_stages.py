@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import PicklePayload
+from helpers import PicklePayload
 from sagan import cli, paths, pixels
 from sagan.atomic import write_json
 from sagan.errors import SaganError

@@ -3,7 +3,7 @@ two real training runs made by the project's own train and evaluate: the page `m
 (sagan.tracking.ui_url) opens on the runs table, not the GenAI overview; the table names each run,
 what it was trained on (Dataset) and its entry point (Source); the compare page shows each run's FID.
 
-Without chromium the test skips locally but FAILS under CI=1 (test_report_browser's fixture). The
+Without chromium the test skips locally but FAILS under CI=1 (conftest's chromium fixture). The
 screenshot is kept under $SAGAN_TEST_ARTIFACTS (default: the test's tmp dir) for a human look.
 """
 from __future__ import annotations
@@ -25,18 +25,16 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
-from conftest import make_project, tiny_params, train
+from helpers import UI_WINDOW, make_project, render_dom, tiny_params, train, visible_lines
 from sagan import paths, tracking
 from sagan.cli import build_parser
 from sagan.commands import evaluate as evaluate_command, fid_bounds, fid_ref
 from sagan.metrics import extractor
 from sagan.params import MlflowParams
-from test_report_browser import artifacts, chromium, run_chromium  # noqa: F401  (fixtures used by name)
 
 # Two runs named as `dvc exp run` names them (DVC_EXP_NAME), each with its train.lr_d.
 RUNS = {"lr-d-4e-4": 4e-4, "lr-d-2e-4": 2e-4}
 SERVER_TIMEOUT_S = 120  # `mlflow ui` imports MLflow's server before it answers: seconds, more on a busy machine
-WINDOW = (1920, 1000)
 ARGS = build_parser().parse_args(["evaluate", "--params", "params.yaml"])
 
 
@@ -98,7 +96,7 @@ def _ui_params():
 
 
 @pytest.fixture
-def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # noqa: F811  (chromium first: no browser, no setup)
+def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # chromium first: no browser, no setup
     root = make_project(tmp_path / "project")
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # the session's store: creating one takes seconds
@@ -134,24 +132,6 @@ def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # noqa: F811 
         _stop(server)
 
 
-def _visible_lines(dom: str) -> list[str]:
-    """The page's text, one line per element, as a reader sees it (no scripts, styles or tags)."""
-    text = re.sub(r"<(script|style)\b.*?</\1>", " ", dom, flags=re.S)
-    return [line.strip() for line in re.sub(r"<[^>]+>", "\n", text).splitlines() if line.strip()]
-
-
-def _render(binary: str, profile: Path, url: str, ready, *extra: str) -> str:
-    """The DOM of `url` once the page shows what `ready(dom)` looks for. MLflow's pages fetch their
-    data after loading; the virtual time budget lets them finish, and a page still loading on a busy
-    machine is rendered again, in a fresh profile each time (the UI keeps its state in the browser)."""
-    for attempt in range(3):
-        dom = run_chromium(binary, Path(f"{profile}-{attempt}"), "--no-proxy-server", "--virtual-time-budget=20000",
-                           f"--window-size={WINDOW[0]},{WINDOW[1]}", *extra, "--dump-dom", url)
-        if ready(dom):
-            break
-    return dom
-
-
 def _metric_row(dom: str, key: str) -> list[float]:
     """The values in the compare page's row of metric `key`: in its Metrics table, the cells at the
     same height as the metric's name."""
@@ -162,14 +142,14 @@ def _metric_row(dom: str, key: str) -> list[float]:
     return [float(v) for v in re.findall(r'top: %spx;[^"]*"><span[^>]*>([^<]+)</span>' % name.group(1), metrics)]
 
 
-def test_the_mlflow_ui_opens_on_the_runs_table_and_compares_fid(chromium, mlflow_ui, artifacts, tmp_path):  # noqa: F811
+def test_the_mlflow_ui_opens_on_the_runs_table_and_compares_fid(chromium, mlflow_ui, artifacts, tmp_path):
     names = list(mlflow_ui.runs)
 
     # The page `make ui` prints: the runs table in Model training mode, lowest FID first.
     screenshot = artifacts / "mlflow_ui_runs.png"
-    dom = _render(chromium, tmp_path / "profile-runs", tracking.ui_url(mlflow_ui.mlflow_params, mlflow_ui.url),
-                  lambda d: all(name in _visible_lines(d) for name in names), f"--screenshot={screenshot}")
-    lines = _visible_lines(dom)
+    dom = render_dom(chromium, tmp_path / "profile-runs", tracking.ui_url(mlflow_ui.mlflow_params, mlflow_ui.url),
+                     lambda d: all(name in visible_lines(d) for name in names), f"--screenshot={screenshot}")
+    lines = visible_lines(dom)
     assert lines[0] == f"Runs - Experiment {mlflow_ui.experiment_id} - MLflow", f"not the runs table: {lines[:12]}"
     assert "Overview" not in lines, "the GenAI overview's navigation is shown"
     assert {"Run Name", "Dataset", "Source", "Models"} <= set(lines), lines
@@ -183,13 +163,13 @@ def test_the_mlflow_ui_opens_on_the_runs_table_and_compares_fid(chromium, mlflow
     assert lines.count("generator") == len(names), "Models column: each run's logged generator"
     assert "Sort: fid" in lines
     with Image.open(screenshot) as shot:
-        assert shot.size == WINDOW
+        assert shot.size == UI_WINDOW
 
     # The compare page of both runs: FID beside FID, as metrics.json has it (the UI shows 4 digits).
     run_ids = [run["run_id"] for run in mlflow_ui.runs.values()]
     compare = (f"{mlflow_ui.url}/#/compare-runs?runs={quote(json.dumps(run_ids))}"
                f"&experiments={quote(json.dumps([mlflow_ui.experiment_id]))}")
-    dom = _render(chromium, tmp_path / "profile-compare", compare, lambda d: ">Metrics<" in d and ">Artifacts<" in d)
-    assert f"Comparing {len(names)} Runs from 1 Experiment" in _visible_lines(dom)
+    dom = render_dom(chromium, tmp_path / "profile-compare", compare, lambda d: ">Metrics<" in d and ">Artifacts<" in d)
+    assert f"Comparing {len(names)} Runs from 1 Experiment" in visible_lines(dom)
     fids = [run["fid"] for run in mlflow_ui.runs.values()]
     assert _metric_row(dom, "fid") == pytest.approx(fids, rel=1e-3)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_params
+from helpers import write_params
 from sagan.errors import SaganError
 from sagan.cli import main
 from sagan.params import Params, flatten, load_params, parse_params

@@ -23,18 +23,19 @@ import pytest
 
 from sagan import paths, tracking
 from sagan.metrics import results
-from scenarios import ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, SERVER_USER, STUDY_PIPELINE, SWEEP, experiments_fid
+from scenarios import (ADDED_SEED, AFTER_TRAIN, ALL_STAGES, CHECK, SERVER_USER, STUDY_PIPELINE, SWEEP, DvcScenario,
+                       SnakemakeScenario, StudyOutputs, experiments_fid)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def dvc_scenario(pipeline_scenarios) -> dict:
+def dvc_scenario(pipeline_scenarios) -> DvcScenario:
     return pipeline_scenarios["dvc"].result()
 
 
 @pytest.fixture(scope="session")
-def snakemake_scenario(pipeline_scenarios) -> dict:
+def snakemake_scenario(pipeline_scenarios) -> SnakemakeScenario:
     return pipeline_scenarios["snakemake"].result()
 
 
@@ -43,16 +44,16 @@ STUDY_CELLS = {"none-seed0", "none-seed1", "sagan-after3-seed0", "sagan-after3-s
 ADDED_CELLS = {f"none-seed{ADDED_SEED}", f"sagan-after3-seed{ADDED_SEED}"}
 
 
-def check_study(study: dict) -> None:
+def check_study(study: StudyOutputs) -> None:
     """One row per cell and seed, the report section, and the MLflow parent with a child per cell."""
-    results = study["results"].set_index("cell")
+    results = study.results.set_index("cell")
     assert set(results.index) == STUDY_CELLS
     assert (results["steps"] == 50).all() and (results["fid"] > 0).all() and (results["n_gen"] == 64).all()
     assert results.loc["sagan-after3-seed1", ["attention", "placement", "seed"]].tolist() == ["sagan", 3, 1]
-    assert "## Does self-attention help?" in study["report"] and "**Reading:** " in study["report"]
-    [parent] = [run_id for run_id, tags in study["runs"].items() if tags.get("sagan.study.parent") == "true"]
-    children = {tags["sagan.study.cell"]: tags for run_id, tags in study["runs"].items() if run_id != parent}
-    assert set(children) == STUDY_CELLS and set(results["mlflow_run_id"]) == set(study["runs"]) - {parent}
+    assert "## Does self-attention help?" in study.report and "**Reading:** " in study.report
+    [parent] = [run_id for run_id, run in study.runs.items() if run.tags.get("sagan.study.parent") == "true"]
+    children = {run.tags["sagan.study.cell"]: run.tags for run_id, run in study.runs.items() if run_id != parent}
+    assert set(children) == STUDY_CELLS and set(results["mlflow_run_id"]) == set(study.runs) - {parent}
     assert {tags["mlflow.parentRunId"] for tags in children.values()} == {parent}
     tags = children["sagan-after3-seed1"]
     assert [tags[f"sagan.study.{axis}"] for axis in ("attention", "placement", "seed")] == ["sagan", "3", "1"]
@@ -61,59 +62,62 @@ def check_study(study: dict) -> None:
 
 class TestDvc:
     def test_first_run_runs_every_stage_and_second_none(self, dvc_scenario):
-        assert dvc_scenario["first"] == ALL_STAGES | {CHECK}
-        assert dvc_scenario["second"] == set()
+        assert dvc_scenario.first_ran == ALL_STAGES | {CHECK}
+        assert dvc_scenario.second_ran == set()
 
     def test_a_params_typo_stops_dvc_before_any_output_is_deleted(self, dvc_scenario):
         """DVC deletes a stage's outputs before it runs the stage: a typo cost train's outputs
         before `sagan train` refused it. The check stage fails first; every output stays as it was."""
-        typo = dvc_scenario["typo"]
-        assert typo["returncode"] != 0 and typo["ran"] == {CHECK}
-        assert "sagan params: error: params.yaml: 'train.lr_g' must be float, got 'abc'" in typo["log"]
-        assert {str(paths.GENERATOR), str(paths.RUN_RECORD), str(paths.REPORT_HTML)} <= set(typo["outputs_before"])
-        assert typo["outputs_after"] == typo["outputs_before"]
+        typo = dvc_scenario.params_typo
+        assert typo.returncode != 0 and typo.ran == {CHECK}
+        assert "sagan params: error: params.yaml: 'train.lr_g' must be float, got 'abc'" in typo.log
+        assert {str(paths.GENERATOR), str(paths.RUN_RECORD), str(paths.REPORT_HTML)} <= set(typo.outputs_before)
+        assert typo.outputs_after == typo.outputs_before
 
     def test_report_param_reruns_only_report(self, dvc_scenario):
-        assert dvc_scenario["report_param"] == {CHECK, "report"}  # the check: any change to params.yaml
+        assert dvc_scenario.report_param_ran == {CHECK, "report"}  # the check: any change to params.yaml
 
     def test_committing_as_readme_says_leaves_nothing_out(self, dvc_scenario):
-        assert dvc_scenario["left_out_of_commit"] == ""
+        assert dvc_scenario.left_out_of_commit == ""
 
     def test_metrics_diff_between_two_commits_shows_the_fid_change(self, dvc_scenario):
-        fid = dvc_scenario["metrics_diff"][str(paths.METRICS)]["fid"]
-        assert fid["old"] == dvc_scenario["metrics"]["fid"]
+        fid = dvc_scenario.more_epochs.metrics_diff[str(paths.METRICS)]["fid"]
+        assert fid["old"] == dvc_scenario.metrics["fid"]
         assert fid["diff"] == pytest.approx(fid["new"] - fid["old"]) and fid["diff"] != 0
 
     def test_plots_diff_loads_both_commits(self, dvc_scenario):
-        rc, out = dvc_scenario["plots_diff"]
-        assert rc == 0 and "failed to load" not in out, out
-        assert str(paths.LOSSES_CSV) in out
+        plots_diff = dvc_scenario.more_epochs.plots_diff
+        assert plots_diff.returncode == 0 and "failed to load" not in plots_diff.output, plots_diff.output
+        assert str(paths.LOSSES_CSV) in plots_diff.output
 
     def test_queued_sweep_lands_in_exp_show_with_a_fid_each(self, dvc_scenario):
-        fids = experiments_fid(dvc_scenario["exp_show"])
+        experiments = dvc_scenario.experiments
+        fids = experiments_fid(experiments.exp_show)
         assert len(fids) == len(SWEEP)
         assert all(isinstance(fid, float) and fid > 0 for fid in fids.values()), fids
-        assert all(ran == AFTER_TRAIN | {CHECK} for ran in dvc_scenario["exp_ran"].values()), dvc_scenario["exp_ran"]
-        assert {"Experiment", "fid", "kid_mean", "train.lr_d", "train.epochs"} <= set(dvc_scenario["exp_show_columns"])
+        assert all(ran == AFTER_TRAIN | {CHECK} for ran in experiments.ran.values()), experiments.ran
+        assert {"Experiment", "fid", "kid_mean", "train.lr_d", "train.epochs"} <= set(experiments.exp_show_columns)
 
     def test_applying_the_best_experiment_leaves_nothing_to_run(self, dvc_scenario):
-        assert dvc_scenario["after_apply"] == set()
-        fids = experiments_fid(dvc_scenario["exp_show"])
-        assert dvc_scenario["applied_metrics"]["fid"] == fids[dvc_scenario["best"]] == min(fids.values())
+        experiments = dvc_scenario.experiments
+        assert experiments.ran_after_apply == set()
+        fids = experiments_fid(experiments.exp_show)
+        assert experiments.applied_metrics["fid"] == fids[experiments.best] == min(fids.values())
 
     def test_a_clone_that_pulls_from_the_remote_runs_nothing(self, dvc_scenario):
-        project, clone = dvc_scenario["experiments_project"], dvc_scenario["clone"]
-        assert dvc_scenario["clone_ran"] == set()
+        project, clone = dvc_scenario.experiments.project, dvc_scenario.experiments.clone
+        assert dvc_scenario.experiments.clone_ran == set()
         for path in (paths.GENERATOR, paths.FID_REFERENCE, paths.REPORT_HTML, paths.METRICS):
             assert (clone / path).read_bytes() == (project / path).read_bytes(), path
 
     def test_kill_during_train_then_rerun_resumes(self, dvc_scenario):
-        assert dvc_scenario["killed_at"] > 0
-        assert dvc_scenario["resume_ran"] == AFTER_TRAIN
-        assert f"(step {dvc_scenario['killed_at']} of" in dvc_scenario["resume_log"]
+        more_epochs = dvc_scenario.more_epochs
+        assert more_epochs.killed_at > 0
+        assert more_epochs.resume_ran == AFTER_TRAIN
+        assert f"(step {more_epochs.killed_at} of" in more_epochs.resume_log
 
     def test_outputs_and_labels(self, dvc_scenario):
-        project, metrics = dvc_scenario["project"], dvc_scenario["metrics"]
+        project, metrics = dvc_scenario.project, dvc_scenario.metrics
         assert (project / paths.REPORT_HTML).stat().st_size > 10_000
         assert all(isinstance(v, (int, float)) for _, v in results.leaves(metrics)), metrics  # numbers only
         assert metrics["fid"] > 0 and metrics["n_gen"] == 64
@@ -124,10 +128,10 @@ class TestDvc:
         assert protocol["weights_kind"] == "standin" and protocol["synthetic_data"] is True
 
     def test_runs_are_tagged_with_dvc_and_experiments_with_their_names(self, dvc_scenario):
-        tags = dvc_scenario["tags"]
+        tags = dvc_scenario.experiments.mlflow_tags
         assert {t.get("sagan.orchestrator") for t in tags} == {"dvc"}
         experiments = {t["sagan.dvc_experiment"]: t["mlflow.runName"] for t in tags if "sagan.dvc_experiment" in t}
-        names = set(experiments_fid(dvc_scenario["exp_show"]))
+        names = set(experiments_fid(dvc_scenario.experiments.exp_show))
         assert experiments == {name: name for name in names}  # in the project's store, not the queue's copies
 
 
@@ -140,47 +144,48 @@ class TestDvcStudy:
 
     def test_on_a_fresh_project_the_study_would_run_the_shared_stages_once_and_no_paper_training(self, dvc_scenario):
         shared = {CHECK, "download", "prepare", "split", "fid_ref", "fid_bounds"}
-        assert dvc_scenario["study_dag"] == self.CELL_STAGES | shared
+        assert dvc_scenario.study_dag == self.CELL_STAGES | shared
 
     def test_after_the_pipeline_the_study_runs_only_its_cells_and_writes_its_results(self, dvc_scenario):
-        assert dvc_scenario["study_ran"] == self.CELL_STAGES
-        check_study(dvc_scenario["study"])
+        assert dvc_scenario.study.ran == self.CELL_STAGES
+        check_study(dvc_scenario.study.outputs)
 
     def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_scenario):
         new = {f"train_none@{ADDED_SEED}", f"train_attention@sagan-3-{ADDED_SEED}", f"evaluate_none@{ADDED_SEED}",
                f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary", "check"}  # check: study.yaml changed
-        assert dvc_scenario["study_after_seed"] == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
+        assert dvc_scenario.study.out_of_date_after_seed == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
 
 
 class TestSnakemake:
     def test_first_run_plans_every_rule_and_second_none(self, snakemake_scenario):
-        assert snakemake_scenario["first"] == ALL_STAGES
-        assert snakemake_scenario["second"] == set()
+        assert snakemake_scenario.first_planned == ALL_STAGES
+        assert snakemake_scenario.second_planned == set()
 
     def test_report_param_reruns_only_report(self, snakemake_scenario):
-        assert snakemake_scenario["report_param"] == {"report"}
+        assert snakemake_scenario.report_param_planned == {"report"}
 
     def test_the_first_run_ran_every_stage_as_a_slurm_job(self, snakemake_scenario):
-        if not snakemake_scenario["slurm"]:
+        if not snakemake_scenario.on_slurm:
             if os.environ.get("CI") == "1":
                 pytest.fail("no SLURM cluster is running; .ci/run starts it (workflow/slurm/local-cluster.sh start)")
             pytest.skip("no SLURM cluster is running (workflow/slurm/local-cluster.sh start)")
-        assert snakemake_scenario["slurm_jobs"] == sorted(ALL_STAGES)  # one job each, logged by the executor
+        assert snakemake_scenario.slurm_jobs == sorted(ALL_STAGES)  # one job each, logged by the executor
         # the study: one job per cell's train and evaluate, and the summary
         cells = len(STUDY_CELLS)
-        assert snakemake_scenario["study_slurm_jobs"] == ["study_evaluate"] * cells + ["study_summary"] + \
+        assert snakemake_scenario.study.slurm_jobs == ["study_evaluate"] * cells + ["study_summary"] + \
             ["study_train"] * cells
 
     def test_train_param_reruns_train_evaluate_report(self, snakemake_scenario):
-        assert snakemake_scenario["train_param"] == AFTER_TRAIN
+        assert snakemake_scenario.more_epochs.train_param_planned == AFTER_TRAIN
 
     def test_kill_during_train_then_rerun_resumes(self, snakemake_scenario):
-        assert f"(step {snakemake_scenario['killed_at']} of" in snakemake_scenario["resume_log"]
-        assert snakemake_scenario["after_resume"] == set()
+        more_epochs = snakemake_scenario.more_epochs
+        assert f"(step {more_epochs.killed_at} of" in more_epochs.resume_log
+        assert more_epochs.planned_after_resume == set()
 
     def test_fid_regression_check_passes(self, snakemake_scenario):
-        rc, out = snakemake_scenario["check_fid"]
-        assert rc == 0, out
+        check_fid = snakemake_scenario.check_fid
+        assert check_fid.returncode == 0, check_fid.output
 
     def test_the_registered_generator_samples_what_the_file_does(self, snakemake_scenario):
         import io
@@ -188,7 +193,7 @@ class TestSnakemake:
         import numpy as np
         from PIL import Image
 
-        registry, file = (np.asarray(Image.open(io.BytesIO(snakemake_scenario["sampled"][name])), dtype=int)
+        registry, file = (np.asarray(Image.open(io.BytesIO(snakemake_scenario.samples[name])), dtype=int)
                           for name in ("registry.png", "file.png"))
         assert registry.shape == file.shape == (274, 274, 3)  # 64 images of 32 px, 8 x 8 with 2 px padding
         assert np.abs(registry - file).max() <= 1  # the exported program computes what the module does
@@ -196,7 +201,7 @@ class TestSnakemake:
     def test_each_trained_generator_is_one_version_tagged_with_its_fid(self, snakemake_scenario):
         import mlflow
 
-        client = mlflow.MlflowClient(f"sqlite:///{snakemake_scenario['project'] / 'mlflow.db'}")
+        client = mlflow.MlflowClient(f"sqlite:///{snakemake_scenario.project / 'mlflow.db'}")
         versions = client.search_model_versions("name='sagan-smoke-generator'")
         # the first run (400 steps), then the same run continued to 500 steps after the kill; the
         # report-title rerun trained nothing and registered nothing
@@ -204,33 +209,31 @@ class TestSnakemake:
         assert all(float(v.tags["fid"]) > 0 for v in versions)  # tagged by evaluate
 
     def test_runs_are_tagged_with_snakemake(self, snakemake_scenario):
-        assert {t.get("sagan.orchestrator") for t in snakemake_scenario["tags"]} == {"snakemake"}
+        assert {t.get("sagan.orchestrator") for t in snakemake_scenario.mlflow_tags} == {"snakemake"}
 
     def test_the_study_runs_its_cells_on_the_shared_data_and_writes_its_results(self, snakemake_scenario):
-        jobs = snakemake_scenario["study_planned"]
+        jobs = snakemake_scenario.study.planned
         cells = {f"study=attention, cell={cell}" for cell in STUDY_CELLS}
         assert jobs == ({("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
                         | {("study_summary", "study=attention"), ("attention_study", "")})
-        check_study(snakemake_scenario["study"])
+        check_study(snakemake_scenario.study.outputs)
 
     def test_the_study_logs_through_the_tracking_server_two_cells_at_once(self, snakemake_scenario):
         """The study's jobs (SLURM jobs where the cluster runs) log through the project's tracking
         server (workflow/mlflow/server.sh, authentication on): each cell's run once, with its metrics
         and model, its artifacts kept by the server; at least two cells trained at the same time."""
-        study = snakemake_scenario["study"]
-        infos = study["run_infos"]
-        assert len(infos) == len(STUDY_CELLS) + 1  # the cells' runs and the parent, none twice
-        assert all(info["artifact_uri"].startswith("mlflow-artifacts:/") for info in infos.values())
-        cells = [info for run_id, info in infos.items() if study["runs"][run_id].get("sagan.study.parent") != "true"]
-        assert all({"fid", tracking.METRIC_STEPS} <= info["metrics"] and info["models"] == ["generator"]
-                   for info in cells), cells
-        side_by_side = [(a, b) for a, b in itertools.combinations(cells, 2)
-                        if a["start"] < b["end"] and b["start"] < a["end"]]
-        assert side_by_side, f"no two cells trained at the same time: {[(c['start'], c['end']) for c in cells]}"
-        assert SERVER_USER[1] not in study["report"] and SERVER_USER[1] not in study["results"].to_csv()
+        study = snakemake_scenario.study.outputs
+        assert len(study.runs) == len(STUDY_CELLS) + 1  # the cells' runs and the parent, none twice
+        assert all(run.artifact_uri.startswith("mlflow-artifacts:/") for run in study.runs.values())
+        cells = [run for run in study.runs.values() if run.tags.get("sagan.study.parent") != "true"]
+        assert all({"fid", tracking.METRIC_STEPS} <= run.metrics and run.models == ["generator"]
+                   for run in cells), cells
+        side_by_side = [(a, b) for a, b in itertools.combinations(cells, 2) if a.start < b.end and b.start < a.end]
+        assert side_by_side, f"no two cells trained at the same time: {[(c.start, c.end) for c in cells]}"
+        assert SERVER_USER[1] not in study.report and SERVER_USER[1] not in study.results.to_csv()
 
     def test_a_seed_more_plans_only_its_cells(self, snakemake_scenario):
         cells = {f"study=attention, cell={cell}" for cell in ADDED_CELLS}
-        assert snakemake_scenario["study_after_seed"] == (
+        assert snakemake_scenario.study.planned_after_seed == (
             {("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
             | {("study_summary", "study=attention"), ("attention_study", "")})

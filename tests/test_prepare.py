@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import write_params
+from helpers import write_params
 from sagan import cli, paths
 from sagan.data.prepare import crop_resize, prepare
 from sagan.errors import SaganError

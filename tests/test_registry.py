@@ -15,7 +15,7 @@ import torch
 from mlflow.models import infer_signature
 from PIL import Image
 
-from conftest import PicklePayload, tiny_params, write_params
+from helpers import PicklePayload, tiny_params, write_params
 from sagan import cli
 from sagan.model import registry
 from sagan.model.io import save_generator

@@ -5,15 +5,13 @@ and a real MLflow sqlite store with runs created through the MLflow API.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import html
 import itertools
 import json
 import re
 import urllib.parse
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +19,11 @@ import pytest
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from conftest import write_params
+from helpers import (REPORT_EVALS, REPORT_EXPERIMENT, STANDIN_SHA256, make_report, make_store, project_dir,
+                     report_params, write_inputs, write_params)
 from sagan import paths
 from sagan.errors import SaganError
-from sagan.metrics import results
-from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
+from sagan.params import MlflowParams, TrainParams
 from sagan.report import build, figures, history
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
 
@@ -36,115 +34,9 @@ PAPER_ROWS = [
     ("DualGAN", "13.95", 'Wei et al., ECCV 2022 [paper ref 30, "DuelGAN"]'),
     ("Proposed architecture (paper)", "21.88", "Bury, IVUS 2024"),
 ]
-EXPERIMENT = "sagan-report-test"
-# (run name, logged params that vary, metrics); "beta" is the training run the report is about.
-RUNS = [
-    ("alpha", {"train.lr_d": "0.0004", "train.loss": "bce"},
-     {"fid": 30.5, "kid_mean": 0.021, "steps": 100, "train_wall_time_s": 12.5, "mean_img_per_s": 512.0}),
-    ("beta", {"train.lr_d": "0.0002", "train.loss": "bce"},
-     {"fid": 12.25, "kid_mean": 0.011, "steps": 200, "train_wall_time_s": 25.0, "mean_img_per_s": 480.0}),
-    ("gamma", {"train.lr_d": "0.0004", "train.loss": "hinge"}, {"steps": 50}),
-    ("delta", {"train.lr_d": "0.0004", "train.loss": "bce"}, {"fid": 50.0}),
-]
-SHARED_PARAMS = {"model.attention": "True", "prepare.size": "32"}  # identical in every run: no column
-LOSSES = [  # step, epoch, d_loss, g_loss
-    (10, 1, 1.5, 0.5), (20, 1, 1.3, 0.9), (30, 2, 1.2, 0.8), (40, 2, 1.0, 1.0), (50, 10, 1.1, 0.85),
-]
-EVALS = [(100, 250.0, 180.0), (200, 150.0, 120.0), (300, 160.0, 100.0)]  # step, FID, SWD during training
-SAMPLE_COLOURS = {"epoch_001.png": (255, 0, 0), "epoch_002.png": (0, 255, 0), "epoch_010.png": (0, 0, 255)}
 # The official Inception weights' sha256 (torch-fidelity's weights-inception-2015-12-05-6726825d.pth),
 # spelled out here independently of sagan.metrics.extractor; any other digest is not the official file.
 OFFICIAL_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
-STANDIN_SHA256 = hashlib.sha256(b"stand-in weights").hexdigest()
-
-
-@dataclass
-class Store:
-    uri: str
-    run_ids: dict[str, str]
-    experiment: str = EXPERIMENT
-
-
-def make_store(root: Path, experiment: str, runs: list[tuple[str, dict, dict]]) -> Store:
-    """A real MLflow sqlite store at `root` with `runs` (name, params that vary, metrics) in `experiment`."""
-    import mlflow
-
-    uri = f"sqlite:///{root}/mlflow.db"
-    mlflow.set_tracking_uri(uri)
-    client = mlflow.MlflowClient()
-    experiment_id = client.create_experiment(experiment, artifact_location=str(root / "artifacts"))
-    run_ids = {}
-    for name, varying, metrics in runs:
-        run = client.create_run(experiment_id, run_name=name)
-        for key, value in {**SHARED_PARAMS, **varying}.items():
-            client.log_param(run.info.run_id, key, value)
-        for key, value in metrics.items():
-            client.log_metric(run.info.run_id, key, value)
-        client.set_terminated(run.info.run_id)
-        run_ids[name] = run.info.run_id
-    return Store(uri, run_ids, experiment)
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Store:
-    return make_store(tmp_path_factory.mktemp("mlflow"), EXPERIMENT, RUNS)
-
-
-def report_params(store: Store, **report) -> Params:
-    return Params(mlflow=MlflowParams(tracking_uri=store.uri, experiment=store.experiment),
-                  train=TrainParams(lr_d=2e-4), report=ReportParams(**report))
-
-
-def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
-                 weights_sha256: str = STANDIN_SHA256, synthetic_metrics: bool = True, synthetic_run: bool = True,
-                 params: Params | None = None) -> None:
-    """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
-    trained with `params` (default: report_params(store))."""
-    run_id = store.run_ids["beta"]
-    metrics = {"run_id": run_id, "generator": "last", "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
-               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": weights_sha256,
-               "weights_kind": weights_kind,
-               "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
-               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
-               "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
-                                       "n_gen": 256},
-               "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
-               "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"}}
-    (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
-    results.write(metrics, root / paths.METRICS, root / paths.METRICS_PROTOCOL)
-    lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
-    lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
-    (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
-    evals = ["step,fid,kid_mean,kid_std,precision,recall,swd,swd_32,swd_16,n_gen,run_id"]
-    evals += [f"{step},{fid_at},0.1,0.01,0.2,0.1,{swd_at},{swd_at},{swd_at},64,{run_id}"
-              for step, fid_at, swd_at in EVALS]
-    (root / paths.EVALS_CSV).write_text("\n".join(evals) + "\n")
-    (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
-    for name, colour in SAMPLE_COLOURS.items():
-        Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
-    run_record = {"mlflow_run_id": run_id, "mlflow_experiment": store.experiment,
-                  "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
-                  "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
-                  "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "dvc",
-                  "dvc_experiment": "rabid-plop", "best_step": 200, "best_fid": 150.0,
-                  "params": flatten(params or report_params(store))}
-    (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
-
-
-@contextlib.contextmanager
-def project_dir(root: Path):
-    """Run a stage with `root` as the project root, against the test's own tracking store."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        yield
-
-
-def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
-    write_inputs(root, store, params=params, **inputs)
-    with project_dir(root):
-        build.build_report(params or report_params(store))
-    return root
 
 
 def md_table(md: str, section: str) -> list[list[str]]:
@@ -167,15 +59,15 @@ def md_text(source: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def standin_report(tmp_path_factory, store) -> Path:
+def standin_report(tmp_path_factory, report_store) -> Path:
     """A smoke-like run: stand-in Inception weights and synthetic data."""
-    return make_report(tmp_path_factory.mktemp("standin"), store)
+    return make_report(tmp_path_factory.mktemp("standin"), report_store)
 
 
 @pytest.fixture(scope="module")
-def paper_report(tmp_path_factory, store) -> Path:
+def paper_report(tmp_path_factory, report_store) -> Path:
     """A run comparable with the paper: official weights, real CelebA."""
-    return make_report(tmp_path_factory.mktemp("paper"), store, fid=21.004, weights_kind="official",
+    return make_report(tmp_path_factory.mktemp("paper"), report_store, fid=21.004, weights_kind="official",
                        weights_sha256=OFFICIAL_SHA256, synthetic_metrics=False, synthetic_run=False)
 
 
@@ -231,10 +123,10 @@ def test_the_official_digest_is_the_official_files():
     assert OFFICIAL_SHA256.startswith(extractor.OFFICIAL_SHA256_PREFIX)
 
 
-def test_a_protocol_that_says_official_over_stand_in_weights_keeps_the_banner(tmp_path, store):
+def test_a_protocol_that_says_official_over_stand_in_weights_keeps_the_banner(tmp_path, report_store):
     """`weights_kind: official` written over stand-in weights' digest in metrics_protocol.json (its
     metrics_sha256 still matches: only metrics.json is hashed) must not make the numbers comparable."""
-    md, html_text = read(make_report(tmp_path, store, weights_kind="official", weights_sha256=STANDIN_SHA256,
+    md, html_text = read(make_report(tmp_path, report_store, weights_kind="official", weights_sha256=STANDIN_SHA256,
                                      synthetic_metrics=False, synthetic_run=False))
     assert f"> **These numbers cannot be compared with the paper's.**\n>\n> - {build.STANDIN_WARNING}\n" in md
     banner = html_text.split("<h2>", 1)[0]
@@ -276,8 +168,8 @@ def test_history_is_sorted_by_fid_with_differing_params_as_columns(standin_repor
     ]
 
 
-def test_history_keeps_the_best_history_max_runs(tmp_path, store):
-    md, _ = read(make_report(tmp_path, store, report_params(store, history_max_runs=2)))
+def test_history_keeps_the_best_history_max_runs(tmp_path, report_store):
+    md, _ = read(make_report(tmp_path, report_store, report_params(report_store, history_max_runs=2)))
     assert "2 of 4 runs" in md
     table = md_table(md, "Run history")
     assert [row[0] for row in table[1:]] == ["beta (this run)", "alpha"]
@@ -364,26 +256,26 @@ def test_every_metric_sits_between_its_floor_and_ceiling(standin_report):
     assert "Metrics with a scale" in html_text
 
 
-def test_metadata_and_params_diff_against_the_paper(standin_report, store):
+def test_metadata_and_params_diff_against_the_paper(standin_report, report_store):
     md, _ = read(standin_report)
     facts = dict(md_table(md, "Metadata")[1:])
     assert facts["Git commit"] == "0123abc"
     assert facts["Data fingerprint (sha256 of the manifest)"] == "f" * 64
-    assert facts["MLflow run id"] == store.run_ids["beta"]
+    assert facts["MLflow run id"] == report_store.run_ids["beta"]
     assert facts["DVC experiment"] == "rabid-plop"  # so the report and `dvc exp show` can be matched
     diff_table = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert diff_table[0] == ["Param", "Paper", "This run"]
     diff = {key: (paper, ours) for key, paper, ours in diff_table[1:]}
     assert diff["train.lr_d"] == ("0.0004", "0.0002")
-    assert diff["mlflow.experiment"] == ("sagan-celeba", EXPERIMENT)
+    assert diff["mlflow.experiment"] == ("sagan-celeba", REPORT_EXPERIMENT)
     assert "train.lr_g" not in diff
 
 
-def test_report_files_are_logged_to_the_training_run(standin_report, store):
+def test_report_files_are_logged_to_the_training_run(standin_report, report_store):
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=store.uri)
-    run_id = store.run_ids["beta"]
+    client = mlflow.MlflowClient(tracking_uri=report_store.uri)
+    run_id = report_store.run_ids["beta"]
     assert sorted(a.path for a in client.list_artifacts(run_id, "report")) == [
         "report/figures", "report/report.html", "report/report.md"]
     assert sorted(a.path for a in client.list_artifacts(run_id, "report/figures")) == [
@@ -395,9 +287,9 @@ def test_outputs_leave_no_temporary_files(standin_report):
     assert leftovers == []
 
 
-def test_html_escapes_all_text(tmp_path, store):
-    params = report_params(store, title='<script>alert("x")</script> & co')
-    md, html_text = read(make_report(tmp_path, store, params))
+def test_html_escapes_all_text(tmp_path, report_store):
+    params = report_params(report_store, title='<script>alert("x")</script> & co')
+    md, html_text = read(make_report(tmp_path, report_store, params))
     assert "<script>" not in html_text
     assert "<title>&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co</title>" in html_text
     assert md.startswith('# &lt;script&gt;alert("x")&lt;/script&gt; &amp; co\n')  # shown, not rendered, in Markdown
@@ -497,26 +389,26 @@ def test_user_named_text_in_the_report_is_never_a_link_image_or_markup(tmp_path_
     (paths.RUN_RECORD, f"{paths.RUN_RECORD}: not found; it is written by `sagan train` "
                        "(hint: run `sagan train`, or the whole pipeline: `dvc repro`)"),
 ])
-def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, store, remove, message):
-    write_inputs(tmp_path, store)
+def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, report_store, remove, message):
+    write_inputs(tmp_path, report_store)
     (tmp_path / remove).unlink()
     with project_dir(tmp_path), pytest.raises(SaganError) as exc:
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
     assert str(exc.value) == message
     assert not (tmp_path / paths.REPORT_MD).exists() and not (tmp_path / paths.REPORT_HTML).exists()
 
 
-def test_missing_samples_and_bad_columns_are_named(tmp_path, store):
-    write_inputs(tmp_path, store)
+def test_missing_samples_and_bad_columns_are_named(tmp_path, report_store):
+    write_inputs(tmp_path, report_store)
     for png in (tmp_path / paths.SAMPLES_DIR).iterdir():
         png.unlink()
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
                                                                  r"no sample grids found; it is written by `sagan train`"):
-        build.build_report(report_params(store))
-    write_inputs(tmp_path, store)
+        build.build_report(report_params(report_store))
+    write_inputs(tmp_path, report_store)
     (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
 
 
 def _rewrite_json(path: Path, **changes) -> None:
@@ -529,40 +421,40 @@ def _rewrite_json(path: Path, **changes) -> None:
     ("losses", r"^reports/train/losses\.csv: is from run 0{32}, but reports/train/run\.json is from run \w{32}; "
                r"it is written by `sagan train`"),
 ])
-def test_inputs_of_two_runs_are_refused(tmp_path, store, mix, message):
+def test_inputs_of_two_runs_are_refused(tmp_path, report_store, mix, message):
     """A killed run's losses, or metrics evaluated before the newest run finished, must not end up
     beside another run's numbers."""
-    write_inputs(tmp_path, store)
+    write_inputs(tmp_path, report_store)
     if mix == "metrics":
         _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, run_id="0" * 32)
     else:
         csv = tmp_path / paths.LOSSES_CSV
-        csv.write_text(csv.read_text().replace(store.run_ids["beta"], "0" * 32))
+        csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], "0" * 32))
     with project_dir(tmp_path), pytest.raises(SaganError, match=message):
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
     assert not (tmp_path / paths.REPORT_MD).exists()
 
 
-def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, store):
-    trained_with = replace(report_params(store), train=TrainParams(lr_d=1e-3))
-    write_inputs(tmp_path, store, params=trained_with)
+def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, report_store):
+    trained_with = replace(report_params(report_store), train=TrainParams(lr_d=1e-3))
+    write_inputs(tmp_path, report_store, params=trained_with)
     with project_dir(tmp_path):
-        build.build_report(report_params(store))  # params.yaml of now: lr_d 2e-4
+        build.build_report(report_params(report_store))  # params.yaml of now: lr_d 2e-4
     md, _ = read(tmp_path)
     diff_rows = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert ["train.lr_d", "0.0004", "0.001"] in diff_rows
 
 
-def test_a_non_number_fid_is_one_line(tmp_path, store):
-    write_inputs(tmp_path, store)
+def test_a_non_number_fid_is_one_line(tmp_path, report_store):
+    write_inputs(tmp_path, report_store)
     _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
                                                                  r"not a finite number; it is written by"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
 
 
-def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
-    make_report(tmp_path, store)
+def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, report_store):
+    make_report(tmp_path, report_store)
     before = {p: (tmp_path / p).read_bytes() for p in (paths.REPORT_MD, paths.REPORT_HTML)}
     figures_before = sorted((tmp_path / paths.FIGURES_DIR).iterdir())
     missing_run = "0" * 32  # consistent inputs of a run the MLflow store does not have
@@ -570,16 +462,17 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
         key = "run_id" if path == paths.METRICS_PROTOCOL else "mlflow_run_id"
         _rewrite_json(tmp_path / path, **{key: missing_run})
     for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
-        csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
+        csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
     assert sorted((tmp_path / paths.FIGURES_DIR).iterdir()) == figures_before
 
 
-def test_an_unknown_experiment_is_named(tmp_path, store):
-    params = replace(report_params(store), mlflow=MlflowParams(tracking_uri=store.uri, experiment="nope"))
-    write_inputs(tmp_path, store)
+def test_an_unknown_experiment_is_named(tmp_path, report_store):
+    params = replace(report_params(report_store),
+                     mlflow=MlflowParams(tracking_uri=report_store.uri, experiment="nope"))
+    write_inputs(tmp_path, report_store)
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
                                                                  r"not found in sqlite:///"):
         build.build_report(params)
@@ -606,19 +499,19 @@ def test_fig7_plots_fid_and_swd_over_steps_and_names_the_scored_generator(standi
     fig = figures.evals_figure(pd.read_csv(standin_report / paths.EVALS_CSV))
     try:
         fid_ax, swd_ax = fig.axes
-        assert [tuple(xy) for xy in fid_ax.lines[0].get_xydata()] == [(s, f) for s, f, _ in EVALS]
-        assert [tuple(xy) for xy in swd_ax.lines[0].get_xydata()] == [(s, w) for s, _, w in EVALS]
+        assert [tuple(xy) for xy in fid_ax.lines[0].get_xydata()] == [(s, f) for s, f, _ in REPORT_EVALS]
+        assert [tuple(xy) for xy in swd_ax.lines[0].get_xydata()] == [(s, w) for s, _, w in REPORT_EVALS]
     finally:
         plt.close(fig)
 
 
-def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(tmp_path, store):
-    write_inputs(tmp_path, store)
+def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(tmp_path, report_store):
+    write_inputs(tmp_path, report_store)
     header = (tmp_path / paths.EVALS_CSV).read_text().splitlines()[0]
     (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
     _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
     with project_dir(tmp_path):
-        build.build_report(report_params(store))
+        build.build_report(report_params(report_store))
     md, _ = read(tmp_path)
     assert figures.FIG7 not in {p.name for p in (tmp_path / paths.FIGURES_DIR).iterdir()}
     assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md

@@ -5,18 +5,13 @@ The screenshot is kept under $SAGAN_TEST_ARTIFACTS (default: the test's tmp dir)
 """
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
-import pytest
 from PIL import Image
 
+from helpers import make_report, run_chromium
 from sagan import paths
 from sagan.report import figures
-from test_report import make_report, store  # noqa: F401  (store is a fixture used by name)
 
 WINDOW = (1200, 3000)
 BANNER_RGB = (0xFF, 0xF3, 0xCD)  # .banner background in sagan.report.document's style
@@ -25,35 +20,8 @@ WIDTH_PROBE = ('<script>window.addEventListener("load", () => document.body.setA
                'Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0).join(",")));</script>')
 
 
-@pytest.fixture
-def chromium() -> str:
-    """Requested first by the test, so that a missing browser skips (or fails) before any setup."""
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    if os.environ.get("CI") == "1":
-        pytest.fail("chromium is not installed; CI must run the browser test (apt-get install -y chromium)")
-    pytest.skip("chromium is not installed (apt-get install -y chromium)")
-
-
-def run_chromium(binary: str, profile: Path, *args: str) -> str:
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", *args]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, f"chromium failed ({done.returncode}): {done.stderr[-2000:]}"
-    return done.stdout
-
-
-@pytest.fixture
-def artifacts(tmp_path) -> Path:
-    out = Path(os.environ.get("SAGAN_TEST_ARTIFACTS") or tmp_path / "artifacts")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def test_report_html_renders_every_image_in_chromium(chromium, tmp_path, store, artifacts):  # noqa: F811
-    root = make_report(tmp_path / "project", store)
+def test_report_html_renders_every_image_in_chromium(chromium, tmp_path, report_store, artifacts):
+    root = make_report(tmp_path / "project", report_store)
     report = root / paths.REPORT_HTML
 
     probe = tmp_path / "probe.html"

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import (assert_same_tensors, comparable, generator_tensors, make_project, read_losses, tiny_params,
-                      tiny_raw_params, train)
+from helpers import (assert_same_tensors, comparable, generator_tensors, make_project, read_losses, tiny_params,
+                     tiny_raw_params, train)
 from sagan import paths
 from sagan.train import checkpoint
 

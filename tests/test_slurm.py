@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import generator_tensors, make_project, read_losses, tiny_raw_params, write_params
+from helpers import generator_tensors, make_project, read_losses, tiny_raw_params, write_params
 from sagan import paths
 from smoke import orchestrator_env
 from scenarios import slurm_cluster_running

@@ -19,7 +19,7 @@ from sagan.params import Params, flatten, load_params
 from sagan.report.document import Labelled
 from sagan.study import stats, summary
 from sagan.study.design import load_study
-from conftest import tiny_params
+from helpers import tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # Student t quantiles t(0.975, df), from a printed table: the independent check of scipy's.

@@ -8,7 +8,7 @@ import scipy.ndimage
 import torch
 import torch.nn.functional as F
 
-from conftest import prepared_faces
+from helpers import prepared_faces
 from sagan.errors import SaganError
 from sagan.metrics.swd import (laplacian_pyramid, normalise, patch_corners, patch_descriptors,
                            sliced_wasserstein, swd)

@@ -169,7 +169,7 @@ def test_a_training_run_records_its_data_and_grouped_metrics_and_a_continued_run
     `train/...`; continuing the run (more steps, the same MLflow run) logs its data once."""
     import csv
 
-    from conftest import tiny_params, train
+    from helpers import tiny_params, train
     from sagan import paths
     from sagan.report import history
 

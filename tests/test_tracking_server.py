@@ -20,9 +20,7 @@ import pytest
 import requests
 import yaml
 
-from conftest import REPO_ROOT, make_project, read_losses, tiny_params, tiny_raw_params
-from test_mlflow_ui import _render, _visible_lines
-from test_report_browser import chromium  # noqa: F401  (a fixture, used by name)
+from helpers import REPO_ROOT, make_project, read_losses, render_dom, tiny_params, tiny_raw_params, visible_lines
 from sagan import cli, paths, tracking
 from sagan.metrics import extractor
 
@@ -203,7 +201,7 @@ class _SignedInBrowser(http.server.ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
 
 
-def test_the_servers_ui_shows_the_runs_table_to_a_signed_in_user_only(chromium, server, tmp_path,  # noqa: F811
+def test_the_servers_ui_shows_the_runs_table_to_a_signed_in_user_only(chromium, server, tmp_path,
                                                                      monkeypatch):
     """The MLflow UI that a team opens is the server itself: the page `make ui` prints for it
     (tracking.ui_url) shows alice's run to a browser that sends her credentials, and none of it
@@ -223,18 +221,18 @@ def test_the_servers_ui_shows_the_runs_table_to_a_signed_in_user_only(chromium, 
     browser = _SignedInBrowser(server.url, ALICE)
     threading.Thread(target=browser.serve_forever, daemon=True).start()
     try:
-        dom = _render(chromium, tmp_path / "profile-alice", page.replace(server.url, browser.url),
-                      lambda d: "ui-run-of-alice" in _visible_lines(d))
+        dom = render_dom(chromium, tmp_path / "profile-alice", page.replace(server.url, browser.url),
+                         lambda d: "ui-run-of-alice" in visible_lines(d))
     finally:
         browser.shutdown()
         browser.server_close()
-    lines = _visible_lines(dom)
+    lines = visible_lines(dom)
     assert lines[0] == f"Runs - Experiment {experiment_id} - MLflow", lines[:12]
     assert "ui-run-of-alice" in lines, "\n".join(lines[:40])
 
-    anonymous = _render(chromium, tmp_path / "profile-anonymous", page, lambda d: True)
+    anonymous = render_dom(chromium, tmp_path / "profile-anonymous", page, lambda d: True)
     # Refused (401) before the UI loads: neither its page nor the run.
-    assert "ui-run-of-alice" not in anonymous and not any("MLflow" in line for line in _visible_lines(anonymous))
+    assert "ui-run-of-alice" not in anonymous and not any("MLflow" in line for line in visible_lines(anonymous))
 
 
 def test_an_unauthenticated_request_and_a_user_without_permission_are_refused(server, tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """`sagan train` on a tiny prepared project: outputs per contract, learning, determinism, NaN stop,
 precision, completed-run reruns and param changes.
 
-The project (conftest.make_project: uint8 shards, manifest and split per docs/contracts.md) has
+The project (helpers.make_project: uint8 shards, manifest and split per docs/contracts.md) has
 reddish images of a known mean colour, so that learning is measurable against an independent number.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import (DATA_MEAN_RGB, assert_same_tensors, comparable, generator_tensors, make_project,
-                      read_losses, tiny_params, tiny_raw_params, train, train_lock_held_elsewhere)
+from helpers import (DATA_MEAN_RGB, assert_same_tensors, comparable, generator_tensors, make_project,
+                     read_losses, tiny_params, tiny_raw_params, train, train_lock_held_elsewhere)
 from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import Params, flatten
