@@ -171,17 +171,18 @@ def test_a_lower_step_limit_resumes_from_a_checkpoint_at_or_below_it_or_is_refus
     assert shorter["run"]["mlflow_run_id"] != twelve["run"]["mlflow_run_id"]  # a run of its own
     history = MlflowClient(mlflow_uri).get_metric_history(twelve["run"]["mlflow_run_id"], tracking.METRIC_STEPS)
     assert [m.value for m in history] == [12]  # the 12-step run's record is left as it was
-    assert [p.name for p in checkpoint.list_checkpoints()] == \
+    assert [p.name for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)] == \
         ["step_0000012.pt", "step_0000010.pt", "step_0000009.pt", "step_0000008.pt"]  # the longer run's kept
 
-    before, kept = published(), [p.read_bytes() for p in checkpoint.list_checkpoints()]
+    before, kept = published(), [p.read_bytes() for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)]
     Path("params.yaml").write_text(yaml.safe_dump(tiny_raw_params(max_steps=4)))
     assert main(["train", "--params", "params.yaml"]) == 1
     assert capsys.readouterr().err == (
         "sagan train: error: train.max_steps: 4 ends the run at step 4, but models/checkpoints holds these params "
         "trained to step 12 and none of their checkpoints at or below step 4 (hint: raise train.max_steps to "
         "publish that run, or move models/checkpoints aside to train 4 steps from scratch)\n")
-    assert published() == before and [p.read_bytes() for p in checkpoint.list_checkpoints()] == kept
+    assert published() == before
+    assert [p.read_bytes() for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)] == kept
 
     train(tiny_params(max_steps=0, epochs=1))  # 8 steps: the 12-step run's checkpoint at step 8, published
     record = yaml.safe_load(paths.RUN_RECORD.read_text())

@@ -143,7 +143,8 @@ def test_evaluations_during_training_never_change_the_weights_and_survive_a_resu
         for max_steps in stops:
             train(_eval_params(eval_every=eval_every, eval_samples=4, max_steps=max_steps))
         runs[name] = {"generator": paths.GENERATOR.read_bytes(), "best": paths.GENERATOR_BEST.read_bytes(),
-                      "checkpoint": torch.load(checkpoint.checkpoint_path(12), weights_only=True),
+                      "checkpoint": torch.load(checkpoint.checkpoint_path(12, paths.CHECKPOINTS_DIR),
+                                               weights_only=True),
                       "evals": read_losses(paths.EVALS_CSV), "record": json.loads(paths.RUN_RECORD.read_text()),
                       "configs": (load_generator(paths.GENERATOR_BEST)[1], load_generator(paths.GENERATOR)[1])}
     evaluated, plain, resumed = runs["evaluated"], runs["plain"], runs["resumed"]
@@ -330,7 +331,7 @@ def test_a_non_finite_loss_leaves_the_published_outputs_untouched(train_project,
 
 
 def test_an_old_format_checkpoint_is_superseded_not_reported_corrupt(train_project, capsys):
-    old = checkpoint.checkpoint_path(100)  # a higher step than the new run's
+    old = checkpoint.checkpoint_path(100, paths.CHECKPOINTS_DIR)  # a higher step than the new run's
     old.parent.mkdir(parents=True)
     torch.save({"format": 1, "identity": {}, "step": 100, "trainer": {}, "rng": {}, "loop": {}}, old)
     old_bytes = old.read_bytes()

@@ -1,10 +1,10 @@
-"""Checkpoints in models/checkpoints/step_XXXXXXX.pt: atomic writes, newest-valid resume, pruning,
-and the sets of other runs' checkpoints kept for later.
+"""Checkpoints in a run's models/checkpoints/step_XXXXXXX.pt: atomic writes, newest-valid resume,
+pruning, and the sets of other runs' checkpoints kept for later.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts so that it loads with
 `torch.load(weights_only=True)`; RNG states are stored as the uint8 tensors torch returns. Keys:
 `format`, `identity` (training_identity), `trainer` (GanTrainer.state_dict), `rng` (capture_rng),
-`loop` (loop.LoopState.state_dict: the step and all other loop state), and `epoch` / `position`
+`loop` (state.LoopState.state_dict: the step and all other loop state), and `epoch` / `position`
 (the step's place in its epoch, for people reading the file).
 
 models/checkpoints/ holds the checkpoints of one training identity: before a run, `arrange` moves
@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.params import Params, flatten
 
@@ -57,7 +56,7 @@ def set_name(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def checkpoint_path(step: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
+def checkpoint_path(step: int, directory: Path) -> Path:
     return Path(directory) / f"step_{step:07d}.pt"
 
 
@@ -66,7 +65,7 @@ def step_of(path: Path) -> int:
     return int(_NAME.match(Path(path).name).group(1))
 
 
-def list_checkpoints(directory: Path = paths.CHECKPOINTS_DIR) -> list[Path]:
+def list_checkpoints(directory: Path) -> list[Path]:
     """Checkpoint files, newest (highest step) first; temporary files are ignored."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -94,7 +93,7 @@ def owner(state: dict) -> str:
     return set_name(state["identity"])
 
 
-def save(state: dict, step: int, keep: int, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
+def save(state: dict, step: int, keep: int, directory: Path) -> Path:
     """Write `state` atomically as step `step`, then delete all but the newest `keep` of this run's
     checkpoints (those of its format and identity) up to `step`; any other file is left alone."""
     path = checkpoint_path(step, directory)
@@ -116,7 +115,7 @@ def save(state: dict, step: int, keep: int, directory: Path = paths.CHECKPOINTS_
     return path
 
 
-def load_newest_valid(directory: Path = paths.CHECKPOINTS_DIR, identity: dict | None = None,
+def load_newest_valid(directory: Path, identity: dict | None = None,
                       max_step: int | None = None) -> tuple[Path, dict] | None:
     """The newest checkpoint that loads (and has `identity`, and is at or below `max_step`, when
     given); a corrupt one is reported and the previous one tried."""
@@ -147,7 +146,7 @@ def identity_change(saved: dict, current: dict) -> str | None:
     return None
 
 
-def supersede(files: list[Path], name: str, directory: Path = paths.CHECKPOINTS_DIR) -> Path:
+def supersede(files: list[Path], name: str, directory: Path) -> Path:
     """Move `files` into the set `superseded/<name>/` (joining what it holds) and return the set.
 
     Kept rather than deleted: a mistaken --params must not destroy a long run's checkpoints, and
@@ -161,7 +160,7 @@ def supersede(files: list[Path], name: str, directory: Path = paths.CHECKPOINTS_
     return target
 
 
-def restore(name: str, directory: Path = paths.CHECKPOINTS_DIR) -> Path | None:
+def restore(name: str, directory: Path) -> Path | None:
     """Move the set `superseded/<name>/` back into `directory`; the set's path, or None if there is none."""
     source = Path(directory) / SUPERSEDED / name
     files = list_checkpoints(source)
@@ -180,7 +179,7 @@ def _size(n_bytes: int) -> str:
     return f"{n_bytes / 1e6:.1f} MB" if n_bytes >= 1e5 else f"{n_bytes / 1e3:.0f} kB"
 
 
-def cap_superseded(max_gb: float, directory: Path = paths.CHECKPOINTS_DIR) -> list[tuple[Path, int]]:
+def cap_superseded(max_gb: float, directory: Path) -> list[tuple[Path, int]]:
     """Remove superseded sets, oldest (mtime) first, until they use at most `max_gb` GB (10^9 bytes);
     each removed set is printed with its size, and returned."""
     root = Path(directory) / SUPERSEDED
@@ -199,17 +198,13 @@ def cap_superseded(max_gb: float, directory: Path = paths.CHECKPOINTS_DIR) -> li
     return removed
 
 
-def arrange(identity: dict, max_superseded_gb: float, directory: Path = paths.CHECKPOINTS_DIR) -> bool:
+def arrange(identity: dict, max_superseded_gb: float, directory: Path) -> bool:
     """Leave in `directory` only checkpoints of `identity` (and unreadable files, which
     load_newest_valid reports), before any rank reads it: others go to their superseded sets, and
     this identity's set comes back when `directory` has none of its own. Then the cap. Prints what
     it moves; True when it moved another run's checkpoints away. Rank 0 only, under the run's lock.
     """
     directory, mine = Path(directory), set_name(identity)
-    root = directory / SUPERSEDED
-    for path in list_checkpoints(root):  # the layout before per-identity sets: step files in superseded/
-        with contextlib.suppress(Exception):
-            supersede([path], owner(peek(path)), directory)
     others: dict[str, list[tuple[Path, dict]]] = {}
     have_mine = False
     for path in list_checkpoints(directory):

@@ -17,7 +17,6 @@ from typing import Iterator
 
 import torch
 
-from sagan import paths
 from sagan.errors import SaganError
 from sagan.train import dist
 from sagan.train.dist import DistContext
@@ -67,7 +66,7 @@ def release(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def exclusive(ctx: DistContext, models_dir: Path = paths.MODELS_DIR) -> Iterator[None]:
+def exclusive(ctx: DistContext, models_dir: Path) -> Iterator[None]:
     """Hold the run's training lock for the block: rank 0 takes it; every rank learns whether it did."""
     path = Path(models_dir) / LOCK_NAME
     fd, error = None, None

@@ -1,4 +1,4 @@
-"""`sagan train`: epochs over the on-device training set, logging, checkpoints, resume, outputs.
+"""`sagan train`: epochs over the on-device training set, logging, checkpoints, resume.
 
 Data path: the training split is loaded once onto the device as uint8 NHWC; each epoch draws a
 permutation there from a seeded generator (its state is checkpointed) and each step gathers and
@@ -15,12 +15,9 @@ steps (the incomplete tail is dropped); train.max_steps caps the run.
 
 Outputs are a pure function of the newest checkpoint (whose LoopState holds the log rows and
 sample grids), so a resumed run writes the same files as an uninterrupted one, and a rerun of a
-completed run only rewrites them. During training only checkpoints are written; generator.pt,
-losses.csv, samples/ and run.json are published together after a successful run, run.json last, so
-that a killed or failed run leaves the previous run's outputs as they were, never half of each.
-MLflow is written only at log points, epoch ends and the end of the run, never per step. A store
-that stops answering mid-run (a tracking server gone) costs the logging from then on, never the
-training or its outputs (Training.to_mlflow); rerunning `sagan train` logs what the run lacks.
+completed run only rewrites them. During training only checkpoints are written; rank 0 hands the
+final state to its RunPublisher (sagan.train.publish), which publishes the outputs together and
+keeps the MLflow run, whose failures never cost the training.
 
 One run per project at a time (sagan.train.lock); before any rank reads a checkpoint, rank 0 leaves
 in models/checkpoints/ only those of this run's identity (checkpoint.arrange).
@@ -28,27 +25,24 @@ in models/checkpoints/ only those of this run's identity (checkpoint.arrange).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
-import sys
-import tempfile
 import time
-from functools import cached_property
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from sagan import paths, tracking
-from sagan.atomic import atomic_dir, atomic_path
-from sagan.errors import SaganError, first_line
-from sagan.model.sample import save_grid
-from sagan.params import Params, flatten
-from sagan.train import checkpoint, dist, lock, records
+from sagan import paths
+from sagan.data.loader import dataset_info, load_split
+from sagan.errors import SaganError
+from sagan.model.io import plain_state_dict
+from sagan.params import Params
+from sagan.train import checkpoint, dist, lock
 from sagan.train.dist import DistContext
+from sagan.train.evaluation import TrainingEvaluator
+from sagan.train.publish import RunPublisher
+from sagan.train.state import LoopState
 from sagan.train.step import LOSSES, METRICS, GanTrainer
-
 
 
 @contextlib.contextmanager
@@ -66,52 +60,15 @@ def determinism(enabled: bool):
         torch.backends.cudnn.benchmark = benchmark
 
 
-def grid_name(epoch: int) -> str:
-    return f"epoch_{epoch:03d}.png"
-
-
-@dataclasses.dataclass
-class LoopState:
-    """Everything the loop carries from step to step, checkpointed and restored as one unit."""
-
-    step: int  # steps done
-    perm_state: torch.Tensor  # the permutation generator's state before the draw of the next step's epoch
-    metric_sum: torch.Tensor  # METRICS summed over the current log window (on the device)
-    window_steps: int  # steps in the current log window
-    first_bad: torch.Tensor  # per LOSSES, the first step where it was NaN/Inf, else -1 (on the device)
-    log_rows: list[dict]  # the rows of losses.csv
-    grids: dict[int, torch.Tensor]  # epoch -> its fixed-z sample grid, uint8 NCHW
-    mlflow_run_id: str
-    wall_time_s: float  # training seconds up to the newest checkpoint, over all resumptions
-    evals: list[dict]  # the rows of evals.csv (train.eval_every)
-    best: dict | None  # the lowest-FID evaluation: step, fid and the sampling generator's weights (CPU)
-
-    @classmethod
-    def start(cls, perm_state: torch.Tensor, device: torch.device) -> LoopState:
-        return cls(step=0, perm_state=perm_state, metric_sum=torch.zeros(len(METRICS), device=device),
-                   window_steps=0, first_bad=torch.full((len(LOSSES),), -1, dtype=torch.long, device=device),
-                   log_rows=[], grids={}, mlflow_run_id="", wall_time_s=0.0, evals=[], best=None)
-
-    def state_dict(self) -> dict:
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
-    def load_state_dict(self, state: dict, device: torch.device) -> None:
-        for field in dataclasses.fields(self):
-            setattr(self, field.name, state[field.name])
-        self.metric_sum, self.first_bad = self.metric_sum.to(device), self.first_bad.to(device)
-
-
 class Training:
-    """One training run (or its resumption) of one rank."""
+    """One training run (or its resumption) of one rank: its steps, checkpoints and resume. Rank 0
+    also evaluates (train.eval_every) and hands the loop's state to its RunPublisher."""
 
     def __init__(self, params: Params, ctx: DistContext, outputs: paths.RunOutputs, study: dict | None = None,
                  tags: dict[str, str] | None = None):
         """`outputs`: where the run writes (paths.RUN, or a study cell's); `study`: what run.json
         records of the study cell it is, if any; `tags`: MLflow tags beside the run's own."""
-        from sagan.data.loader import dataset_info, load_split
-
-        self.params, self.train, self.model, self.ctx = params, params.train, params.model, ctx
-        self.outputs, self.study, self.tags = outputs, study, tags or {}
+        self.train, self.model, self.ctx, self.outputs = params.train, params.model, ctx, outputs
         train, device = self.train, ctx.device
         self.info = dataset_info()
         self.data = load_split("train", device=device, verify=params.data.verify_shards)
@@ -135,13 +92,9 @@ class Training:
         self.identity = checkpoint.training_identity(params, self.info.fingerprint, ctx.world_size)
         self.state = LoopState.start(self.perm_gen.get_state(), device)
         self.last_checkpoint: str | None = None
-        self.mlflow_run: tracking.MlflowRun | None = None
-        self.mlflow_lost: str | None = None  # why MLflow stopped taking this run's logging, and when
-        self.evaluator = None
-        if train.eval_every and ctx.is_main:  # rank 0 evaluates; a missing reference fails before step 1
-            from sagan.train.evaluation import TrainingEvaluator
-
-            self.evaluator = TrainingEvaluator(params, self.info.size)
+        # Rank 0 alone evaluates (a missing reference fails before step 1) and publishes.
+        self.evaluator = TrainingEvaluator(params, self.info.size) if train.eval_every and ctx.is_main else None
+        self.publisher = RunPublisher(params, self.info, ctx, outputs, study, tags or {}) if ctx.is_main else None
 
     # -- checkpoints -------------------------------------------------------------------------
     def resume(self) -> None:
@@ -272,166 +225,42 @@ class Training:
         state.log_rows.append(row)
         bar.update(state.step - bar.n)
         bar.set_postfix(d=f"{row['d_loss']:.3f}", g=f"{row['g_loss']:.3f}", img_s=f"{row['img_per_s']:.0f}")
-        self.to_mlflow(lambda run: self.log_row(run, row))
+        self.publisher.log_row(row)
 
     def epoch_grid(self, epoch: int) -> None:
-        """The fixed-z grid after an epoch: kept in the checkpoint (published by write_outputs at the
-        end) and logged to MLflow now, from a temporary file."""
+        """The fixed-z grid after an epoch: kept in the checkpoint (published at the end) and logged
+        to MLflow now."""
         if not self.ctx.is_main:
             return
-        self.state.grids[epoch] = self.trainer.sample_u8(self.fixed_z)
-        self.to_mlflow(lambda run: self.log_grid(run, epoch))
+        grid = self.state.grids[epoch] = self.trainer.sample_u8(self.fixed_z)
+        self.publisher.log_grid(epoch, grid, self.state.step)
 
     def evaluate_now(self) -> float:
         """Score the sampling generator (rank 0), keep the row and, at a new lowest FID, its
         weights; returns the seconds it took."""
         if self.evaluator is None:
             return 0.0
-        from sagan.model.io import plain_state_dict
-
         began = time.perf_counter()
         state, generator = self.state, self.trainer.sampling_model()
         row = self.evaluator(generator, state.step)
         state.evals.append(row)
         if state.best is None or row["fid"] < state.best["fid"]:
             state.best = {"step": state.step, "fid": row["fid"], "state_dict": plain_state_dict(generator)}
-        self.to_mlflow(lambda run: self.log_eval(run, row))
+        self.publisher.log_eval(row)
         return time.perf_counter() - began
 
-    # -- MLflow ------------------------------------------------------------------------------
-    def to_mlflow(self, log) -> None:
-        """`log(mlflow_run)`, unless there is no MLflow run or logging to it failed before: a failure
-        (the tracking server gone, a full disk) is recorded in mlflow_lost and ends this run's logging,
-        never the training; finish_mlflow says what was not logged."""
-        if self.mlflow_run is None or self.mlflow_lost:
+    # -- the run -----------------------------------------------------------------------------
+    def run(self) -> None:
+        """Resume and train the steps left; rank 0 also keeps the MLflow run and publishes the final state."""
+        self.resume()
+        if self.publisher is None:  # the other ranks train alongside rank 0 and publish nothing
+            self.run_steps()
             return
-        try:
-            log(self.mlflow_run)
-        except Exception as exc:  # MLflow, requests and the server's refusals raise many types
-            self.mlflow_lost = f"at step {self.state.step} ({first_line(exc)[:300]})"
-
-    def log_row(self, run: tracking.MlflowRun, row: dict) -> None:
-        run.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=row["step"])
-
-    def log_eval(self, run: tracking.MlflowRun, row: dict) -> None:
-        run.log_metrics({f"eval/{k}": float(v) for k, v in row.items() if k != "step" and not k.startswith("n_")},
-                        step=row["step"])
-
-    def log_grid(self, run: tracking.MlflowRun, epoch: int) -> None:
-        with tempfile.TemporaryDirectory(prefix="sagan-grid-") as tmp:
-            path = Path(tmp) / grid_name(epoch)
-            save_grid(self.state.grids[epoch], path)
-            run.log_artifact(path, "samples")
-
-    def log_missing(self, run: tracking.MlflowRun) -> None:
-        """The log points, evaluations and grids of the run's state that its MLflow run lacks (they
-        came while the store did not answer): a rerun of a completed run logs them."""
-        logged = run.metric_steps("train/d_loss")
-        for row in self.state.log_rows:
-            if row["step"] not in logged:
-                self.log_row(run, row)
-        logged = run.metric_steps("eval/fid")
-        for row in self.state.evals:
-            if row["step"] not in logged:
-                self.log_eval(run, row)
-        logged = run.artifact_names("samples")
-        for epoch in sorted(self.state.grids):
-            if grid_name(epoch) not in logged:
-                self.log_grid(run, epoch)
-
-    def finish_mlflow(self, ok: bool) -> None:
-        """End the MLflow run; if logging to it failed, say in one line what it lacks and how to add it."""
-        if self.mlflow_run is None:
-            return
-        self.mlflow_run.stop_system_metrics()
-        self.to_mlflow(lambda run: run.finish(ok))
-        if self.mlflow_lost:
-            model = ", the model" if self.params.mlflow.log_model else ""
-            print(f"sagan train: warning: MLflow stopped logging {self.mlflow_lost}: run {self.state.mlflow_run_id} in "
-                  f"{tracking.shown_uri(self.params.mlflow)} lacks the metrics and sample grids from then on, the "
-                  f"run's summary{model} and its end{'; the outputs are written' if ok else ''}; rerun `sagan train` "
-                  f"once the store answers, and it logs them", file=sys.stderr)
-
-    # -- records and outputs -----------------------------------------------------------------
-    @cached_property
-    def metadata(self) -> dict:
-        """tracking.run_metadata of this run (rank 0 only): the MLflow tags and run.json share it."""
-        metadata = tracking.run_metadata(self.params.mlflow, self.info.fingerprint, self.info.synthetic)
-        return {**metadata, "study": self.study} if self.study else metadata
-
-    def open_mlflow(self) -> None:
-        tags = tracking.run_tags(self.metadata) | self.tags
-        self.mlflow_run = tracking.MlflowRun.start_or_resume(self.params.mlflow, self.state.mlflow_run_id or None, tags,
-                                                             flatten(self.params), tracking.training_input(self.info))
-        self.state.mlflow_run_id = self.mlflow_run.run_id
-
-    def write_outputs(self) -> None:
-        """generator.pt, generator_best.pt, losses.csv, evals.csv, samples/, run.json, all from the
-        final state, published together. Without evaluations the best generator is the last one.
-
-        Each is written to its temporary name first; only when all are written are they renamed into
-        place, run.json last (ExitStack renames in reverse order of entry). A failure before that
-        leaves the previous outputs untouched."""
-        from sagan.model.io import save_generator
-        from sagan.model.networks import Generator
-
-        state = self.state
-        images_seen = state.step * self.train.n_critic * self.global_batch
-        img_per_s = images_seen / state.wall_time_s if state.wall_time_s > 0 else 0.0
-        device = self.ctx.device.type + (f" x{self.ctx.world_size}" if self.ctx.distributed else "")
-        with contextlib.ExitStack() as publish:
-            out = self.outputs
-            run_record = publish.enter_context(atomic_path(out.run_record))
-            samples = publish.enter_context(atomic_dir(out.samples_dir))
-            losses = publish.enter_context(atomic_path(out.losses_csv))
-            evals = publish.enter_context(atomic_path(out.evals_csv))
-            best = publish.enter_context(atomic_path(out.generator_best))
-            generator = publish.enter_context(atomic_path(out.generator))
-            ema = self.trainer.ema is not None
-            save_generator(generator, self.trainer.sampling_model(), self.model, self.info.size, ema=ema)
-            best_generator = self.trainer.sampling_model()
-            if state.best is not None:
-                best_generator = Generator(self.model, self.info.size)
-                best_generator.load_state_dict(state.best["state_dict"])
-            save_generator(best, best_generator, self.model, self.info.size, ema=ema)
-            records.write_losses(state.log_rows, state.mlflow_run_id, losses)
-            records.write_evals(state.evals, state.mlflow_run_id, evals)
-            for epoch, images in sorted(state.grids.items()):
-                save_grid(images, samples / grid_name(epoch))
-            records.write_run_record({
-                **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step,
-                "epochs": math.ceil(state.step / self.steps_per_epoch), "wall_time_s": state.wall_time_s,
-                "img_per_s": img_per_s, "device": device, "params": flatten(self.params),
-                "best_step": state.best["step"] if state.best else None,
-                "best_fid": state.best["fid"] if state.best else None,
-            }, run_record)
-        self.to_mlflow(self.log_missing)
-        # the run-level summary, for the report's run-history table
-        self.to_mlflow(lambda run: run.log_metrics({tracking.METRIC_STEPS: state.step, tracking.METRIC_IMG_PER_S:
-                                                    img_per_s, tracking.METRIC_WALL_TIME: state.wall_time_s},
-                                                   step=state.step))
-        if self.params.mlflow.log_model:
-            self.to_mlflow(self.log_model)
-
-    def log_model(self, run: tracking.MlflowRun) -> None:
-        """The published generator as an MLflow model of this run (and a registered version). It
-        is logged after the outputs are published, so a store that refuses it costs a warning, not
-        the trained generator."""
-        from sagan.model.registry import ARTIFACT, log_generator
-
-        step = self.state.step
-        if any(output.step == step and run.client.get_logged_model(output.model_id).name == ARTIFACT
-               for output in run.client.get_run(run.run_id).outputs.model_outputs):
-            return  # the outputs of a completed run rewritten: this generator is logged already
-        try:
-            info = log_generator(self.params.mlflow, self.state.mlflow_run_id, self.outputs.generator, step)
-        except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
-            print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
-                  f"{first_line(exc)[:200]})", file=sys.stderr)
-            return
-        version = (f", registered as models:/{self.params.mlflow.registered_model}/{info.registered_model_version}"
-                   if info.registered_model_version else "")
-        print(f"sagan train: MLflow model {info.model_uri} (runs:/{self.state.mlflow_run_id}/generator){version}")
+        with self.publisher.tracked(self.state):
+            self.run_steps()
+            state = self.state
+            self.publisher.publish(state, self.trainer, epochs=math.ceil(state.step / self.steps_per_epoch),
+                                   images_seen=state.step * self.train.n_critic * self.global_batch)
 
 
 def train(params: Params, outputs: paths.RunOutputs, study: dict | None = None,
@@ -440,17 +269,6 @@ def train(params: Params, outputs: paths.RunOutputs, study: dict | None = None,
     ctx = dist.init(params.train.device)
     try:
         with lock.exclusive(ctx, outputs.models_dir), determinism(params.train.deterministic):
-            training = Training(params, ctx, outputs, study, tags)
-            training.resume()
-            if ctx.is_main:
-                training.open_mlflow()
-            ok = False
-            try:
-                training.run_steps()
-                if ctx.is_main:
-                    training.write_outputs()
-                ok = True
-            finally:
-                training.finish_mlflow(ok)
+            Training(params, ctx, outputs, study, tags).run()
     finally:
         dist.shutdown(ctx)

@@ -13,11 +13,11 @@ Precision (train.precision): `fp32`; `bf16` under autocast; `fp16` under autocas
 GradScaler per optimiser. The gradient penalty runs under autocast for bf16 (fp32's range, so the
 input gradient cannot underflow) and in fp32 for fp16 (whose range would underflow it).
 
-DDP: G and D are wrapped for their own updates. The gradient penalty and the G step's pass
-through D call the bare discriminator (never the DDP wrapper): DDP cannot take the penalty's
-double backward, and the G step must not all-reduce D gradients that are thrown away. The
-penalty's parameter gradients still reach DDP's all-reduce, because they accumulate into the same
-leaves during the D step's single backward.
+DDP: each network's own update runs through its DDP wrapper (`g_synced`, `d_synced`). The
+gradient penalty calls the plain discriminator and the G step's pass through D the unwrapped one
+(`d_local`): DDP cannot take the penalty's double backward, and the G step must not all-reduce D
+gradients that are thrown away. The penalty's parameter gradients still reach DDP's all-reduce,
+because they accumulate into the same leaves during the D step's single backward.
 """
 from __future__ import annotations
 
@@ -26,8 +26,11 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from sagan.errors import SaganError
+from sagan.model import losses
+from sagan.model.networks import Discriminator, Generator
 from sagan.params import ModelParams, TrainParams
 from sagan.pixels import to_signed, to_uint8
 from sagan.train.dist import DistContext
@@ -65,13 +68,11 @@ class GanTrainer:
     """G, D, their EMA, optimisers and scalers, and the step that updates them."""
 
     def __init__(self, model: ModelParams, train: TrainParams, image_size: int, ctx: DistContext):
-        from sagan.model import losses
-        from sagan.model.networks import Discriminator, Generator
-
         self.train, self.ctx, self.image_size = train, ctx, image_size
-        self._losses = losses
         device = ctx.device
         torch.manual_seed(train.seed)  # weight init and spectral-norm start vectors
+        # G and D: the plain networks, which hold the weights (checkpointed, published, the EMA's
+        # source) and which the gradient penalty differentiates twice.
         memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         self.G = Generator(model, image_size).to(device, memory_format=memory_format)
         self.D = Discriminator(model, image_size).to(device, memory_format=memory_format)
@@ -94,16 +95,17 @@ class GanTrainer:
         self.scaler_d = torch.amp.GradScaler(device.type, enabled=scaling)
         self.d_updates = 0  # D updates so far: which of them carry the penalty under gp_every
 
-        # Callables for the forward passes: compiled (optional), DDP-wrapped for own updates.
-        g_core = torch.compile(self.G) if train.compile else self.G
-        self.d_core = torch.compile(self.D) if train.compile else self.D
-        self.g_core, self.g_train, self.d_train = g_core, g_core, self.d_core
+        # The networks as the step calls them. `*_local`: compiled with train.compile, for the
+        # passes whose gradients stay on this rank (G drawing the fakes of D's update, D scoring
+        # them in G's). `*_synced`: those, DDP-wrapped under torchrun for the network's own update,
+        # so that its gradients are all-reduced over the ranks; in a world of one, the local ones.
+        self.g_local = torch.compile(self.G) if train.compile else self.G
+        self.d_local = torch.compile(self.D) if train.compile else self.D
+        self.g_synced, self.d_synced = self.g_local, self.d_local
         if ctx.distributed:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
             ids = [device.index] if device.type == "cuda" else None
-            self.g_train = DDP(g_core, device_ids=ids)
-            self.d_train = DDP(self.d_core, device_ids=ids)
+            self.g_synced = DistributedDataParallel(self.g_local, device_ids=ids)
+            self.d_synced = DistributedDataParallel(self.d_local, device_ids=ids)
 
     def _autocast(self):
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.train.precision)
@@ -117,15 +119,15 @@ class GanTrainer:
         """One D update; returns its D_METRICS on the device."""
         train = self.train
         with torch.no_grad(), self._autocast():
-            fake = self.g_core(z)
+            fake = self.g_local(z)
         fake = fake.float()
         with self._autocast():
-            real_logits = self.d_train(real).float()
-            fake_logits = self.d_train(fake).float()
-            loss = self._losses.d_loss(train.loss, real_logits, fake_logits)
+            real_logits = self.d_synced(real).float()
+            fake_logits = self.d_synced(fake).float()
+            loss = losses.d_loss(train.loss, real_logits, fake_logits)
         if train.gp_lambda > 0 and self.d_updates % train.gp_every == 0:
             with self._penalty_precision():
-                gp = train.gp_every * self._losses.gradient_penalty(self.D, real, fake, generator=noise).float()
+                gp = train.gp_every * losses.gradient_penalty(self.D, real, fake, generator=noise).float()
             loss = loss + train.gp_lambda * gp
         else:
             gp = torch.zeros((), device=real.device)
@@ -140,8 +142,8 @@ class GanTrainer:
     def g_step(self, z: torch.Tensor) -> torch.Tensor:
         """One G update (and the EMA); returns the G loss on the device."""
         with self._autocast():
-            fake_logits = self.d_core(self.g_train(z)).float()
-            loss = self._losses.g_loss(self.train.loss, fake_logits)
+            fake_logits = self.d_local(self.g_synced(z)).float()
+            loss = losses.g_loss(self.train.loss, fake_logits)
         self.opt_g.zero_grad(set_to_none=True)
         self.scaler_g.scale(loss).backward()
         self.scaler_g.step(self.opt_g)
