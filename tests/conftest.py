@@ -35,11 +35,13 @@ import yaml  # noqa: E402
 
 from sagan import paths  # noqa: E402
 from sagan.commands import prepare as prepare_command, split as split_command  # noqa: E402
-from sagan.data.layout import SHARD_SHA256_KEY, sha256sum, shard_name  # noqa: E402
+from sagan.data.layout import SHARD_SHA256_KEY, shard_name  # noqa: E402
 from sagan.data.prepare import crop_resize  # noqa: E402
 from sagan.data.synthetic import _jpeg_bytes, draw_face, write_synthetic_celeba  # noqa: E402
-from sagan.params import Params, load_params, parse_params  # noqa: E402
+from sagan.digest import file_digest  # noqa: E402
+from sagan.params import Params, flatten, load_params, parse_params  # noqa: E402
 from sagan.profiles import read_profile, write_profile  # noqa: E402
+from sagan.run_record import RunRecord  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYNTHETIC_IMAGES = 200
@@ -140,7 +142,7 @@ def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: in
                          "shard": pa.array([i // shard_size for i in range(n_images)], pa.int32()),
                          "row": pa.array([i % shard_size for i in range(n_images)], pa.int32()),
                          "partition": pa.array([0] * n_images, pa.int8())})
-    checksums = [sha256sum(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
+    checksums = [file_digest(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
     meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32,
             SHARD_SHA256_KEY: json.dumps(checksums).encode()}
     pq.write_table(manifest.replace_schema_metadata(meta), prepared / "manifest.parquet")
@@ -187,6 +189,16 @@ def train(params: Params) -> None:
     from sagan.train import loop
 
     loop.train(params, paths.RUN)
+
+
+def run_record(run_id: str, **fields) -> RunRecord:
+    """The run.json of a finished training run `run_id` as `sagan train` writes it, with `fields` changed."""
+    return RunRecord(**{"mlflow_run_id": run_id, "mlflow_experiment": "sagan-celeba",
+                        "tracking_uri": "sqlite:///mlflow.db", "steps": 200, "epochs": 10, "wall_time_s": 25.0,
+                        "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
+                        "data_fingerprint": "f" * 64, "synthetic_data": True, "orchestrator": "dvc",
+                        "dvc_experiment": "", "best_step": None, "best_fid": None, "params": flatten(Params()),
+                        **fields})
 
 
 def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:

@@ -21,10 +21,10 @@ import pytest
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from conftest import write_params
+from conftest import run_record, write_params
 from sagan import paths
 from sagan.errors import SaganError
-from sagan.metrics import results
+from sagan.metrics.results import Evaluation
 from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten
 from sagan.report import build, figures, history
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
@@ -95,23 +95,30 @@ def report_params(store: Store, **report) -> Params:
                   train=TrainParams(lr_d=2e-4), report=ReportParams(**report))
 
 
+def evaluation(run_id: str, **changes) -> Evaluation:
+    """An evaluation of run `run_id` in the contract's format (docs/contracts.md, evaluate), with `changes`."""
+    return Evaluation.from_dict({
+        "run_id": run_id, "generator": "last", "fid": 123.456789, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256,
+        "n_ref": 400, "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": STANDIN_SHA256,
+        "weights_kind": "standin",
+        "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
+        "synthetic_data": True, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
+        "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
+                                "n_gen": 256},
+        "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
+        "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"},
+        **changes})
+
+
 def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
                  weights_sha256: str = STANDIN_SHA256, synthetic_metrics: bool = True, synthetic_run: bool = True,
                  params: Params | None = None) -> None:
     """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
     trained with `params` (default: report_params(store))."""
     run_id = store.run_ids["beta"]
-    metrics = {"run_id": run_id, "generator": "last", "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
-               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": weights_sha256,
-               "weights_kind": weights_kind,
-               "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
-               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
-               "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
-                                       "n_gen": 256},
-               "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
-               "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"}}
     (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
-    results.write(metrics, root / paths.METRICS, root / paths.METRICS_PROTOCOL)
+    evaluation(run_id, fid=fid, weights_kind=weights_kind, weights_sha256=weights_sha256,
+               synthetic_data=synthetic_metrics).write(paths.RunOutputs(root))
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
     lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in LOSSES]
     (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
@@ -143,7 +150,7 @@ def project_dir(root: Path):
 def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
     write_inputs(root, store, params=params, **inputs)
     with project_dir(root):
-        build.build_report(params or report_params(store))
+        build.build_report(params or report_params(store), paths.RUN, [])
     return root
 
 
@@ -218,8 +225,9 @@ def test_this_runs_fid_is_the_one_in_metrics_json(standin_report):
     ("standin", OFFICIAL_SHA256, False, False, []),
 ])
 def test_comparability_warnings(weights_kind, weights_sha256, synthetic_metrics, synthetic_run, expected):
-    metrics = {"weights_kind": weights_kind, "weights_sha256": weights_sha256, "synthetic_data": synthetic_metrics}
-    assert build.comparability_warnings(metrics, {"synthetic_data": synthetic_run}) == expected
+    measured = evaluation("run", weights_kind=weights_kind, weights_sha256=weights_sha256,
+                          synthetic_data=synthetic_metrics)
+    assert build.comparability_warnings(measured, run_record("run", synthetic_data=synthetic_run)) == expected
 
 
 def test_the_official_digest_is_the_official_files():
@@ -364,6 +372,16 @@ def test_every_metric_sits_between_its_floor_and_ceiling(standin_report):
     assert "Metrics with a scale" in html_text
 
 
+def test_the_gap_closed_is_measured_only_on_a_scale():
+    """How far a run got from the untrained generator towards real images, where the bounds give a scale."""
+    measured = evaluation("run")  # FID 123.46 between 20 and 300, SWD 80 between 30 and 230
+    assert measured.gap_closed("fid") == pytest.approx((300 - 123.456789) / (300 - 20))
+    assert measured.gap_closed("swd") == 0.75
+    assert evaluation("run", kid_mean=None, kid_std=None).gap_closed("kid_mean") is None  # fid.kid off
+    for ceiling in (20.0, 10.0):  # the FID cannot tell the untrained generator from real images
+        assert evaluation("run", ceiling={"fid": ceiling, "n_gen": 256}).gap_closed("fid") is None
+
+
 def test_metadata_and_params_diff_against_the_paper(standin_report, store):
     md, _ = read(standin_report)
     facts = dict(md_table(md, "Metadata")[1:])
@@ -501,7 +519,7 @@ def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, store, 
     write_inputs(tmp_path, store)
     (tmp_path / remove).unlink()
     with project_dir(tmp_path), pytest.raises(SaganError) as exc:
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
     assert str(exc.value) == message
     assert not (tmp_path / paths.REPORT_MD).exists() and not (tmp_path / paths.REPORT_HTML).exists()
 
@@ -512,11 +530,11 @@ def test_missing_samples_and_bad_columns_are_named(tmp_path, store):
         png.unlink()
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
                                                                  r"no sample grids found; it is written by `sagan train`"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
     write_inputs(tmp_path, store)
     (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
 
 
 def _rewrite_json(path: Path, **changes) -> None:
@@ -539,7 +557,7 @@ def test_inputs_of_two_runs_are_refused(tmp_path, store, mix, message):
         csv = tmp_path / paths.LOSSES_CSV
         csv.write_text(csv.read_text().replace(store.run_ids["beta"], "0" * 32))
     with project_dir(tmp_path), pytest.raises(SaganError, match=message):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
     assert not (tmp_path / paths.REPORT_MD).exists()
 
 
@@ -547,7 +565,7 @@ def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, store):
     trained_with = replace(report_params(store), train=TrainParams(lr_d=1e-3))
     write_inputs(tmp_path, store, params=trained_with)
     with project_dir(tmp_path):
-        build.build_report(report_params(store))  # params.yaml of now: lr_d 2e-4
+        build.build_report(report_params(store), paths.RUN, [])  # params.yaml of now: lr_d 2e-4
     md, _ = read(tmp_path)
     diff_rows = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert ["train.lr_d", "0.0004", "0.001"] in diff_rows
@@ -558,7 +576,7 @@ def test_a_non_number_fid_is_one_line(tmp_path, store):
     _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
                                                                  r"not a finite number; it is written by"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
 
 
 def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
@@ -572,7 +590,7 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, store):
     for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
         csv.write_text(csv.read_text().replace(store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
     assert sorted((tmp_path / paths.FIGURES_DIR).iterdir()) == figures_before
 
@@ -582,7 +600,7 @@ def test_an_unknown_experiment_is_named(tmp_path, store):
     write_inputs(tmp_path, store)
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
                                                                  r"not found in sqlite:///"):
-        build.build_report(params)
+        build.build_report(params, paths.RUN, [])
 
 
 def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
@@ -618,7 +636,7 @@ def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(
     (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
     _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
     with project_dir(tmp_path):
-        build.build_report(report_params(store))
+        build.build_report(report_params(store), paths.RUN, [])
     md, _ = read(tmp_path)
     assert figures.FIG7 not in {p.name for p in (tmp_path / paths.FIGURES_DIR).iterdir()}
     assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md

@@ -42,9 +42,10 @@ from tqdm import tqdm
 
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
-from sagan.errors import SaganError, first_line
+from sagan.errors import SaganError, one_line
 from sagan.model.sample import save_grid
 from sagan.params import Params, flatten
+from sagan.run_record import RunRecord
 from sagan.train import checkpoint, dist, lock, records
 from sagan.train.dist import DistContext
 from sagan.train.step import LOSSES, METRICS, GanTrainer
@@ -308,7 +309,7 @@ class Training:
         try:
             log(self.mlflow_run)
         except Exception as exc:  # MLflow, requests and the server's refusals raise many types
-            self.mlflow_lost = f"at step {self.state.step} ({first_line(exc)[:300]})"
+            self.mlflow_lost = f"at step {self.state.step} ({one_line(exc, limit=300)})"
 
     def log_row(self, run: tracking.MlflowRun, row: dict) -> None:
         run.log_metrics({f"train/{k}": float(v) for k, v in row.items() if k != "step"}, step=row["step"])
@@ -398,13 +399,13 @@ class Training:
             records.write_evals(state.evals, state.mlflow_run_id, evals)
             for epoch, images in sorted(state.grids.items()):
                 save_grid(images, samples / grid_name(epoch))
-            records.write_run_record({
+            RunRecord(**{
                 **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step,
                 "epochs": math.ceil(state.step / self.steps_per_epoch), "wall_time_s": state.wall_time_s,
                 "img_per_s": img_per_s, "device": device, "params": flatten(self.params),
                 "best_step": state.best["step"] if state.best else None,
                 "best_fid": state.best["fid"] if state.best else None,
-            }, run_record)
+            }).write(run_record)
         self.to_mlflow(self.log_missing)
         # the run-level summary, for the report's run-history table
         self.to_mlflow(lambda run: run.log_metrics({tracking.METRIC_STEPS: state.step, tracking.METRIC_IMG_PER_S:
@@ -427,7 +428,7 @@ class Training:
             info = log_generator(self.params.mlflow, self.state.mlflow_run_id, self.outputs.generator, step)
         except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
             print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
-                  f"{first_line(exc)[:200]})", file=sys.stderr)
+                  f"{one_line(exc)})", file=sys.stderr)
             return
         version = (f", registered as models:/{self.params.mlflow.registered_model}/{info.registered_model_version}"
                    if info.registered_model_version else "")
