@@ -60,13 +60,14 @@ def _setup(root: Path, device: str) -> None:
 
 
 def _ours(n: int, batch_size: int, device: str) -> float:
+    from sagan import paths
     from sagan.metrics import evaluate
     from sagan.profiles import read_profile
 
     params = read_profile("smoke", REPO).params
     params = dataclasses.replace(params, fid=dataclasses.replace(
         params.fid, weights="standin", num_samples=n, batch_size=batch_size, kid=False, device=device))
-    return evaluate.evaluate(params)["fid"]
+    return evaluate.evaluate(params, paths.GENERATOR)["fid"]
 
 
 def _torch_fidelity(root: Path, n: int, batch_size: int, device: str) -> float:

@@ -21,12 +21,14 @@ import yaml
 from PIL import Image
 
 from sagan import paths
-from sagan.data.layout import SHARD_SHA256_KEY, sha256sum, shard_name
+from sagan.data.layout import SHARD_SHA256_KEY, shard_name
 from sagan.data.prepare import crop_resize
 from sagan.data.synthetic import _jpeg_bytes, draw_face
-from sagan.metrics import results
+from sagan.digest import file_digest
+from sagan.metrics.results import Evaluation
 from sagan.params import MlflowParams, Params, ReportParams, TrainParams, flatten, parse_params
 from sagan.profiles import read_profile
+from sagan.run_record import RunRecord
 from sagan.report import build
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,7 @@ def make_project(root: Path, n_images: int = 160, size: int = 32, shard_size: in
                          "shard": pa.array([i // shard_size for i in range(n_images)], pa.int32()),
                          "row": pa.array([i % shard_size for i in range(n_images)], pa.int32()),
                          "partition": pa.array([0] * n_images, pa.int8())})
-    checksums = [sha256sum(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
+    checksums = [file_digest(prepared / shard_name(i)) for i in range(-(-n_images // shard_size))]
     meta = {b"crop": b"160", b"size": str(size).encode(), b"synthetic": b"true", b"source_zip_md5": b"0" * 32,
             SHARD_SHA256_KEY: json.dumps(checksums).encode()}
     pq.write_table(manifest.replace_schema_metadata(meta), prepared / "manifest.parquet")
@@ -208,23 +210,30 @@ def report_params(store: Store, **report) -> Params:
                   train=TrainParams(lr_d=2e-4), report=ReportParams(**report))
 
 
+def evaluation(run_id: str, **changes) -> Evaluation:
+    """An evaluation of run `run_id` in the contract's format (docs/contracts.md, evaluate), with `changes`."""
+    return Evaluation.from_dict({
+        "run_id": run_id, "generator": "last", "fid": 123.456789, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256,
+        "n_ref": 400, "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": STANDIN_SHA256,
+        "weights_kind": "standin",
+        "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
+        "synthetic_data": True, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
+        "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
+                                "n_gen": 256},
+        "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
+        "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"},
+        **changes})
+
+
 def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_kind: str = "standin",
                  weights_sha256: str = STANDIN_SHA256, synthetic_metrics: bool = True, synthetic_run: bool = True,
                  params: Params | None = None) -> None:
     """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
     trained with `params` (default: report_params(store))."""
     run_id = store.run_ids["beta"]
-    metrics = {"run_id": run_id, "generator": "last", "fid": fid, "kid_mean": 0.0123, "kid_std": 0.001, "n_gen": 256, "n_ref": 400,
-               "reference_split": "val", "extractor": "inception-v3-compat", "weights_sha256": weights_sha256,
-               "weights_kind": weights_kind,
-               "preprocessing": {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"},
-               "synthetic_data": synthetic_metrics, "wall_time_s": 3.0, "precision": 0.5, "recall": 0.25, "swd": 80.0,
-               "n_swd": 256, "floor": {"fid": 20.0, "kid_mean": 0.001, "precision": 0.75, "recall": 0.75, "swd": 30.0,
-                                       "n_gen": 256},
-               "ceiling": {"fid": 300.0, "kid_mean": 0.3, "precision": 0.0, "recall": 0.0, "swd": 230.0, "n_gen": 256},
-               "metric_protocols": {"kid": "KID-PROTOCOL", "precision_recall": "PRC-PROTOCOL", "swd": "SWD-PROTOCOL"}}
     (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
-    results.write(metrics, root / paths.METRICS, root / paths.METRICS_PROTOCOL)
+    evaluation(run_id, fid=fid, weights_kind=weights_kind, weights_sha256=weights_sha256,
+               synthetic_data=synthetic_metrics).write(paths.RunOutputs(root))
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
     lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in REPORT_LOSSES]
     (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
@@ -256,7 +265,7 @@ def project_dir(root: Path):
 def make_report(root: Path, store: Store, params: Params | None = None, **inputs) -> Path:
     write_inputs(root, store, params=params, **inputs)
     with project_dir(root):
-        build.build_report(params or report_params(store))
+        build.build_report(params or report_params(store), paths.RUN, [])
     return root
 
 
@@ -289,3 +298,13 @@ def render_dom(binary: str, profile: Path, url: str, ready, *extra: str) -> str:
         if ready(dom):
             break
     return dom
+
+
+def run_record(run_id: str, **fields) -> RunRecord:
+    """The run.json of a finished training run `run_id` as `sagan train` writes it, with `fields` changed."""
+    return RunRecord(**{"mlflow_run_id": run_id, "mlflow_experiment": "sagan-celeba",
+                        "tracking_uri": "sqlite:///mlflow.db", "steps": 200, "epochs": 10, "wall_time_s": 25.0,
+                        "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
+                        "data_fingerprint": "f" * 64, "synthetic_data": True, "orchestrator": "dvc",
+                        "dvc_experiment": "", "best_step": None, "best_fid": None, "params": flatten(Params()),
+                        **fields})

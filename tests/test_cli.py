@@ -10,8 +10,10 @@ import pytest
 from helpers import write_params
 from sagan import atomic, paths, stages
 from sagan.cli import main
+from sagan.errors import one_line
 from sagan.stages import COMMANDS
-from sagan.metrics import gate, results
+from sagan.metrics import gate
+from sagan.metrics.results import Evaluation
 from sagan.params import Params, load_params
 from sagan.stages import STAGES
 
@@ -67,7 +69,17 @@ def test_an_mlflow_failure_mid_stage_is_one_line(tmp_path, monkeypatch, capsys):
                                        "run 'abc' not found\n")
 
 
-# The two files of an evaluation (sagan.metrics.results) that `sagan check-fid` reads.
+def test_an_exception_is_put_on_one_line():
+    state_dict = RuntimeError('Error(s) in loading state_dict for Generator:\n\tMissing key(s) in state_dict: "a".\n')
+    assert one_line(state_dict) == "Error(s) in loading state_dict for Generator:"  # a library's point comes first
+    assert one_line(state_dict, whole=True) == ('Error(s) in loading state_dict for Generator: Missing key(s) in '
+                                                'state_dict: "a".')
+    assert one_line(ValueError()) == "ValueError"  # no message: its type
+    assert one_line(ValueError("x" * 300)) == "x" * 197 + "..."
+    assert one_line(ValueError("x" * 300), limit=None) == "x" * 300
+
+
+# The evaluation (sagan.metrics.results) whose two files `sagan check-fid` reads.
 EVALUATION = {"fid": 9.0, "n_gen": 6, "n_ref": 4, "wall_time_s": 1.0, "floor": {"fid": 2.0}, "ceiling": {"fid": 30.0},
               "run_id": None, "generator": "last", "reference_split": "val", "extractor": "inception-v3-compat",
               "weights_sha256": "ab" * 32, "weights_kind": "standin", "preprocessing": {"crop": 160, "size": 32},
@@ -81,7 +93,7 @@ def test_check_fid_update_rewrites_an_empty_or_corrupt_baseline(tmp_path, monkey
     params = write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     paths.METRICS.parent.mkdir()
-    results.write(EVALUATION)
+    Evaluation.from_dict(EVALUATION).write(paths.RUN)
     Path("baseline.json").write_bytes(old.encode("latin-1"))
     assert main(["check-fid", "--params", str(params), "--baseline", "baseline.json", "--update"]) == 0
     assert capsys.readouterr().err == ""
@@ -95,7 +107,7 @@ def test_check_fid_update_onto_a_directory_is_one_line(tmp_path, monkeypatch, ca
     params = write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     paths.METRICS.parent.mkdir()
-    results.write(EVALUATION)
+    Evaluation.from_dict(EVALUATION).write(paths.RUN)
     Path("baselines").mkdir()
     assert main(["check-fid", "--params", str(params), "--baseline", "baselines", "--update"]) == 1
     assert capsys.readouterr().err == ("sagan check-fid: error: baselines: is a directory, so it cannot be written "

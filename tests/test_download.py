@@ -12,7 +12,7 @@ import pytest
 
 from sagan import paths
 from sagan.data import download
-from sagan.data.layout import md5sum
+from sagan.digest import file_digest
 from sagan.data.synthetic import is_synthetic_zip
 from sagan.errors import SaganError
 from sagan.params import parse_params
@@ -113,10 +113,10 @@ def _url_params(server, **extra):
     return _params(source="url", urls={"zip": f"{server.url}/zip", "partition": f"{server.url}/partition"}, **extra)
 
 
-def test_md5sum_matches_hashlib(tmp_path):
+def test_file_digest_matches_hashlib(tmp_path):
     path = tmp_path / "f.bin"
     path.write_bytes(ZIP_BYTES * 5)  # > one read chunk
-    assert md5sum(path) == _md5(ZIP_BYTES * 5)
+    assert file_digest(path, "md5") == _md5(ZIP_BYTES * 5) == file_digest(ZIP_BYTES * 5, "md5")  # or its bytes
 
 
 def test_url_source_downloads_and_verifies(server, workdir, capsys):
@@ -138,7 +138,7 @@ def test_dropped_connection_resumes_with_range(server, workdir):
     assert first_path == second_path == "/zip"
     assert "Range" not in first_headers
     assert second_headers["Range"] == "bytes=100000-"
-    assert md5sum(paths.RAW_ZIP) == _md5(ZIP_BYTES)
+    assert file_digest(paths.RAW_ZIP, "md5") == _md5(ZIP_BYTES)
     assert not (paths.RAW_DIR / "img_align_celeba.zip.part").exists()
 
 

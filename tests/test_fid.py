@@ -12,6 +12,7 @@ import scipy.linalg
 import torch
 
 from helpers import PicklePayload, prepared_faces
+from sagan import paths
 from sagan.device import resolve_device
 from sagan.errors import SaganError
 from sagan.metrics import extractor
@@ -148,7 +149,7 @@ def test_weights_path_with_wrong_hash_names_both_hashes(tmp_path):
     fake.write_bytes(b"not the inception weights")
     digest = hashlib.sha256(b"not the inception weights").hexdigest()
     with pytest.raises(SaganError) as exc:
-        extractor.resolve_weights(str(fake))
+        extractor.resolve_weights(str(fake), paths.STANDIN_WEIGHTS_DIR)
     assert str(exc.value).startswith(f"{fake}: sha256 {digest} does not match the official Inception weights "
                                      f"(sha256 6726825d...)")
     assert "\n" not in str(exc.value)
@@ -157,7 +158,7 @@ def test_weights_path_with_wrong_hash_names_both_hashes(tmp_path):
 def test_weights_path_missing(tmp_path):
     with pytest.raises(SaganError, match=r"fid.weights: file not found: .*nope\.pth \(hint: use the official "
                                          r"weights-inception-2015-12-05-6726825d\.pth"):
-        extractor.resolve_weights(str(tmp_path / "nope.pth"))
+        extractor.resolve_weights(str(tmp_path / "nope.pth"), paths.STANDIN_WEIGHTS_DIR)
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def test_auto_weights_offline_names_file_place_and_url(hub_dir, monkeypatch):
     url = "http://127.0.0.1:9/weights-inception-2015-12-05-6726825d.pth"  # discard port: refused
     monkeypatch.setattr(extractor, "URL_INCEPTION_V3", url)
     with pytest.raises(SaganError) as exc:
-        extractor.resolve_weights("auto")
+        extractor.resolve_weights("auto", paths.STANDIN_WEIGHTS_DIR)
     message = str(exc.value)
     assert message.startswith(f"{hub_dir}: official Inception weights missing and the download failed (")
     assert f"fetch {url} elsewhere and put it at {hub_dir}" in message and "\n" not in message
@@ -202,7 +203,7 @@ def test_download_with_wrong_hash_leaves_nothing(hub_dir, served_file, monkeypat
     monkeypatch.setattr(extractor, "URL_INCEPTION_V3", url)
     with pytest.raises(SaganError, match=f"{url}: downloaded sha256 {hashlib.sha256(body).hexdigest()} does not "
                                          f"match the official Inception weights"):
-        extractor.resolve_weights("auto")
+        extractor.resolve_weights("auto", paths.STANDIN_WEIGHTS_DIR)
     assert list(hub_dir.parent.iterdir()) == []  # no partial or temporary file left
 
 
@@ -211,10 +212,10 @@ def test_download_moves_checked_file_into_place(hub_dir, served_file, monkeypatc
     digest = hashlib.sha256(body).hexdigest()
     monkeypatch.setattr(extractor, "URL_INCEPTION_V3", url)
     monkeypatch.setattr(extractor, "OFFICIAL_SHA256_PREFIX", digest[:8])
-    weights = extractor.resolve_weights("auto")
+    weights = extractor.resolve_weights("auto", paths.STANDIN_WEIGHTS_DIR)
     assert weights == extractor.Weights(hub_dir, digest, "official")
     assert hub_dir.read_bytes() == body
-    assert extractor.resolve_weights("auto") == weights  # cached: found without the network
+    assert extractor.resolve_weights("auto", paths.STANDIN_WEIGHTS_DIR) == weights  # cached: found without the network
 
 
 def _plant_weights(path: Path, marker: Path) -> str:
@@ -245,7 +246,7 @@ def test_official_weights_with_a_pickle_payload_are_refused(tmp_path, monkeypatc
     planted = tmp_path / extractor.OFFICIAL_FILE
     digest = _plant_weights(planted, marker)
     monkeypatch.setattr(extractor, "OFFICIAL_SHA256_PREFIX", digest[:8])  # a forged prefix match
-    weights = extractor.resolve_weights(str(planted))
+    weights = extractor.resolve_weights(str(planted), paths.STANDIN_WEIGHTS_DIR)
     with pytest.raises(SaganError, match=rf"^{planted}: holds objects other than tensors[^\n]*$"):
         extractor.load_extractor(weights, torch.device("cpu"))
     assert not marker.exists()

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PicklePayload
+from helpers import PicklePayload, run_record
 from sagan import cli, paths, pixels
-from sagan.atomic import write_json
 from sagan.errors import SaganError
 from sagan.cli import build_parser
 from sagan.commands import evaluate as evaluate_command, fid_bounds, fid_ref
 from sagan.data.layout import shard_name
-from sagan.metrics import evaluate, extractor, measure, reference, results
+from sagan.metrics import evaluate, extractor, measure, reference
+from sagan.metrics.results import PROTOCOL_FIELDS, Evaluation
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.params import Params, load_params
@@ -108,7 +108,7 @@ def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, mo
     assert paths.FID_REFERENCE.read_bytes() == before
     # evaluating a (new) generator reads the reference but never rewrites it
     _bounds_for(_with_fid(base_params(), kid=False), tmp_path, monkeypatch)
-    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False))
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False), paths.GENERATOR)
     assert paths.FID_REFERENCE.read_bytes() == before
     assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, N_GEN)
 
@@ -166,14 +166,14 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
         "metrics_sha256": str}
     assert set(protocol["metric_protocols"]) == {"kid", "precision_recall", "swd"}
     assert protocol["metrics_sha256"] == hashlib.sha256(paths.METRICS.read_bytes()).hexdigest()
-    metrics = results.read()
-    assert metrics["fid"] > 0 and metrics["kid_std"] >= 0
-    assert (metrics["n_gen"], metrics["n_ref"], metrics["weights_kind"], metrics["synthetic_data"]) == \
-        (N_GEN, N_REF, "standin", True)
-    assert metrics["weights_sha256"] == extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR).sha256
-    assert metrics["preprocessing"] == {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}
+    evaluation = Evaluation.read(paths.RUN)
+    assert evaluation.numbers["fid"] > 0 and evaluation.numbers["kid_std"] >= 0
+    assert (evaluation.numbers["n_gen"], evaluation.numbers["n_ref"], evaluation.weights_kind,
+            evaluation.synthetic_data) == (N_GEN, N_REF, "standin", True)
+    assert evaluation.weights_sha256 == extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR).sha256
+    assert evaluation.preprocessing == {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}
     out, err = capsys.readouterr()
-    assert f"sagan evaluate: FID {metrics['fid']:.3f}, KID " in out
+    assert f"sagan evaluate: FID {evaluation.numbers['fid']:.3f}, KID " in out
     assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
 
 
@@ -192,8 +192,7 @@ def _recorded_training_run(params: Params):
     mlflow.set_experiment(params.mlflow.experiment)
     with mlflow.start_run() as training_run:
         pass
-    paths.RUN_RECORD.parent.mkdir(parents=True, exist_ok=True)
-    paths.RUN_RECORD.write_text(json.dumps({"mlflow_run_id": training_run.info.run_id}))
+    run_record(training_run.info.run_id).write(paths.RUN_RECORD)
     return training_run
 
 
@@ -206,12 +205,13 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch, capsys):
                "floor": {"fid": 2.0, "swd": 30.0, "n_gen": 6}, "ceiling": {"fid": 40.0, "swd": 200.0, "n_gen": 6},
                "reference_split": "val", "preprocessing": {"crop": 160, "size": 32},
                "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
-               "synthetic_data": True, "run_id": "another-run"}
+               "synthetic_data": True, "run_id": "another-run", "generator": "last", "metric_protocols": {}}
     # run.json names another run than the one these metrics were checked against (replaced since): no logging
-    evaluate.log_to_training_run(params, metrics)
+    evaluate.log_to_training_run(params, Evaluation.from_dict(metrics), paths.RUN_RECORD)
     assert mlflow.get_run(training_run.info.run_id).data.metrics == {}
     assert "metrics not logged to MLflow" in capsys.readouterr().err
-    evaluate.log_to_training_run(params, {**metrics, "run_id": training_run.info.run_id})
+    evaluate.log_to_training_run(params, Evaluation.from_dict({**metrics, "run_id": training_run.info.run_id}),
+                                 paths.RUN_RECORD)
     logged = mlflow.get_run(training_run.info.run_id).data
     # kid_std None, the sample counts and the protocol are no metrics
     assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25, "swd": 80.0, "floor/fid": 2.0, "floor/swd": 30.0,
@@ -262,22 +262,22 @@ def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
     reference.write_npz(paths.FID_REFERENCE, {**arrays, "size": np.array(64)})
     with pytest.raises(SaganError, match=r"reference.npz: reference images are 64 px but models/generator.pt "
                                          r"makes 32 px \(hint: rerun `sagan fid-ref`"):
-        evaluate.evaluate(base_params())
+        evaluate.evaluate(base_params(), paths.GENERATOR)
     reference.write_npz(paths.FID_REFERENCE, {**arrays, "weights_kind": np.array("official"),
                                               "weights_sha256": np.array("6726825d" + "0" * 56)})
     with pytest.raises(SaganError, match=rf"reference.npz: computed with Inception weights official sha256 "
                                          rf"6726825d0+, but fid.weights gives standin sha256 {ref['weights_sha256']} "
                                          rf"\(hint: rerun `sagan fid-ref`\)"):
-        evaluate.evaluate(base_params())
+        evaluate.evaluate(base_params(), paths.GENERATOR)
     del arrays["sigma"]
     reference.write_npz(paths.FID_REFERENCE, arrays)
     with pytest.raises(SaganError, match=r"reference.npz: missing sigma$"):  # a file outside the project
-        evaluate.evaluate(base_params())
+        evaluate.evaluate(base_params(), paths.GENERATOR)
 
 
 def test_an_unknown_device_is_named_with_its_param(project):
     with pytest.raises(SaganError, match=r"^fid.device: unknown device 'gpu0' \(hint: use auto, cpu or cuda\)$"):
-        evaluate.evaluate(_with_fid(base_params(), device="gpu0"))
+        evaluate.evaluate(_with_fid(base_params(), device="gpu0"), paths.GENERATOR)
 
 
 def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monkeypatch, capsys):
@@ -288,15 +288,15 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monk
     _bounds_for(params, tmp_path, monkeypatch)
     training_run = _recorded_training_run(params)
     evaluate_command.run(params, ARGS)
-    metrics = results.read()
-    assert metrics["run_id"] == training_run.info.run_id
+    evaluation = Evaluation.read(paths.RUN)
+    assert evaluation.run_id == training_run.info.run_id
     assert "kid_mean" not in json.loads(paths.METRICS.read_text())  # fid.kid off: no KID column, not a null
-    assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(metrics["fid"])
+    assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(evaluation.numbers["fid"])
     # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
     paths.RUN_RECORD.unlink()
     capsys.readouterr()
     evaluate_command.run(params, ARGS)
-    assert results.read()["run_id"] is None
+    assert Evaluation.read(paths.RUN).run_id is None
     assert f"{paths.RUN_RECORD} not found; metrics not logged to MLflow" in capsys.readouterr().err
 
 
@@ -308,11 +308,12 @@ def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monke
     try:
         best = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, generator="best"))
         evaluate_command.run(best, ARGS)
-        scored = results.read()
-        assert scored["generator"] == "best"
-        assert scored["fid"] == evaluate.evaluate(params, paths.GENERATOR_BEST)["fid"]
+        scored = Evaluation.read(paths.RUN)
+        assert scored.generator == "best"
+        assert scored.numbers["fid"] == evaluate.evaluate(params, paths.GENERATOR_BEST)["fid"]
         evaluate_command.run(params, ARGS)  # the default: the last generator, as in the paper
-        assert results.read()["generator"] == "last" and results.read()["fid"] != scored["fid"]
+        last = Evaluation.read(paths.RUN)
+        assert last.generator == "last" and last.numbers["fid"] != scored.numbers["fid"]
     finally:
         paths.GENERATOR_BEST.unlink()
 
@@ -320,20 +321,20 @@ def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monke
 def test_kid_subset_size_below_two_names_the_param(project, tmp_path, monkeypatch):
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     with pytest.raises(SaganError) as exc:
-        evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1))
+        evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1), paths.GENERATOR)
     assert str(exc.value).startswith(f"fid.kid_subset_size: 1; KID needs subsets of at least 2 and at most "
                                      f"min(fid.num_samples, reference features) = {min(N_GEN, N_REF)} ")
     assert "\n" not in str(exc.value)
     # larger than the pools: capped (small runs still get a KID), as before
     _bounds_for(_with_fid(base_params(), kid_subset_size=1000), tmp_path, monkeypatch)
-    metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000))
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000), paths.GENERATOR)
     assert metrics["kid_mean"] is not None
 
 
 @pytest.mark.parametrize("kid", [True, False])
 def test_num_samples_below_two_names_the_param(project, kid):
     with pytest.raises(SaganError, match=r"^fid.num_samples: 1; FID needs at least 2 samples [^\n]*$"):
-        evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid))
+        evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid), paths.GENERATOR)
 
 
 def _publish_run(outputs: paths.RunOutputs, run_id: str, seed: int) -> None:
@@ -341,7 +342,7 @@ def _publish_run(outputs: paths.RunOutputs, run_id: str, seed: int) -> None:
     params = base_params()
     torch.manual_seed(seed)
     save_generator(outputs.generator, Generator(params.model, 32), params.model, 32, ema=False)
-    write_json(outputs.run_record, {"mlflow_run_id": run_id})
+    run_record(run_id).write(outputs.run_record)
 
 
 @pytest.mark.parametrize("where,new_run_id,changed", [
@@ -409,14 +410,14 @@ def test_bounds_of_another_reference_are_refused_before_any_sample(project, tmp_
                                          rf"\(sha256 {stored['reference_sha256']}\) than {paths.FID_REFERENCE} "
                                          rf"\(sha256 {new}\); it is written by `sagan fid-bounds` \(hint: run "
                                          rf"`sagan fid-bounds`, or the whole pipeline: `dvc repro`\)$"):
-        evaluate.evaluate(params)
+        evaluate.evaluate(params, paths.GENERATOR)
 
 
 def test_bounds_of_other_sampling_params_are_refused_before_any_sample(project, no_sampling):
     with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: was measured with fid\.seed 0, fid\.swd_images "
                                          r"\d+; the params give fid\.seed 5, fid\.swd_images 3; it is written by "
                                          r"`sagan fid-bounds` \(hint: "):
-        evaluate.evaluate(_with_fid(base_params(), seed=5, swd_images=3))
+        evaluate.evaluate(_with_fid(base_params(), seed=5, swd_images=3), paths.GENERATOR)
 
 
 @pytest.mark.parametrize("damage", [lambda kept: kept[: len(kept) // 2], lambda kept: b"\xff" + kept],
@@ -427,7 +428,7 @@ def test_a_damaged_bounds_file_is_refused_before_any_sample(project, no_sampling
         paths.FID_BOUNDS.write_bytes(damage(kept))
         with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: not valid JSON \([^\n]*\); it is written "
                                              r"by `sagan fid-bounds`"):
-            evaluate.evaluate(base_params())
+            evaluate.evaluate(base_params(), paths.GENERATOR)
     finally:
         paths.FID_BOUNDS.write_bytes(kept)
 
@@ -449,9 +450,9 @@ def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict, dro
     write_profile("smoke", tmp_path / "smoke.yaml", root=Path(__file__).resolve().parents[1])
     monkeypatch.chdir(tmp_path)
     paths.METRICS.parent.mkdir(exist_ok=True)
-    results.write({**EVALUATION, **metrics})
+    Evaluation.from_dict({**EVALUATION, **metrics}).write(paths.RUN)
     if drop:
-        path = paths.METRICS_PROTOCOL if drop in results.PROTOCOL_KEYS else paths.METRICS
+        path = paths.METRICS_PROTOCOL if drop in PROTOCOL_FIELDS else paths.METRICS
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != drop}))
     Path("baseline.json").write_text(json.dumps(baseline))
     rc = cli.main(["check-fid", "--params", "smoke.yaml", "--baseline", "baseline.json"])
@@ -508,13 +509,13 @@ def test_check_fid_names_a_key_missing_from_metrics(tmp_path, monkeypatch, capsy
 def test_metrics_from_another_evaluation_are_refused(tmp_path, monkeypatch):
     """A kill between evaluate's two writes, or a hand edit, must not pair numbers with the wrong protocol."""
     monkeypatch.chdir(tmp_path)
-    results.write(EVALUATION)
-    assert results.read()["fid"] == 9.0
+    Evaluation.from_dict(EVALUATION).write(paths.RUN)
+    assert Evaluation.read(paths.RUN).numbers["fid"] == 9.0
     paths.METRICS.write_text(json.dumps({**json.loads(paths.METRICS.read_text()), "fid": 8.0}))
     with pytest.raises(SaganError, match=r"^reports/metrics\.json: is not the file reports/metrics_protocol\.json "
                                          r"describes \(its sha256 differs\): the two come from different evaluations; "
                                          r"it is written by `sagan evaluate`"):
-        results.read()
+        Evaluation.read(paths.RUN)
 
 
 @pytest.mark.parametrize("baseline,problem", [
@@ -541,6 +542,6 @@ def test_fid_ref_refuses_planted_standin_weights_without_running_them(project, t
     planted = paths.STANDIN_WEIGHTS_DIR / extractor.STANDIN_FILE
     planted.parent.mkdir(parents=True)
     torch.save({"fc.weight": PicklePayload(marker)}, planted)
-    planted.with_name(planted.name + ".sha256").write_text(extractor.sha256_bytes(planted.read_bytes()) + "\n")
+    planted.with_name(planted.name + ".sha256").write_text(hashlib.sha256(planted.read_bytes()).hexdigest() + "\n")
     assert _error(capsys, "fid-ref").startswith(f"sagan fid-ref: error: {planted}: holds objects other than tensors")
     assert not marker.exists()

@@ -19,8 +19,8 @@ import pytest
 from markdown_it import MarkdownIt
 from PIL import Image
 
-from helpers import (REPORT_EVALS, REPORT_EXPERIMENT, STANDIN_SHA256, make_report, make_store, project_dir,
-                     report_params, write_inputs, write_params)
+from helpers import (REPORT_EVALS, REPORT_EXPERIMENT, STANDIN_SHA256, evaluation, make_report, make_store,
+                     project_dir, report_params, run_record, write_inputs, write_params)
 from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import MlflowParams, TrainParams
@@ -110,8 +110,19 @@ def test_this_runs_fid_is_the_one_in_metrics_json(standin_report):
     ("standin", OFFICIAL_SHA256, False, False, []),
 ])
 def test_comparability_warnings(weights_kind, weights_sha256, synthetic_metrics, synthetic_run, expected):
-    metrics = {"weights_kind": weights_kind, "weights_sha256": weights_sha256, "synthetic_data": synthetic_metrics}
-    assert build.comparability_warnings(metrics, {"synthetic_data": synthetic_run}) == expected
+    measured = evaluation("run", weights_kind=weights_kind, weights_sha256=weights_sha256,
+                          synthetic_data=synthetic_metrics)
+    assert build.comparability_warnings(measured, run_record("run", synthetic_data=synthetic_run)) == expected
+
+
+def test_the_gap_closed_is_measured_only_on_a_scale():
+    """How far a run got from the untrained generator towards real images, where the bounds give a scale."""
+    measured = evaluation("run")  # FID 123.46 between 20 and 300, SWD 80 between 30 and 230
+    assert measured.gap_closed("fid") == pytest.approx((300 - 123.456789) / (300 - 20))
+    assert measured.gap_closed("swd") == 0.75
+    assert evaluation("run", kid_mean=None, kid_std=None).gap_closed("kid_mean") is None  # fid.kid off
+    for ceiling in (20.0, 10.0):  # the FID cannot tell the untrained generator from real images
+        assert evaluation("run", ceiling={"fid": ceiling, "n_gen": 256}).gap_closed("fid") is None
 
 
 def test_the_official_digest_is_the_official_files():
@@ -393,7 +404,7 @@ def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, report_
     write_inputs(tmp_path, report_store)
     (tmp_path / remove).unlink()
     with project_dir(tmp_path), pytest.raises(SaganError) as exc:
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
     assert str(exc.value) == message
     assert not (tmp_path / paths.REPORT_MD).exists() and not (tmp_path / paths.REPORT_HTML).exists()
 
@@ -404,11 +415,11 @@ def test_missing_samples_and_bad_columns_are_named(tmp_path, report_store):
         png.unlink()
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
                                                                  r"no sample grids found; it is written by `sagan train`"):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
     write_inputs(tmp_path, report_store)
     (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
 
 
 def _rewrite_json(path: Path, **changes) -> None:
@@ -431,7 +442,7 @@ def test_inputs_of_two_runs_are_refused(tmp_path, report_store, mix, message):
         csv = tmp_path / paths.LOSSES_CSV
         csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], "0" * 32))
     with project_dir(tmp_path), pytest.raises(SaganError, match=message):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
     assert not (tmp_path / paths.REPORT_MD).exists()
 
 
@@ -439,7 +450,7 @@ def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, report_store):
     trained_with = replace(report_params(report_store), train=TrainParams(lr_d=1e-3))
     write_inputs(tmp_path, report_store, params=trained_with)
     with project_dir(tmp_path):
-        build.build_report(report_params(report_store))  # params.yaml of now: lr_d 2e-4
+        build.build_report(report_params(report_store), paths.RUN, [])  # params.yaml of now: lr_d 2e-4
     md, _ = read(tmp_path)
     diff_rows = md_table_after(md.split("Params that differ from the paper's configuration", 1)[1])
     assert ["train.lr_d", "0.0004", "0.001"] in diff_rows
@@ -450,7 +461,7 @@ def test_a_non_number_fid_is_one_line(tmp_path, report_store):
     _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
                                                                  r"not a finite number; it is written by"):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
 
 
 def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, report_store):
@@ -464,7 +475,7 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, report_store):
     for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
         csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
     assert {p: (tmp_path / p).read_bytes() for p in before} == before
     assert sorted((tmp_path / paths.FIGURES_DIR).iterdir()) == figures_before
 
@@ -475,7 +486,7 @@ def test_an_unknown_experiment_is_named(tmp_path, report_store):
     write_inputs(tmp_path, report_store)
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^MLflow experiment 'nope' \(mlflow.experiment\) "
                                                                  r"not found in sqlite:///"):
-        build.build_report(params)
+        build.build_report(params, paths.RUN, [])
 
 
 def test_cli_prints_a_missing_input_as_one_line(tmp_path, capsys):
@@ -511,7 +522,7 @@ def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(
     (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
     _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
     with project_dir(tmp_path):
-        build.build_report(report_params(report_store))
+        build.build_report(report_params(report_store), paths.RUN, [])
     md, _ = read(tmp_path)
     assert figures.FIG7 not in {p.name for p in (tmp_path / paths.FIGURES_DIR).iterdir()}
     assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md

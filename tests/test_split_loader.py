@@ -187,8 +187,8 @@ def test_each_shard_is_hashed_once_per_process(project_copy, monkeypatch):
 
     prepare(paths.RAW_ZIP, paths.RAW_PARTITION, paths.PREPARED_DIR, PrepareParams(size=32, shard_size=60, workers=1))
     hashed = []
-    real = loader.sha256sum
-    monkeypatch.setattr(loader, "sha256sum", lambda path: hashed.append(Path(path).name) or real(path))
+    real = loader.file_digest
+    monkeypatch.setattr(loader, "file_digest", lambda path: hashed.append(Path(path).name) or real(path))
     for name in ("train", "val", "all", "train"):
         load_split(name, verify=True)
     assert sorted(hashed) == [shard_name(i) for i in range(4)]

@@ -4,7 +4,6 @@ dvc.yaml against the code. The study run end to end through both orchestrators i
 tests/test_pipeline.py (TestStudy)."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from sagan.params import Params, flatten, load_params
 from sagan.report.document import Labelled
 from sagan.study import stats, summary
 from sagan.study.design import load_study
-from helpers import tiny_params
+from helpers import run_record, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 # Student t quantiles t(0.975, df), from a printed table: the independent check of scipy's.
@@ -195,9 +194,7 @@ CELLS = ["none-seed0", "none-seed1", "none-seed2", "sagan-after3-seed0", "sagan-
 
 
 def write_run_record(root: Path, cell: str, run_id: str) -> None:
-    record = root / paths.RunOutputs(paths.study_cell_dir("attention", cell)).run_record
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"mlflow_run_id": run_id}))
+    run_record(run_id).write(root / paths.RunOutputs(paths.study_cell_dir("attention", cell)).run_record)
 
 
 def write_results(root: Path) -> None:
@@ -217,11 +214,9 @@ def write_results(root: Path) -> None:
 def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
     from PIL import Image
 
-    from sagan.report.build import study_sections
-
-    assert study_sections() == []
+    assert summary.report_sections(relative_to=paths.REPORTS_DIR) == []
     write_results(project)
-    [section] = study_sections()
+    [section] = summary.report_sections(relative_to=paths.REPORTS_DIR)
     assert section.title == "Does self-attention help?"
     table = next(b for b in section.blocks if hasattr(b, "rows"))
     assert [row[0] for row in table.rows] == ["no attention", "sagan, after layer 3"]

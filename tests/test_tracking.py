@@ -13,8 +13,11 @@ import time
 import mlflow
 import pytest
 
+from helpers import run_record
 from sagan.errors import SaganError
+from sagan.metrics.results import Evaluation
 from sagan.params import DataParams, MlflowParams, Params, ReportParams, flatten
+from sagan.run_record import RunRecord
 from sagan.tracking import MlflowRun, client, run_metadata, run_tags, tracking_uri
 
 
@@ -29,30 +32,57 @@ def store(tmp_path, monkeypatch):
 
 def test_logs_into_the_recorded_run(store):
     p, run_id, record = store
-    record.write_text(json.dumps({"mlflow_run_id": run_id}))
-    MlflowRun.from_run_record(p, record).log_metrics({"fid": 12.5})
+    MlflowRun.from_run_record(p, run_record(run_id), record).log_metrics({"fid": 12.5})
     assert mlflow.MlflowClient(p.tracking_uri).get_run(run_id).data.metrics == {"fid": 12.5}
     assert mlflow.active_run() is None  # no fluent, process-global run was started
 
 
 def test_a_run_missing_from_the_store_is_one_clear_line(store):
     p, _, record = store
-    record.write_text(json.dumps({"mlflow_run_id": "0" * 32}))
     with pytest.raises(SaganError, match=f"MLflow run 0{{32}} from {record} is not in sqlite:///"):
-        MlflowRun.from_run_record(p, record)
+        MlflowRun.from_run_record(p, run_record("0" * 32), record)
 
 
 def test_errors_while_logging_are_not_reported_as_a_missing_run(store):
     p, run_id, record = store
-    record.write_text(json.dumps({"mlflow_run_id": run_id}))
-    run = MlflowRun.from_run_record(p, record)
+    run = MlflowRun.from_run_record(p, run_record(run_id), record)
     with pytest.raises(mlflow.exceptions.MlflowException, match="Invalid value"):
         run.log_metrics({"bad name!": 1.0})
 
 
 def test_missing_run_record_names_the_file(tmp_path):
     with pytest.raises(SaganError, match="run.json: not found"):
-        MlflowRun.from_run_record(MlflowParams(), tmp_path / "run.json")
+        RunRecord.read(tmp_path / "run.json")
+
+
+def test_a_run_record_reads_back_as_written_and_a_bad_field_is_one_line(tmp_path):
+    path = tmp_path / "run.json"
+    record = run_record("abc", best_step=40, best_fid=12.5)
+    record.write(path)
+    assert RunRecord.read(path) == record
+    assert "study" not in json.loads(path.read_text())  # the pipeline's run is no study's cell
+    cell = dataclasses.replace(record, study={"name": "attention", "cell": "none-seed0", "attention": "none",
+                                              "placement": None, "seed": 0})
+    cell.write(path)
+    assert RunRecord.read(path) == cell
+    written = json.loads(path.read_text())
+    path.write_text(json.dumps({**written, "wall_time_s": 25}))  # a whole number is a number
+    assert RunRecord.read(path).wall_time_s == 25
+    for change, problem in [
+        ({"steps": "ten"}, "'steps' is 'ten', not an integer"),
+        ({"synthetic_data": 1}, "'synthetic_data' is 1, not true or false"),
+        ({"best_fid": "n/a"}, "'best_fid' is 'n/a', not a number or null"),
+        ({"params": None}, "'params' is None, not an object"),
+        ({"mlflow_run_id": ""}, "has no 'mlflow_run_id'"),
+    ]:
+        path.write_text(json.dumps({**written, **change}))
+        with pytest.raises(SaganError) as exc:
+            RunRecord.read(path)
+        assert str(exc.value) == f"{path}: {problem}"
+    path.write_text(json.dumps({key: value for key, value in written.items() if key not in ("steps", "params")}))
+    with pytest.raises(SaganError) as exc:
+        RunRecord.read(path)
+    assert str(exc.value) == f"{path}: missing 'steps', 'params'"
 
 
 def _open_store(uri: str, barrier, results) -> None:
@@ -207,13 +237,15 @@ def test_a_training_run_records_its_data_and_grouped_metrics_and_a_continued_run
 
 def test_an_evaluation_records_the_fid_reference_once(shared_store, tmp_path):
     p, run_id, record = shared_store
-    record.write_text(json.dumps({"mlflow_run_id": run_id}))
     reference = tmp_path / "reference.npz"
     reference.write_bytes(b"reference statistics" * 1000)
-    evaluation = {"reference_split": "val", "synthetic_data": False, "n_ref": 40000, "weights_kind": "official",
-                  "extractor": "inception"}
+    evaluation = Evaluation.from_dict({
+        "fid": 12.5, "n_gen": 50000, "n_ref": 40000, "wall_time_s": 60.0, "floor": {"fid": 2.0},
+        "ceiling": {"fid": 300.0}, "run_id": run_id, "generator": "last", "reference_split": "val",
+        "extractor": "inception", "weights_sha256": "ab" * 32, "weights_kind": "official", "preprocessing": {},
+        "synthetic_data": False, "metric_protocols": {}})
     for fid in (12.5, 12.0):  # evaluate run twice against the same reference
-        MlflowRun.from_run_record(p, record).log_evaluation({"fid": fid}, reference, evaluation)
+        MlflowRun.from_run_record(p, run_record(run_id), record).log_evaluation({"fid": fid}, reference, evaluation)
     run = mlflow.MlflowClient(p.tracking_uri).get_run(run_id)
     (data,) = run.inputs.dataset_inputs
     sha256 = hashlib.sha256(reference.read_bytes()).hexdigest()

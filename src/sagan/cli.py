@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from sagan.errors import SaganError, first_line
+from sagan.errors import SaganError, one_line
 from sagan.params import DEFAULT_PARAMS, load_params
 from sagan.stages import COMMANDS
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an MLflow store failing mid-run is the user's to fix, not a bug of ours
         if not type(exc).__module__.startswith("mlflow"):
             raise
-        return error(args.command, f"MLflow: {type(exc).__name__}: {first_line(exc)}")
+        return error(args.command, f"MLflow: {type(exc).__name__}: {one_line(exc, limit=None)}")
     return 0
 
 

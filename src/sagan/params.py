@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
-from sagan.errors import SaganError
+from sagan.errors import SaganError, one_line
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -299,7 +299,7 @@ def parse_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
-        raise SaganError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+        raise SaganError(f"{where}: not valid YAML ({one_line(exc, limit=None)})") from exc
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

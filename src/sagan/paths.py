@@ -1,4 +1,5 @@
-"""Every stage output path, fixed by the contract in docs/architecture.md, and which stage writes it.
+"""Every stage output path, fixed by the contract in docs/architecture.md, which stage writes it,
+and the one-line errors (and the JSON reader) for an input that is missing or bad.
 
 The Snakefile imports these; dvc.yaml spells them once more (tests/test_orchestration.py checks
 its literals against this module). All paths are relative to the project root (the working
@@ -6,6 +7,7 @@ directory).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -230,3 +232,15 @@ def require(path: str | os.PathLike) -> Path:
     if not path.exists():
         raise bad_input(path, "not found")
     return path
+
+
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object in `path`: a missing file is require's error, one that is not a JSON object
+    (a truncated write, bytes that are no text, a list) is one line by bad_input."""
+    try:
+        data = json.loads(require(path).read_bytes())
+    except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError for bytes that are no text
+        raise bad_input(path, f"not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise bad_input(path, "not a JSON object")
+    return data

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -27,8 +26,10 @@ import time
 from pathlib import Path
 
 from sagan import paths
-from sagan.errors import SaganError, first_line
+from sagan.digest import file_digest
+from sagan.errors import SaganError, one_line
 from sagan.params import MlflowParams, redact_url
+from sagan.run_record import RunRecord
 
 _MLFLOW_BATCH = 100  # MLflow's limit on params per log_batch call
 # The run_metadata keys that also tag the MLflow run, as `sagan.KEY`.
@@ -151,19 +152,16 @@ def training_input(info):
                           profile, schema.to_dict())
 
 
-def reference_input(reference: Path, evaluation: dict):
+def reference_input(reference: Path, evaluation):
     """The FID reference (data/fid/reference.npz, whose bytes are a pure function of its inputs) that
-    `evaluation` (sagan.metrics.evaluate's result) was measured against, as the run's `evaluation`
+    `evaluation` (a sagan.metrics.results.Evaluation) was measured against, as the run's `evaluation`
     dataset input; the digest is the file's sha256 (all of it in the profile)."""
-    sha256 = hashlib.sha256()
-    with open(reference, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha256.update(block)
-    split, synthetic = evaluation["reference_split"], bool(evaluation["synthetic_data"])
-    profile = {"num_rows": evaluation["n_ref"], "reference_split": split, "extractor": evaluation["extractor"],
-               "weights_kind": evaluation["weights_kind"], "synthetic_data": synthetic, "sha256": sha256.hexdigest()}
-    return _dataset_input(f"{data_name(synthetic)} FID reference ({split})", sha256.hexdigest(), reference,
-                          EVALUATION_CONTEXT, profile)
+    sha256 = file_digest(reference)
+    split, synthetic = evaluation.reference_split, bool(evaluation.synthetic_data)
+    profile = {"num_rows": evaluation.numbers["n_ref"], "reference_split": split, "extractor": evaluation.extractor,
+               "weights_kind": evaluation.weights_kind, "synthetic_data": synthetic, "sha256": sha256}
+    return _dataset_input(f"{data_name(synthetic)} FID reference ({split})", sha256, reference, EVALUATION_CONTEXT,
+                          profile)
 
 
 @contextlib.contextmanager
@@ -296,16 +294,9 @@ def client(mlflow_params: MlflowParams):
         if (error := server_error(exc, uri)) is not None:
             raise error from exc
         raise SaganError(f"{uri_source()}: cannot open the MLflow store {redact_url(uri)} "
-                         f"({type(exc).__name__}: {first_line(exc)[:200]})",
+                         f"({type(exc).__name__}: {one_line(exc)})",
                          hint="use sqlite:///mlflow.db, a file: path or an http(s):// tracking server") from exc
     return _ServerClient(mlflow_client, uri) if is_server(uri) else mlflow_client
-
-
-def read_run_record(path: Path = paths.RUN_RECORD) -> dict:
-    try:
-        return json.loads(paths.require(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise paths.bad_input(path, f"not valid JSON ({exc})") from exc
 
 
 class MlflowRun:
@@ -362,19 +353,17 @@ class MlflowRun:
         return cls(mlflow_client, run_id)
 
     @classmethod
-    def from_run_record(cls, mlflow_params: MlflowParams, record_path: Path = paths.RUN_RECORD) -> MlflowRun:
-        """The training stage's run, named by run.json, for a later stage to log into."""
+    def from_run_record(cls, mlflow_params: MlflowParams, record: RunRecord, record_path: Path) -> MlflowRun:
+        """The training run that `record`, read from `record_path`, names, for a later stage to log into."""
         from mlflow.exceptions import MlflowException
 
-        run_id = read_run_record(record_path).get("mlflow_run_id")
-        if not run_id:
-            raise paths.bad_input(record_path, "has no 'mlflow_run_id'")
+        run_id = record.mlflow_run_id
         mlflow_client = client(mlflow_params)
         try:  # looked up here, so that a failure while logging is never reported as a missing run
             mlflow_client.get_run(run_id)
         except MlflowException as exc:
             raise SaganError(f"MLflow run {run_id} from {record_path} is not in {shown_uri(mlflow_params)}: "
-                             f"{str(exc).splitlines()[0]}", hint="rerun `sagan train` against this store") from exc
+                             f"{one_line(exc, limit=None)}", hint="rerun `sagan train` against this store") from exc
         return cls(mlflow_client, run_id)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -385,7 +374,7 @@ class MlflowRun:
         self.client.log_batch(self.run_id, metrics=[Metric(k, v, stamp, step) for k, v in metrics.items()
                                                     if not math.isnan(v)])
 
-    def log_evaluation(self, scores: dict[str, float], reference: Path, evaluation: dict) -> None:
+    def log_evaluation(self, scores: dict[str, float], reference: Path, evaluation) -> None:
         """Evaluate's `scores` and, as the run's `evaluation` input, the FID reference they were
         measured against (reference_input; none when the file is gone)."""
         self.log_metrics(scores)
@@ -413,7 +402,7 @@ class MlflowRun:
             monitor.start()
         except Exception as exc:  # psutil missing, a store that refuses: the run goes on without them
             print(f"sagan train: warning: no MLflow system metrics ({type(exc).__name__}: "
-                  f"{first_line(exc)[:200]})", file=sys.stderr)
+                  f"{one_line(exc)})", file=sys.stderr)
             return
         self.system_metrics = monitor
 

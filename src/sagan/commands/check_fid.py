@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sagan import paths
 from sagan.params import Params
 
 HELP = "fail if FID regressed against tests/baselines/"
@@ -18,4 +19,4 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(params: Params, args: argparse.Namespace) -> None:
     from sagan.metrics.gate import check
 
-    check(params, Path(args.baseline), args.update)
+    check(params, paths.RUN, Path(args.baseline), args.update)

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(params: Params, args: argparse.Namespace) -> None:
-    from sagan.metrics import results
     from sagan.metrics.evaluate import evaluate, generator_file, log_to_training_run, published_pair
+    from sagan.metrics.results import Evaluation
     from sagan.study.design import resolve_cell
 
     cell = resolve_cell(params, args.study, args.cell)
@@ -29,7 +29,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     which = params.evaluate.generator
     generator = generator_file(outputs, which)
     pair = published_pair(generator, outputs.run_record)
-    metrics = {**evaluate(params, generator), "generator": which, "run_id": pair[1]}
+    evaluation = Evaluation.from_dict({**evaluate(params, generator), "generator": which, "run_id": pair[1]})
     now = published_pair(generator, outputs.run_record)
     if now != pair:
         changed = " and ".join(str(path) for path, before, after in zip((generator, outputs.run_record), pair, now)
@@ -37,9 +37,10 @@ def run(params: Params, args: argparse.Namespace) -> None:
         raise SaganError(f"{changed} changed while evaluate ran (a `sagan train` published a run meanwhile); no "
                          f"metrics were written, as they would be attributed to another run than the one they measure",
                          hint="rerun `sagan evaluate` once training has finished")
-    results.write(metrics, outputs.metrics, outputs.metrics_protocol)
-    log_to_training_run(params, metrics, outputs.run_record)
-    kid = f", KID {metrics['kid_mean']:.5f} ± {metrics['kid_std']:.5f}" if metrics["kid_mean"] is not None else ""
-    print(f"sagan evaluate: FID {metrics['fid']:.3f}{kid} ({metrics['n_gen']} samples vs {metrics['n_ref']} "
-          f"{metrics['reference_split']} images, {metrics['weights_kind']} weights, {which} generator) -> "
+    evaluation.write(outputs)
+    log_to_training_run(params, evaluation, outputs.run_record)
+    numbers = evaluation.numbers
+    kid = f", KID {numbers['kid_mean']:.5f} ± {numbers['kid_std']:.5f}" if "kid_mean" in numbers else ""
+    print(f"sagan evaluate: FID {numbers['fid']:.3f}{kid} ({numbers['n_gen']} samples vs {numbers['n_ref']} "
+          f"{evaluation.reference_split} images, {evaluation.weights_kind} weights, {which} generator) -> "
           f"{outputs.metrics}, {outputs.metrics_protocol.name}")

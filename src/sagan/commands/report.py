@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from sagan import paths
 from sagan.params import Params
 
 HELP = "Table 1, figures and run history as md + html"
@@ -11,5 +12,6 @@ PARAM_KEYS = ("report", "mlflow")  # mlflow: the run-history table reads the exp
 
 def run(params: Params, args: argparse.Namespace) -> None:
     from sagan.report.build import build_report
+    from sagan.study.summary import report_sections
 
-    build_report(params)
+    build_report(params, paths.RUN, report_sections(relative_to=paths.REPORTS_DIR))

@@ -34,8 +34,8 @@ from tqdm import tqdm
 from sagan import paths
 from sagan import atomic
 from sagan.atomic import atomic_path, write_json
-from sagan.data.layout import md5sum
 from sagan.data.synthetic import is_synthetic_zip, write_synthetic_celeba
+from sagan.digest import file_digest
 from sagan.errors import SaganError
 from sagan.params import DataParams
 
@@ -75,7 +75,7 @@ def _check_not_html(path: Path, what: str) -> None:
 
 def _verify(path: Path, name: str, data: DataParams, what: str) -> None:
     """Check `path` (the candidate for CelebA's `name`) against the official md5."""
-    actual, expected = md5sum(path), OFFICIAL_MD5[name]
+    actual, expected = file_digest(path, "md5"), OFFICIAL_MD5[name]
     if actual == expected:
         return
     _check_not_html(path, what)
@@ -91,7 +91,7 @@ def _verify(path: Path, name: str, data: DataParams, what: str) -> None:
 def _reusable_outputs(data: DataParams) -> set[str]:
     """Names of the outputs already in data/raw that need not be fetched again."""
     if data.verify_md5:  # the md5 decides each file exactly
-        return {name for _, name, dest in OUTPUTS if dest.is_file() and md5sum(dest) == OFFICIAL_MD5[name]}
+        return {name for _, name, dest in OUTPUTS if dest.is_file() and file_digest(dest, "md5") == OFFICIAL_MD5[name]}
 
     # Without md5s only a plausible pair counts: no HTML page, a real zip, and never the synthetic stand-in.
     def plausible(name: str, dest: Path) -> bool:

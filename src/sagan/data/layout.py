@@ -6,9 +6,7 @@ loader (and so train, fid_ref, evaluate) does not depend on the download or prep
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 from pathlib import Path
 
@@ -17,7 +15,6 @@ import pyarrow.parquet as pq
 
 from sagan import paths
 
-CHUNK = 1 << 20
 # manifest.parquet's schema metadata key for the shards' sha256s: a JSON list, shard index -> hex digest
 SHARD_SHA256_KEY = b"shard_sha256"
 
@@ -50,17 +47,3 @@ def read_shard_checksums(manifest: Path) -> list[str]:
         raise paths.bad_input(manifest, f"{SHARD_SHA256_KEY.decode()} metadata is not a JSON list of sha256 hex digests")
     return checksums
 
-
-def sha256sum(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in chunks: the shards' checksums in the manifest."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def md5sum(path: str | os.PathLike) -> str:
-    """Hex md5 of a file, read in chunks: how CelebA's official files and a prepared zip are named."""
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -9,7 +9,6 @@ passes `data.verify_shards`). It changes speed, never a result.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ import pyarrow.parquet as pq
 import torch
 
 from sagan import paths
-from sagan.data.layout import read_manifest_column, read_shard_checksums, sha256sum, shard_name
+from sagan.data.layout import read_manifest_column, read_shard_checksums, shard_name
+from sagan.digest import file_digest
 from sagan.errors import SaganError
 
 SPLITS = ("train", "val", "all")
@@ -70,7 +70,7 @@ def _check_shard(path: Path, index: int, checksums: list[str]) -> None:
     key = (os.path.abspath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, expected)
     if key in _verified:
         return
-    actual = sha256sum(path)
+    actual = file_digest(path)
     if actual != expected:
         raise paths.bad_input(path, f"sha256 {actual} does not match the manifest's {expected} "
                                     f"(bit rot or a partial copy)")
@@ -135,5 +135,5 @@ def dataset_info() -> DatasetInfo:
     labels = _split_column()
     n_val = int((labels == "val").sum())
     return DatasetInfo(size=size, crop=crop, synthetic=synthetic,
-                       fingerprint=hashlib.sha256(paths.MANIFEST.read_bytes()).hexdigest(),
+                       fingerprint=file_digest(paths.MANIFEST),
                        n_train=len(labels) - n_val, n_val=n_val)

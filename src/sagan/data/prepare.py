@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from sagan import paths
 from sagan.atomic import atomic_dir, write_json
-from sagan.data.layout import SHARD_SHA256_KEY, md5sum, sha256sum, shard_name
+from sagan.data.layout import SHARD_SHA256_KEY, shard_name
 from sagan.data.synthetic import is_synthetic_zip
+from sagan.digest import file_digest
 from sagan.errors import SaganError
 from sagan.params import PrepareParams
 
@@ -223,7 +224,7 @@ class ShardWriter:
         if self.filled:
             path = self.out_dir / shard_name(self.shard)
             np.save(path, self.buffer[:self.filled])
-            self.sha256.append(sha256sum(path))  # of the bytes on disk, still in the page cache
+            self.sha256.append(file_digest(path))  # of the bytes on disk, still in the page cache
             self.shard += 1
             self.filled = 0
 
@@ -273,7 +274,7 @@ def prepare(zip_path: Path, partition_path: Path, out_dir: Path, prepare: Prepar
         kept_idx = np.array(kept, dtype=np.int64)
         metadata = {b"crop": str(prepare.crop).encode(), b"size": str(prepare.size).encode(),
                     b"synthetic": b"true" if synthetic else b"false",
-                    b"source_zip_md5": md5sum(zip_path).encode(),
+                    b"source_zip_md5": file_digest(zip_path, "md5").encode(),
                     SHARD_SHA256_KEY: json.dumps(writer.sha256).encode()}
         table = pa.table({
             "file": pa.array([files[i] for i in kept], pa.string()),

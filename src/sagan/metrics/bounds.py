@@ -11,12 +11,10 @@ The file depends on the data, the reference and BOUNDS_KEYS only, so changing ho
 trains never recomputes it; evaluate copies both rows into reports/metrics.json. It records what
 its rows were measured with: the reference's sha256 (which stands for the data, the Inception
 weights and the reference keys) and the sampling keys, which evaluate checks before it draws a
-sample (`read`). The model keys and train.seed are not checked: a study's cells train other models
-against this one scale (sagan.study.design).
+sample (`read_bounds`). The model keys and train.seed are not checked: a study's cells train other
+models against this one scale (sagan.study.design).
 """
 from __future__ import annotations
-
-import json
 
 import torch
 
@@ -65,15 +63,12 @@ def sampling_params(params: Params) -> dict:
     return {key: flat[key] for key in SAMPLING_KEYS}
 
 
-def read(ref: dict, params: Params) -> dict:
+def read_bounds(ref: dict, params: Params) -> dict:
     """The floor and ceiling rows of data/fid/bounds.json, measured against `ref` (read_reference's)
     with the sampling keys of `params`; else one line naming the file. Cheap, so evaluate calls it
     before drawing any sample."""
-    try:
-        data = json.loads(paths.require(paths.FID_BOUNDS).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise paths.bad_input(paths.FID_BOUNDS, f"not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or any(not isinstance(data.get(row), dict) for row in ROWS):
+    data = paths.read_json_object(paths.FID_BOUNDS)
+    if any(not isinstance(data.get(row), dict) for row in ROWS):
         raise paths.bad_input(paths.FID_BOUNDS, f"lacks the {' and '.join(ROWS)} rows")
     if data.get("reference_sha256") != ref["sha256"]:
         raise paths.bad_input(paths.FID_BOUNDS, f"was measured against another FID reference (sha256 "

@@ -19,7 +19,6 @@ unpickles with `weights_only=False`.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import re
@@ -38,9 +37,9 @@ from torch_fidelity.feature_extractor_inceptionv3 import (URL_INCEPTION_V3, Basi
                                                           FeatureExtractorInceptionV3)
 from tqdm import tqdm
 
-from sagan import paths
 from sagan.atomic import atomic_path
-from sagan.errors import SaganError
+from sagan.digest import file_digest
+from sagan.errors import SaganError, one_line
 from sagan.metrics.stats import FeatureSummary
 
 FEATURE = "2048"  # pool3
@@ -66,17 +65,14 @@ class Weights:
     kind: str  # "official" or "standin"
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def official_weights_path() -> Path:
     """Where torch hub (and torch-fidelity) keep the official file."""
     return Path(torch.hub.get_dir()) / "checkpoints" / OFFICIAL_FILE
 
 
-def resolve_weights(spec: str, standin_dir: Path = paths.STANDIN_WEIGHTS_DIR) -> Weights:
-    """The weights file named by `fid.weights`, present and hash-checked."""
+def resolve_weights(spec: str, standin_dir: Path) -> Weights:
+    """The weights file named by `fid.weights`, present and hash-checked; the stand-in is cached in
+    `standin_dir` (paths.STANDIN_WEIGHTS_DIR for the pipeline)."""
     if spec == "standin":
         return standin_weights(Path(standin_dir))
     if spec == "auto":
@@ -92,7 +88,7 @@ def resolve_weights(spec: str, standin_dir: Path = paths.STANDIN_WEIGHTS_DIR) ->
 
 
 def _check_official(data: bytes, path: Path) -> str:
-    digest = sha256_bytes(data)
+    digest = file_digest(data)
     if not digest.startswith(OFFICIAL_SHA256_PREFIX):
         raise SaganError(f"{path}: sha256 {digest} does not match the official Inception weights "
                          f"(sha256 {OFFICIAL_SHA256_PREFIX}...)",
@@ -103,16 +99,15 @@ def _check_official(data: bytes, path: Path) -> str:
 def download_official(dest: Path, url: str | None = None) -> None:
     """Fetch the official weights into `dest`, checking the hash before the file appears there."""
     url = url or URL_INCEPTION_V3
-    hasher = hashlib.sha256()
     try:
         with urllib.request.urlopen(url, timeout=60) as response, atomic_path(dest) as tmp, \
                 open(tmp, "wb") as out, tqdm(total=int(response.headers.get("Content-Length") or 0) or None,
                                              unit="B", unit_scale=True, desc=OFFICIAL_FILE) as bar:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
-                hasher.update(chunk)
                 bar.update(len(chunk))
-            digest = hasher.hexdigest()
+            out.flush()
+            digest = file_digest(tmp)
             if not digest.startswith(OFFICIAL_SHA256_PREFIX):
                 raise SaganError(f"{url}: downloaded sha256 {digest} does not match the official Inception "
                                  f"weights (sha256 {OFFICIAL_SHA256_PREFIX}...)", hint="retry, or download it by hand")
@@ -134,9 +129,9 @@ def standin_weights(cache_dir: Path) -> Weights:
         with atomic_path(path) as tmp:
             tmp.write_bytes(data)
         with atomic_path(record) as tmp:
-            tmp.write_text(sha256_bytes(data) + "\n")
+            tmp.write_text(file_digest(data) + "\n")
     expected = record.read_text().strip()
-    digest = sha256_bytes(path.read_bytes())
+    digest = file_digest(path)
     if digest != expected:
         raise SaganError(f"{path}: sha256 {digest} differs from the recorded {expected}",
                          hint=f"delete {path} and {record} to regenerate the stand-in weights")
@@ -199,11 +194,6 @@ def standin_state_dict(seed: int) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in model.state_dict().items()}
 
 
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def load_weights(weights: Weights) -> dict[str, torch.Tensor]:
     """The state dict in `weights`, re-verified against its sha256 and unpickled safely.
 
@@ -212,7 +202,7 @@ def load_weights(weights: Weights) -> dict[str, torch.Tensor]:
     """
     path = weights.path
     data = path.read_bytes()
-    if sha256_bytes(data) != weights.sha256:
+    if file_digest(data) != weights.sha256:
         raise SaganError(f"{path}: changed since it was checked (sha256 differs)", hint="rerun")
     if weights.kind == "standin":
         hint = f"delete {path} and {path.name}.sha256 beside it to regenerate the stand-in weights"
@@ -228,9 +218,9 @@ def load_weights(weights: Weights) -> dict[str, torch.Tensor]:
                              hint=hint) from exc
         detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)", str(exc), re.S)
         raise SaganError(f"{path}: not a readable weights file "
-                         f"({_one_line(detail.group(1) if detail else str(exc))})", hint=hint) from exc
+                         f"({one_line(detail.group(1) if detail else exc, whole=True)})", hint=hint) from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SaganError(f"{path}: not a readable weights file ({_one_line(str(exc)) or type(exc).__name__})",
+        raise SaganError(f"{path}: not a readable weights file ({one_line(exc, whole=True)})",
                          hint=hint) from exc
     if not (isinstance(state, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                             for k, v in state.items())):
@@ -244,7 +234,7 @@ def load_extractor(weights: Weights, device: torch.device) -> FeatureExtractorIn
     try:
         model = _InceptionV3(state)
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped tensors
-        raise SaganError(f"{weights.path}: not InceptionV3 weights ({_one_line(str(exc))})",
+        raise SaganError(f"{weights.path}: not InceptionV3 weights ({one_line(exc, whole=True)})",
                          hint=f"use the official {OFFICIAL_FILE} ({URL_INCEPTION_V3}), auto, or standin") from exc
     if device.type == "cpu":
         # oneDNN's convolutions and pooling make the pass ~1.5x faster in NHWC on the CPU

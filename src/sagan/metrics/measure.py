@@ -74,7 +74,7 @@ def matching_extractor(fid: FidParams, reference: dict, image_size: int, source:
         raise SaganError(f"{paths.FID_REFERENCE}: reference images are {reference['size']} px but {source} makes "
                          f"{image_size} px", hint="rerun `sagan fid-ref` on data prepared at the generator's size, "
                          "or retrain")
-    weights = resolve_weights(fid.weights)
+    weights = resolve_weights(fid.weights, paths.STANDIN_WEIGHTS_DIR)
     if weights.sha256 != reference["weights_sha256"]:
         raise SaganError(f"{paths.FID_REFERENCE}: computed with Inception weights {reference['weights_kind']} "
                          f"sha256 {reference['weights_sha256']}, but fid.weights gives {weights.kind} sha256 "

@@ -16,7 +16,6 @@ reference features (float32), which `sagan evaluate` needs for KID.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import zipfile
 from pathlib import Path
@@ -27,6 +26,7 @@ from sagan import paths
 from sagan.atomic import atomic_path
 from sagan.data.loader import dataset_info, load_split
 from sagan.device import resolve_device
+from sagan.digest import file_digest
 from sagan.errors import SaganError
 from sagan.metrics.extractor import EXTRACTOR_LABEL, image_batches, load_extractor, resolve_weights, summarise
 from sagan.metrics.stats import KID_MAX_FEATURES
@@ -64,7 +64,7 @@ def read_reference(path: Path | None = None) -> dict:
     if missing:
         raise paths.bad_input(path, f"missing {', '.join(missing)}")
     return {**{key: value.item() if value.ndim == 0 else value for key, value in out.items()},
-            "sha256": hashlib.sha256(content).hexdigest()}
+            "sha256": file_digest(content)}
 
 
 def compute_reference(fid: FidParams, verify_shards: bool) -> dict[str, np.ndarray]:
@@ -74,7 +74,7 @@ def compute_reference(fid: FidParams, verify_shards: bool) -> dict[str, np.ndarr
     if len(images) < 2:
         raise SaganError(f"fid.reference_split: '{fid.reference_split}' has {len(images)} images, FID needs >= 2",
                          hint="use another split or prepare more images")
-    weights = resolve_weights(fid.weights)
+    weights = resolve_weights(fid.weights, paths.STANDIN_WEIGHTS_DIR)
     extractor = load_extractor(weights, resolve_device(fid.device, param="fid.device"))
     summary = summarise(image_batches(images, fid.batch_size), extractor, len(images), keep=KID_MAX_FEATURES,
                         desc="fid-ref")

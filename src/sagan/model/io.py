@@ -18,13 +18,9 @@ from torch import nn
 
 from sagan import paths
 from sagan.atomic import atomic_path
+from sagan.errors import one_line
 from sagan.model.networks import Generator
 from sagan.params import ModelParams, parse_params
-
-def _one_line(exc: Exception, limit: int = 200) -> str:
-    """An exception's message on one line (load_state_dict's spans several), shortened."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _unwrapped(module: nn.Module) -> nn.Module:
@@ -69,7 +65,7 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise paths.bad_input(path, "holds objects other than tensors and plain values, which safe loading "
                               "(weights_only=True) refuses") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise paths.bad_input(path, f"not a readable generator file ({_one_line(exc)})") from exc
+        raise paths.bad_input(path, f"not a readable generator file ({one_line(exc, whole=True)})") from exc
     if not (isinstance(saved, dict) and isinstance(saved.get("state_dict"), dict)
             and isinstance(saved.get("config"), dict) and "image_size" in saved["config"]):
         raise paths.bad_input(path, "not a generator file (expected a state_dict and a config with image_size)")
@@ -80,5 +76,6 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         generator = Generator(model, int(config["image_size"]))
         generator.load_state_dict(saved["state_dict"])
     except (RuntimeError, ValueError) as exc:
-        raise paths.bad_input(path, f"weights do not match the config saved with them ({_one_line(exc)})") from exc
+        raise paths.bad_input(path, f"weights do not match the config saved with them "
+                                    f"({one_line(exc, whole=True)})") from exc
     return generator.to(device).eval(), config

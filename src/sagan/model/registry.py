@@ -25,7 +25,7 @@ import torch
 import yaml
 
 from sagan import tracking
-from sagan.errors import SaganError, first_line
+from sagan.errors import SaganError, one_line
 from sagan.model.io import load_generator
 from sagan.params import MlflowParams
 
@@ -109,7 +109,7 @@ def _checked_export(model_dir: Path) -> tuple[Path, int]:
     try:
         mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"no readable MLmodel: {first_line(exc)[:100]}") from exc
+        raise ValueError(f"no readable MLmodel: {one_line(exc, limit=100)}") from exc
     flavors = mlmodel.get("flavors") if isinstance(mlmodel, dict) else None
     if not isinstance(flavors, dict) or not isinstance(flavors.get("pytorch"), dict):
         raise ValueError("no pytorch flavour in its MLmodel")
@@ -145,7 +145,7 @@ def load_model(mlflow_params: MlflowParams, model_uri: str) -> tuple[torch.nn.Mo
                 model_dir = Path(mlflow.artifacts.download_artifacts(artifact_uri=resolved, dst_path=tmp))
         except (MlflowException, OSError) as exc:
             raise SaganError(f"--model-uri {model_uri}: cannot load it from {tracking.shown_uri(mlflow_params)} "
-                             f"({first_line(exc)[:200]})",
+                             f"({one_line(exc)})",
                              hint="list the versions with the MLflow UI (`make ui`), "
                                   "or use runs:/<run_id>/generator") from exc
         try:
@@ -154,6 +154,6 @@ def load_model(mlflow_params: MlflowParams, model_uri: str) -> tuple[torch.nn.Mo
             module = torch.export.load(pt2).module()  # a pt2 program loads on the CPU it was exported on
         except (ValueError, MlflowException, RuntimeError) as exc:  # RuntimeError: a damaged archive
             raise SaganError(f"--model-uri {model_uri}: refused, not a pt2 export as `sagan train` logs it "
-                             f"({first_line(exc)[:200]})",
+                             f"({one_line(exc)})",
                              hint="only models that `sagan train` logs (`mlflow.log_model: true`) are loaded") from exc
     return module, z_dim

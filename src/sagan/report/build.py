@@ -1,8 +1,9 @@
 """`sagan report`: Table 1, Figs. 4-6, run history and run metadata as report.md + report.html.
 
-Reads reports/metrics.json and metrics_protocol.json (evaluate), reports/train/{losses.csv,samples/,run.json} (train) and
-the MLflow experiment; writes reports/report.md, reports/report.html and reports/figures/, and
-logs them to the training run's MLflow run.
+Reads reports/metrics.json and metrics_protocol.json (evaluate), reports/train/{losses.csv,
+samples/,run.json} (train) and the MLflow experiment, and takes the studies' sections from the
+caller; writes reports/report.md, reports/report.html and reports/figures/, and logs them to the
+training run's MLflow run.
 """
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from pathlib import Path
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
 from sagan.metrics.official import weights_kind
+from sagan.metrics.results import Evaluation
 from sagan.params import Params, flatten
 from sagan.report import figures, history as run_history
 from sagan.report.document import Document, Figure, Section, Table, to_html, to_markdown
 from sagan.report.inputs import ReportInputs, read_inputs
 from sagan.report.paper import PAPER_PROTOCOL, TABLE1
+from sagan.run_record import RunRecord
 
 
 STANDIN_WARNING = "stand-in extractor: not comparable with published FID"
@@ -31,33 +34,34 @@ def fmt(value: float | int | None, spec: str = ".2f") -> str:
     return format(value, spec)
 
 
-def comparability_warnings(metrics: dict, run_record: dict) -> list[str]:
+def comparability_warnings(evaluation: Evaluation, run_record: RunRecord) -> list[str]:
     """Why this run's numbers cannot be set beside the paper's; empty when they can. The weights are
     judged by their digest: metrics_protocol.json's `weights_kind` is a word a hand edit can change."""
     warnings = []
-    if weights_kind(metrics["weights_sha256"]) != "official":
+    if weights_kind(evaluation.weights_sha256) != "official":
         warnings.append(STANDIN_WARNING)
-    if metrics.get("synthetic_data") or run_record.get("synthetic_data"):
+    if evaluation.synthetic_data or run_record.synthetic_data:
         warnings.append(SYNTHETIC_WARNING)
     return warnings
 
 
-def protocol(metrics: dict) -> str:
-    pre = metrics["preprocessing"]
-    return (f"{metrics['n_gen']} generated vs {metrics['n_ref']} reference images "
-            f"({metrics['reference_split']} split); centre crop {pre.get('crop', '?')} px, "
-            f"resized to {pre.get('size', '?')} px; extractor {metrics['extractor']}; "
-            f"weights {weights_kind(metrics['weights_sha256'])}")
+def protocol(evaluation: Evaluation) -> str:
+    numbers, pre = evaluation.numbers, evaluation.preprocessing
+    return (f"{numbers['n_gen']} generated vs {numbers['n_ref']} reference images "
+            f"({evaluation.reference_split} split); centre crop {pre.get('crop', '?')} px, "
+            f"resized to {pre.get('size', '?')} px; extractor {evaluation.extractor}; "
+            f"weights {weights_kind(evaluation.weights_sha256)}")
 
 
-def table1_section(metrics: dict, run_record: dict) -> Section:
+def table1_section(evaluation: Evaluation, run_record: RunRecord) -> Section:
+    numbers = evaluation.numbers
     rows = [[r.model, fmt(r.fid), r.source, PAPER_PROTOCOL] for r in TABLE1]
-    rows.append([THIS_RUN, fmt(metrics["fid"]), "measured here (sagan evaluate)", protocol(metrics)])
+    rows.append([THIS_RUN, fmt(numbers["fid"]), "measured here (sagan evaluate)", protocol(evaluation)])
     blocks = [Table(["Model", "FID (CelebA)", "Source", "Protocol"], rows),
               "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number.",
-              f"Scored: {scored_generator(metrics, run_record)}."]
-    if metrics.get("kid_mean") is not None:
-        blocks.append(f"KID of this run: {fmt(metrics['kid_mean'], '.5f')} ± {fmt(metrics.get('kid_std'), '.5f')}.")
+              f"Scored: {scored_generator(evaluation, run_record)}."]
+    if numbers.get("kid_mean") is not None:
+        blocks.append(f"KID of this run: {fmt(numbers['kid_mean'], '.5f')} ± {fmt(numbers.get('kid_std'), '.5f')}.")
     return Section("Table 1: FID on CelebA", blocks)
 
 
@@ -66,32 +70,25 @@ SCALE_COLUMNS = (("fid", "FID", ".2f"), ("kid_mean", "KID", ".5f"), ("precision"
                  ("recall", "recall", ".3f"), ("swd", "SWD (x1e3)", ".1f"))
 
 
-def gap_closed(metrics: dict, key: str) -> float | None:
-    """The share of the ceiling-to-floor distance that this run covers on `key`."""
-    ours, floor, ceiling = metrics.get(key), metrics["floor"].get(key), metrics["ceiling"].get(key)
-    if None in (ours, floor, ceiling) or ceiling == floor:
-        return None
-    return (ceiling - ours) / (ceiling - floor)
-
-
-def scale_section(metrics: dict) -> Section:
+def scale_section(evaluation: Evaluation) -> Section:
     """Every metric beside its floor (real training images) and ceiling (untrained generator),
     all measured with one protocol, so a number says how far training got."""
+    numbers, floor, ceiling = evaluation.numbers, evaluation.numbers["floor"], evaluation.numbers["ceiling"]
     rows = [
-        [f"Floor: {metrics['floor']['n_gen']} real training images", *(fmt(metrics["floor"].get(k), f) for k, _, f in SCALE_COLUMNS)],
-        [THIS_RUN, *(fmt(metrics.get(k), f) for k, _, f in SCALE_COLUMNS)],
-        ["Ceiling: the untrained generator", *(fmt(metrics["ceiling"].get(k), f) for k, _, f in SCALE_COLUMNS)],
+        [f"Floor: {floor['n_gen']} real training images", *(fmt(floor.get(k), f) for k, _, f in SCALE_COLUMNS)],
+        [THIS_RUN, *(fmt(numbers.get(k), f) for k, _, f in SCALE_COLUMNS)],
+        ["Ceiling: the untrained generator", *(fmt(ceiling.get(k), f) for k, _, f in SCALE_COLUMNS)],
     ]
-    closed = {name: gap_closed(metrics, key) for key, name in (("fid", "FID"), ("swd", "SWD"))}
+    closed = {name: evaluation.gap_closed(key) for key, name in (("fid", "FID"), ("swd", "SWD"))}
     reading = ", ".join(f"{value:.0%} of the {name} gap" for name, value in closed.items() if value is not None)
-    protocols = metrics.get("metric_protocols", {})
+    protocols = evaluation.metric_protocols
     return Section("Metrics with a scale", [
         Table(["", *(header for _, header, _ in SCALE_COLUMNS)], rows),
         f"This run closes {reading} between the untrained generator and real images. Lower is better for FID, "
         f"KID and SWD; higher for precision (samples that look real) and recall (real images the samples cover).",
-        f"{metrics['n_gen']} images per row. KID: {protocols.get('kid', NOT_AVAILABLE)}. Precision and recall: "
+        f"{numbers['n_gen']} images per row. KID: {protocols.get('kid', NOT_AVAILABLE)}. Precision and recall: "
         f"{protocols.get('precision_recall', NOT_AVAILABLE)}. SWD, on pixels, needs no Inception weights: "
-        f"{protocols.get('swd', NOT_AVAILABLE)}, on {metrics.get('n_swd', NOT_AVAILABLE)} images per side.",
+        f"{protocols.get('swd', NOT_AVAILABLE)}, on {numbers.get('n_swd', NOT_AVAILABLE)} images per side.",
     ])
 
 
@@ -114,11 +111,11 @@ def figures_section(written: dict[str, Path], evals) -> Section:
     return Section("Figures", blocks)
 
 
-def scored_generator(metrics: dict, run_record: dict) -> str:
+def scored_generator(evaluation: Evaluation, run_record: RunRecord) -> str:
     """Which generator the numbers measure, in words."""
-    if metrics.get("generator") == "best":
-        return (f"the best generator during training (lowest FID, at step {run_record.get('best_step', NOT_AVAILABLE)}); "
-                f"it was selected on the same reference set it is scored on, so its FID is optimistic")
+    if evaluation.generator == "best":
+        return (f"the best generator during training (lowest FID, at step {run_record.best_step}); it was "
+                f"selected on the same reference set it is scored on, so its FID is optimistic")
     return "the generator after the last step (as in the paper)"
 
 
@@ -143,19 +140,19 @@ def history_section(hist: run_history.History, this_run_id: str) -> Section:
 
 def metadata_section(inputs: ReportInputs) -> Section:
     """The run's own facts and params, from its run.json: never from the params.yaml of now."""
-    record, metrics = inputs.run_record, inputs.metrics
+    record, evaluation = inputs.run_record, inputs.evaluation
     facts = [
-        ["Git commit", str(record["git_commit"])],
-        ["Data fingerprint (sha256 of the manifest)", str(record["data_fingerprint"])],
-        ["MLflow run id", str(record["mlflow_run_id"])],
-        ["MLflow experiment", str(record.get("mlflow_experiment", NOT_AVAILABLE))],
-        ["DVC experiment", str(record.get("dvc_experiment") or "none (not run by `dvc exp run`)")],
-        ["Synthetic data", str(bool(metrics.get("synthetic_data") or record["synthetic_data"])).lower()],
-        ["FID weights", f"{weights_kind(metrics['weights_sha256'])} (sha256 {metrics['weights_sha256']})"],
-        ["Training", f"{record.get('steps', NOT_AVAILABLE)} steps, {fmt(record.get('wall_time_s'), '.1f')} s, "
-                     f"{fmt(record.get('img_per_s'), '.1f')} img/s on {record.get('device', NOT_AVAILABLE)}"],
+        ["Git commit", record.git_commit],
+        ["Data fingerprint (sha256 of the manifest)", record.data_fingerprint],
+        ["MLflow run id", record.mlflow_run_id],
+        ["MLflow experiment", record.mlflow_experiment],
+        ["DVC experiment", record.dvc_experiment or "none (not run by `dvc exp run`)"],
+        ["Synthetic data", str(bool(evaluation.synthetic_data or record.synthetic_data)).lower()],
+        ["FID weights", f"{weights_kind(evaluation.weights_sha256)} (sha256 {evaluation.weights_sha256})"],
+        ["Training", f"{record.steps} steps, {fmt(record.wall_time_s, '.1f')} s, "
+                     f"{fmt(record.img_per_s, '.1f')} img/s on {record.device}"],
     ]
-    ours, paper = record["params"], flatten(Params())
+    ours, paper = record.params, flatten(Params())
     diff = [[key, str(paper.get(key, NOT_AVAILABLE)), str(ours[key])]
             for key in sorted(ours) if ours[key] != paper.get(key)]
     blocks = [Table(["Field", "Value"], facts)]
@@ -167,39 +164,31 @@ def metadata_section(inputs: ReportInputs) -> Section:
     return Section("Metadata", blocks)
 
 
-def build_document(params: Params, inputs: ReportInputs, hist: run_history.History,
-                   written: dict[str, Path]) -> Document:
+def build_document(params: Params, inputs: ReportInputs, hist: run_history.History, written: dict[str, Path],
+                   study_sections: list[Section]) -> Document:
     return Document(
         title=params.report.title,
-        warnings=comparability_warnings(inputs.metrics, inputs.run_record),
-        sections=[table1_section(inputs.metrics, inputs.run_record), scale_section(inputs.metrics),
-                  figures_section(written, inputs.evals), *study_sections(),
-                  history_section(hist, inputs.run_record["mlflow_run_id"]), metadata_section(inputs)],
+        warnings=comparability_warnings(inputs.evaluation, inputs.run_record),
+        sections=[table1_section(inputs.evaluation, inputs.run_record), scale_section(inputs.evaluation),
+                  figures_section(written, inputs.evals), *study_sections,
+                  history_section(hist, inputs.run_record.mlflow_run_id), metadata_section(inputs)],
     )
 
 
-def study_sections() -> list[Section]:
-    """"Does self-attention help?" from each study whose results exist (`sagan study`), none
-    otherwise. Optional inputs: the report stage does not depend on them, so after a study,
-    rerun the report (`sagan report`, or `dvc repro -f report`) to include it."""
-    from sagan.study.summary import read_section
-
-    found = (read_section(d.name, relative_to=paths.REPORTS_DIR) for d in sorted(paths.STUDY_REPORTS_DIR.glob("*")))
-    return [section for section in found if section is not None]
-
-
-def build_report(params: Params) -> None:
-    """reports/report.md and .html with their figures, logged to the training run: all or nothing."""
-    inputs = read_inputs()
+def build_report(params: Params, outputs: paths.RunOutputs, study_sections: list[Section]) -> None:
+    """reports/report.md and .html with their figures, of the training run and evaluation in
+    `outputs` and with `study_sections` after the figures, logged to the training run: all or
+    nothing."""
+    inputs = read_inputs(outputs)
     hist = run_history.build_history(params.mlflow, params.report.history_max_runs)
-    training_run = tracking.MlflowRun.from_run_record(params.mlflow)
+    training_run = tracking.MlflowRun.from_run_record(params.mlflow, inputs.run_record, outputs.run_record)
     # Everything is built in temporaries first and published together at the end of the block, so
     # a failure leaves the previous report whole rather than half replaced.
     with atomic_dir(paths.FIGURES_DIR) as figures_tmp, atomic_path(paths.REPORT_MD) as md_tmp, \
             atomic_path(paths.REPORT_HTML) as html_tmp:
         names = figures.write_figures(inputs.losses, inputs.evals, inputs.first_sample, inputs.last_sample,
                                       figures_tmp)
-        doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names})
+        doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names}, study_sections)
         md_tmp.write_text(to_markdown(doc), encoding="utf-8")
         html_tmp.write_text(to_html(doc), encoding="utf-8")
     training_run.log_artifact(paths.REPORT_MD, "report")

@@ -8,7 +8,7 @@ Reads every cell's metrics.json and run.json (written by `sagan train/evaluate -
 - summary.csv: per cell of the grid (seeds pooled) and metric, the mean, std and 95% interval over
   seeds, and the paired difference against no attention with its interval (sagan.study.stats);
 - fid_by_cell.png, and report.md/html holding the section "Does self-attention help?", which
-  the pipeline's report (sagan.report) also carries while the results exist.
+  the pipeline's report (sagan.report) also carries while the results exist (report_sections).
 In MLflow the study is one parent run (tagged `sagan.study`, found again on the next summary) and
 every cell's training run becomes its child (`mlflow.parentRunId`), so the UI nests them; a
 retrained cell's previous run is unlinked, so the children are exactly the cells' current runs.
@@ -28,10 +28,11 @@ import pandas as pd
 from sagan import paths, tracking
 from sagan.atomic import atomic_path
 from sagan.errors import SaganError
-from sagan.metrics import results as fid_results
 from sagan.metrics.official import weights_kind
+from sagan.metrics.results import Evaluation
 from sagan.params import MlflowParams
 from sagan.report.document import Document, Figure, Labelled, Section, Table, to_html, to_markdown
+from sagan.run_record import RunRecord
 from sagan.study import stats
 from sagan.study.design import BASELINE, Study, StudyCell
 
@@ -51,18 +52,14 @@ def cell_row(cell: StudyCell) -> dict:
     for path in (outputs.metrics, outputs.metrics_protocol, outputs.run_record):
         if not path.is_file():
             raise _missing(cell, path)
-    metrics = fid_results.read(outputs.metrics, outputs.metrics_protocol)
-    record = tracking.read_run_record(outputs.run_record)
-    if metrics["run_id"] != record["mlflow_run_id"]:
-        raise paths.bad_input(outputs.metrics_protocol, f"measures run {metrics['run_id']}, but "
-                              f"{outputs.run_record} is from run {record['mlflow_run_id']}; rerun the cell's evaluate")
-    numbers = {key: value for key, value in metrics.items()
-               if key not in fid_results.PROTOCOL_KEYS and not isinstance(value, dict)}
+    evaluation, record = Evaluation.read(outputs), RunRecord.read(outputs.run_record)
+    evaluation.check_run(record, outputs)
+    numbers = {key: value for key, value in evaluation.numbers.items() if not isinstance(value, dict)}
     return {"cell": cell.name, "attention": cell.attention, "placement": cell.placement, "seed": cell.seed,
             **{key: value for key, value in numbers.items() if key != "wall_time_s"},
-            "steps": record["steps"], "train_wall_time_s": record["wall_time_s"],
-            "eval_wall_time_s": numbers.get("wall_time_s"), "weights_kind": weights_kind(metrics["weights_sha256"]),
-            "synthetic_data": metrics["synthetic_data"], "mlflow_run_id": record["mlflow_run_id"]}
+            "steps": record.steps, "train_wall_time_s": record.wall_time_s,
+            "eval_wall_time_s": numbers.get("wall_time_s"), "weights_kind": weights_kind(evaluation.weights_sha256),
+            "synthetic_data": evaluation.synthetic_data, "mlflow_run_id": record.mlflow_run_id}
 
 
 def results_table(study: Study) -> pd.DataFrame:
@@ -165,6 +162,15 @@ def section(results: pd.DataFrame, summary: pd.DataFrame, figure: Path, href: st
     ])
 
 
+def report_sections(relative_to: Path) -> list[Section]:
+    """"Does self-attention help?" of each study whose results exist (`sagan study`), for the
+    pipeline's report, whose figures' paths are relative to `relative_to`. Optional inputs: the
+    report stage does not depend on them, so after a study, rerun the report (`sagan report`, or
+    `dvc repro -f report`) to include it."""
+    found = (read_section(d.name, relative_to) for d in sorted(paths.STUDY_REPORTS_DIR.glob("*")))
+    return [section for section in found if section is not None]
+
+
 def read_section(study_name: str, relative_to: Path) -> Section | None:
     """The section from a study's written results, for another report (None without results)."""
     out = paths.StudyReports(study_name)
@@ -183,7 +189,7 @@ def stale_cells(study_name: str, results: pd.DataFrame) -> list[str]:
 
     def current_run(cell: str) -> str | None:
         record = paths.RunOutputs(paths.study_cell_dir(study_name, paths.plain_name(cell, where))).run_record
-        return tracking.read_run_record(record)["mlflow_run_id"] if record.is_file() else None
+        return RunRecord.read(record).mlflow_run_id if record.is_file() else None
 
     return sorted(cell for cell, run_id in zip(results["cell"], results["mlflow_run_id"]) if current_run(cell) != run_id)
 

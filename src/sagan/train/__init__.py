@@ -5,5 +5,5 @@ checkpoint holds), `step` (one GAN step: D and G updates, precision, EMA), `publ
 run and published outputs), `evaluation` (FID and the other metrics during training), `checkpoint`
 (atomic save, newest-valid load, pruning, RNG states, the superseded sets of other params'
 checkpoints), `dist` (torchrun/DDP context), `lock` (one `sagan train` per project at a time),
-`records` (losses.csv, run.json).
+`records` (losses.csv, evals.csv).
 """

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from sagan.atomic import atomic_path
+from sagan.errors import one_line
 from sagan.params import Params, flatten
 
 FORMAT = 3  # 3: the loop state carries the evaluations during training and the best generator
@@ -128,9 +129,8 @@ def load_newest_valid(directory: Path, identity: dict | None = None,
             if missing or state["format"] != FORMAT:
                 raise ValueError(f"not a format-{FORMAT} checkpoint (missing {missing})")
         except Exception as exc:  # any unreadable file: fall back to the previous checkpoint
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            print(f"sagan train: {path}: corrupt checkpoint ({reason}); falling back to the previous one",
-                  file=sys.stderr)
+            print(f"sagan train: {path}: corrupt checkpoint ({one_line(exc, limit=None)}); falling back to the "
+                  f"previous one", file=sys.stderr)
             continue
         if identity is not None and identity_change(state["identity"], identity):
             continue  # another run's (arrange moves those away first; never resumed)

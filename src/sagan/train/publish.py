@@ -23,12 +23,13 @@ import torch
 from sagan import paths, tracking
 from sagan.atomic import atomic_dir, atomic_path
 from sagan.data.loader import DatasetInfo
-from sagan.errors import first_line
+from sagan.errors import one_line
 from sagan.model.io import save_generator
 from sagan.model.networks import Generator
 from sagan.model.registry import ARTIFACT, log_generator
 from sagan.model.sample import save_grid
 from sagan.params import Params, flatten
+from sagan.run_record import RunRecord
 from sagan.train import records
 from sagan.train.dist import DistContext
 from sagan.train.state import LoopState
@@ -118,7 +119,7 @@ class RunPublisher:
         try:
             log(self.mlflow_run)
         except Exception as exc:  # MLflow, requests and the server's refusals raise many types
-            self.mlflow_lost = f"at step {step} ({first_line(exc)[:300]})"
+            self.mlflow_lost = f"at step {step} ({one_line(exc, limit=300)})"
 
     def log_row(self, row: dict) -> None:
         """A log point: a losses.csv row, at its step."""
@@ -143,7 +144,7 @@ class RunPublisher:
             info = log_generator(self.params.mlflow, run.run_id, self.outputs.generator, step)
         except Exception as exc:  # MLflow and torch.export raise many types; the outputs are safe
             print(f"sagan train: warning: the generator was not logged to MLflow ({type(exc).__name__}: "
-                  f"{first_line(exc)[:200]})", file=sys.stderr)
+                  f"{one_line(exc)})", file=sys.stderr)
             return
         version = (f", registered as models:/{self.params.mlflow.registered_model}/{info.registered_model_version}"
                    if info.registered_model_version else "")
@@ -190,13 +191,13 @@ class RunPublisher:
             records.write_evals(state.evals, state.mlflow_run_id, evals)
             for epoch, images in sorted(state.grids.items()):
                 save_grid(images, samples / grid_name(epoch))
-            records.write_run_record({
+            RunRecord(**{
                 **self.metadata, "mlflow_run_id": state.mlflow_run_id, "steps": state.step, "epochs": epochs,
                 "wall_time_s": state.wall_time_s, "img_per_s": img_per_s, "device": device,
                 "params": flatten(self.params),
                 "best_step": state.best["step"] if state.best else None,
                 "best_fid": state.best["fid"] if state.best else None,
-            }, run_record)
+            }).write(run_record)
         step = state.step
         self.to_mlflow(step, lambda run: log_missing(run, state))
         # the run-level summary, for the report's run-history table

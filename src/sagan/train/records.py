@@ -1,18 +1,18 @@
-"""The training stage's records: losses.csv, evals.csv and run.json (its MLflow run is tracking.MlflowRun)."""
+"""The training stage's tables: losses.csv and evals.csv (its run.json is sagan.run_record.RunRecord,
+its MLflow run sagan.tracking.MlflowRun)."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
-from sagan import paths
-from sagan.atomic import atomic_path, write_json
+from sagan.atomic import atomic_path
 
 # run_id: the MLflow run that wrote the table (the same on every row; run.json's mlflow_run_id).
 LOSS_COLUMNS = ("step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "gamma_g", "gamma_d", "img_per_s",
                 "run_id")
 
 
-def write_losses(rows: list[dict], run_id: str, path: Path = paths.LOSSES_CSV) -> None:
+def write_losses(rows: list[dict], run_id: str, path: Path) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=LOSS_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -26,7 +26,7 @@ def write_losses(rows: list[dict], run_id: str, path: Path = paths.LOSSES_CSV) -
 EVAL_COLUMNS = ("step", "fid", "kid_mean", "kid_std", "precision", "recall", "swd")
 
 
-def write_evals(rows: list[dict], run_id: str, path: Path = paths.EVALS_CSV) -> None:
+def write_evals(rows: list[dict], run_id: str, path: Path) -> None:
     """One row per evaluation (a header only when there was none), with the run's id on each."""
     levels = sorted({k for row in rows for k in row if k.startswith("swd_")}, key=lambda k: -int(k[4:]))
     columns = [*EVAL_COLUMNS, *levels, "n_gen", "run_id"]
@@ -36,7 +36,3 @@ def write_evals(rows: list[dict], run_id: str, path: Path = paths.EVALS_CSV) -> 
         for row in rows:
             writer.writerow({**{k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()},
                              "run_id": run_id})
-
-
-def write_run_record(record: dict, path: Path = paths.RUN_RECORD) -> None:
-    write_json(path, record)
