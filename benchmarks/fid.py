@@ -44,7 +44,7 @@ def _setup(root: Path, device: str) -> None:
 
     model = read_profile("smoke", REPO).params.model
     torch.manual_seed(0)
-    save_generator(paths.GENERATOR, Generator(model, 32), model, 32, ema=False)
+    save_generator(paths.RUN.generator, Generator(model, 32), model, 32, ema=False)
     weights = extractor.resolve_weights("standin", standin_dir=REPO / paths.STANDIN_WEIGHTS_DIR)
     mu, sigma = np.zeros(extractor.FEATURE_DIM), np.eye(extractor.FEATURE_DIM)
     reference.write_npz(paths.FID_REFERENCE, {
@@ -67,7 +67,7 @@ def _ours(n: int, batch_size: int, device: str) -> float:
     params = read_profile("smoke", REPO).params
     params = dataclasses.replace(params, fid=dataclasses.replace(
         params.fid, weights="standin", num_samples=n, batch_size=batch_size, kid=False, device=device))
-    return evaluate.evaluate(params, paths.GENERATOR)["fid"]
+    return evaluate.evaluate(params, paths.RUN.generator)["fid"]
 
 
 def _torch_fidelity(root: Path, n: int, batch_size: int, device: str) -> float:
@@ -78,7 +78,7 @@ def _torch_fidelity(root: Path, n: int, batch_size: int, device: str) -> float:
     from sagan.pixels import to_uint8
     from sagan.model.io import load_generator
 
-    generator, config = load_generator(paths.GENERATOR, device)
+    generator, config = load_generator(paths.RUN.generator, device)
 
     class Uint8Generator(torch.nn.Module):
         def __init__(self):

@@ -113,7 +113,7 @@ def train(params: Params) -> None:
     loop.train(params, paths.RUN)
 
 
-def read_losses(path: Path = paths.LOSSES_CSV) -> list[dict]:
+def read_losses(path: Path = paths.RUN.losses_csv) -> list[dict]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
@@ -148,7 +148,7 @@ def comparable(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in ("img_per_s", "run_id")} for row in rows]
 
 
-def generator_tensors(path: Path = paths.GENERATOR) -> dict[str, torch.Tensor]:
+def generator_tensors(path: Path = paths.RUN.generator) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
@@ -231,26 +231,26 @@ def write_inputs(root: Path, store: Store, *, fid: float = 123.456789, weights_k
     """The upstream stages' outputs in their contract formats (docs/contracts.md), all of run "beta"
     trained with `params` (default: report_params(store))."""
     run_id = store.run_ids["beta"]
-    (root / paths.TRAIN_REPORTS_DIR).mkdir(parents=True, exist_ok=True)
+    (root / paths.RUN.train_reports_dir).mkdir(parents=True, exist_ok=True)
     evaluation(run_id, fid=fid, weights_kind=weights_kind, weights_sha256=weights_sha256,
                synthetic_data=synthetic_metrics).write(paths.RunOutputs(root))
     lines = ["run_id,step,epoch,d_loss,g_loss,d_real,d_fake,gp,gamma_g,gamma_d,img_per_s"]
     lines += [f"{run_id},{s},{e},{d},{g},0.6,0.4,0.01,0.0,0.0,500.0" for s, e, d, g in REPORT_LOSSES]
-    (root / paths.LOSSES_CSV).write_text("\n".join(lines) + "\n")
+    (root / paths.RUN.losses_csv).write_text("\n".join(lines) + "\n")
     evals = ["step,fid,kid_mean,kid_std,precision,recall,swd,swd_32,swd_16,n_gen,run_id"]
     evals += [f"{step},{fid_at},0.1,0.01,0.2,0.1,{swd_at},{swd_at},{swd_at},64,{run_id}"
               for step, fid_at, swd_at in REPORT_EVALS]
-    (root / paths.EVALS_CSV).write_text("\n".join(evals) + "\n")
-    (root / paths.SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    (root / paths.RUN.evals_csv).write_text("\n".join(evals) + "\n")
+    (root / paths.RUN.samples_dir).mkdir(parents=True, exist_ok=True)
     for name, colour in REPORT_SAMPLE_COLOURS.items():
-        Image.new("RGB", (48, 48), colour).save(root / paths.SAMPLES_DIR / name)
+        Image.new("RGB", (48, 48), colour).save(root / paths.RUN.samples_dir / name)
     run_record = {"mlflow_run_id": run_id, "mlflow_experiment": store.experiment,
                   "tracking_uri": store.uri, "steps": 200, "epochs": 10, "wall_time_s": 25.0,
                   "img_per_s": 480.0, "device": "cpu", "profile": "smoke", "git_commit": "0123abc",
                   "data_fingerprint": "f" * 64, "synthetic_data": synthetic_run, "orchestrator": "dvc",
                   "dvc_experiment": "rabid-plop", "best_step": 200, "best_fid": 150.0,
                   "params": flatten(params or report_params(store))}
-    (root / paths.RUN_RECORD).write_text(json.dumps(run_record))
+    (root / paths.RUN.run_record).write_text(json.dumps(run_record))
 
 
 @contextlib.contextmanager

@@ -206,7 +206,7 @@ def repro_with_a_params_typo(project: Path) -> ParamsTypo:
 
 def checkpoints(project: Path) -> dict[Path, float]:
     """The resumable checkpoints (superseded ones live in a subdirectory) and their mtimes."""
-    return {p: p.stat().st_mtime for p in (project / paths.CHECKPOINTS_DIR).glob("step_*.pt")}
+    return {p: p.stat().st_mtime for p in (project / paths.RUN.checkpoints_dir).glob("step_*.pt")}
 
 
 def newest_checkpoint_step(project: Path) -> int:
@@ -277,7 +277,7 @@ def run_queue(project: Path, sweep: list[list[str]], timeout: float = 900) -> No
 
 def experiments_fid(exp_show: list[dict]) -> dict[str, object]:
     """{experiment name: its FID} from `dvc exp show --json`."""
-    return {rev["name"]: rev["data"]["metrics"][str(paths.METRICS)]["data"].get("fid")
+    return {rev["name"]: rev["data"]["metrics"][str(paths.RUN.metrics)]["data"].get("fid")
             for baseline in exp_show for group in baseline.get("experiments") or [] for rev in group["revs"]}
 
 
@@ -366,7 +366,7 @@ def run_dvc_scenario(project: Path) -> DvcScenario:
 
     first_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
     second_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    metrics = json.loads((project / paths.METRICS).read_text())
+    metrics = json.loads((project / paths.RUN.metrics).read_text())
     params_typo = repro_with_a_params_typo(project)
 
     set_param(project, "report.title", "changed title")
@@ -412,7 +412,7 @@ def run_dvc_experiments(project: Path) -> DvcExperiments:
     best = min(fids, key=lambda name: fids[name])
     run(["dvc", "exp", "apply", best], project, capture_output=True)
     ran_after_apply = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
-    applied_metrics = json.loads((project / paths.METRICS).read_text())
+    applied_metrics = json.loads((project / paths.RUN.metrics).read_text())
     commit(project, f"best experiment: {best}")
 
     # A second machine: push to a remote, clone, pull; nothing may rerun there.
@@ -489,7 +489,7 @@ def run_snakemake_gate_and_samples(project: Path) -> tuple[Outcome, dict[str, by
     check = run(["sagan", "check-fid"], project, check=False, capture_output=True, text=True)
     # The first run's generator, registered in MLflow, drawn back; and the same grid from the file.
     for source, out in ((["--model-uri", "models:/sagan-smoke-generator/1"], "registry.png"),
-                        (["--generator", str(paths.GENERATOR)], "file.png")):
+                        (["--generator", str(paths.RUN.generator)], "file.png")):
         run(["sagan", "sample", *source, "--out", out], project, capture_output=True)
     samples = {name: (project / name).read_bytes() for name in ("registry.png", "file.png")}
     return Outcome(check.returncode, check.stdout + check.stderr), samples

@@ -92,7 +92,7 @@ def test_check_fid_update_rewrites_an_empty_or_corrupt_baseline(tmp_path, monkey
     """Before, `--update` refused the baseline that its own hint said to rewrite with it."""
     params = write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    paths.METRICS.parent.mkdir()
+    paths.RUN.metrics.parent.mkdir()
     Evaluation.from_dict(EVALUATION).write(paths.RUN)
     Path("baseline.json").write_bytes(old.encode("latin-1"))
     assert main(["check-fid", "--params", str(params), "--baseline", "baseline.json", "--update"]) == 0
@@ -106,7 +106,7 @@ def test_check_fid_update_onto_a_directory_is_one_line(tmp_path, monkeypatch, ca
     """Before, `sagan check-fid --update --baseline DIR` ended in an IsADirectoryError traceback."""
     params = write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
-    paths.METRICS.parent.mkdir()
+    paths.RUN.metrics.parent.mkdir()
     Evaluation.from_dict(EVALUATION).write(paths.RUN)
     Path("baselines").mkdir()
     assert main(["check-fid", "--params", str(params), "--baseline", "baselines", "--update"]) == 1

@@ -43,11 +43,11 @@ def test_two_gloo_ranks_train_the_paper_setup_and_rank_0_alone_writes(tmp_path, 
     done = sagan_train(root, tiny_raw_params(max_steps=4, batch_size=8), {**env, "MLFLOW_TRACKING_URI": tracking}, 2)
     assert done.returncode == 0, done.stderr[-3000:]
     monkeypatch.chdir(root)
-    record = json.loads(paths.RUN_RECORD.read_text())
+    record = json.loads(paths.RUN.run_record.read_text())
     assert record["device"] == "cpu x2" and record["steps"] == 4
     assert [int(r["step"]) for r in read_losses()] == [4]
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000004.pt"]
-    assert sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == ["epoch_001.png"]
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == ["step_0000004.pt"]
+    assert sorted(p.name for p in paths.RUN.samples_dir.iterdir()) == ["epoch_001.png"]
     import mlflow
 
     client = mlflow.MlflowClient(tracking)
@@ -58,11 +58,11 @@ def test_two_gloo_ranks_train_the_paper_setup_and_rank_0_alone_writes(tmp_path, 
 def test_when_another_train_holds_the_project_every_rank_stops(tmp_path, env):
     """Rank 0 alone takes models/.train.lock; when it cannot, no rank trains and none waits forever."""
     root = make_project(tmp_path / "project")
-    with train_lock_held_elsewhere(root / paths.MODELS_DIR / ".train.lock") as holder:
+    with train_lock_held_elsewhere(root / paths.RUN.models_dir / ".train.lock") as holder:
         done = sagan_train(root, tiny_raw_params(max_steps=2, batch_size=8), env, 2)
     assert done.returncode != 0
     assert f"another `sagan train` (pid {holder.pid}) is running in this project" in done.stderr
-    assert not (root / paths.CHECKPOINTS_DIR).exists() and not (root / paths.TRAIN_REPORTS_DIR).exists()
+    assert not (root / paths.RUN.checkpoints_dir).exists() and not (root / paths.RUN.train_reports_dir).exists()
 
 
 def test_two_ranks_of_batch_8_equal_one_process_of_batch_16(tmp_path, env, monkeypatch):

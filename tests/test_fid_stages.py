@@ -46,7 +46,7 @@ def project(prepared_project, tmp_path_factory) -> Path:
         params = base_params()
         extractor.standin_weights(paths.STANDIN_WEIGHTS_DIR)
         torch.manual_seed(0)
-        save_generator(paths.GENERATOR, Generator(params.model, 32), params.model, 32, ema=False)
+        save_generator(paths.RUN.generator, Generator(params.model, 32), params.model, 32, ema=False)
         fid_ref.run(params, ARGS)
         fid_bounds.run(params, ARGS)
         yield root
@@ -108,7 +108,7 @@ def test_reference_depends_only_on_reference_keys_and_data(project, tmp_path, mo
     assert paths.FID_REFERENCE.read_bytes() == before
     # evaluating a (new) generator reads the reference but never rewrites it
     _bounds_for(_with_fid(base_params(), kid=False), tmp_path, monkeypatch)
-    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False), paths.GENERATOR)
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid=False), paths.RUN.generator)
     assert paths.FID_REFERENCE.read_bytes() == before
     assert (metrics["kid_mean"], metrics["kid_std"], metrics["n_gen"]) == (None, None, N_GEN)
 
@@ -126,7 +126,7 @@ def test_reference_batch_size_changes_only_rounding(project):
 @pytest.mark.parametrize("verify", [True, False])
 def test_evaluate_checks_the_shards_it_reads_when_data_verify_shards_is_on(project, verify):
     shard = paths.PREPARED_DIR / shard_name(0)
-    kept = {path: path.read_bytes() for path in (shard, paths.METRICS, paths.METRICS_PROTOCOL) if path.exists()}
+    kept = {path: path.read_bytes() for path in (shard, paths.RUN.metrics, paths.RUN.metrics_protocol) if path.exists()}
     damaged = bytearray(kept[shard])
     damaged[-1] ^= 0xFF  # one pixel of the last image: bit rot
     params = dataclasses.replace(base_params(), data=dataclasses.replace(base_params().data, verify_shards=verify))
@@ -137,18 +137,18 @@ def test_evaluate_checks_the_shards_it_reads_when_data_verify_shards_is_on(proje
                 evaluate_command.run(params, ARGS)
         else:
             evaluate_command.run(params, ARGS)  # unchecked, as the param says: the run completes
-            assert paths.METRICS.is_file()
+            assert paths.RUN.metrics.is_file()
     finally:
         for path, content in kept.items():
             path.write_bytes(content)
-        for path in (paths.METRICS, paths.METRICS_PROTOCOL):
+        for path in (paths.RUN.metrics, paths.RUN.metrics_protocol):
             if path not in kept:
                 path.unlink(missing_ok=True)
 
 
 def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     evaluate_command.run(base_params(), ARGS)  # no reports/train/run.json: a warning, no MLflow
-    numbers = json.loads(paths.METRICS.read_text())  # numbers only: what `dvc metrics show` tabulates
+    numbers = json.loads(paths.RUN.metrics.read_text())  # numbers only: what `dvc metrics show` tabulates
     scores = {"fid": float, "kid_mean": float, "kid_std": float, "precision": float, "recall": float,
               "swd": float, "swd_32": float, "swd_16": float, "n_gen": int, "n_ref": int, "n_swd": int}
     assert {k: type(v) for k, v in numbers.items()} == {**scores, "wall_time_s": float, "floor": dict, "ceiling": dict}
@@ -159,13 +159,13 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     # the fixture's generator is the untrained one (train.seed 0): evaluate scores exactly the ceiling
     assert base_params().train.seed == 0 and {k: numbers[k] for k in scores} == numbers["ceiling"]
     assert 0 <= numbers["precision"] <= 1 and 0 <= numbers["recall"] <= 1
-    protocol = json.loads(paths.METRICS_PROTOCOL.read_text())
+    protocol = json.loads(paths.RUN.metrics_protocol.read_text())
     assert {k: type(v) for k, v in protocol.items()} == {
         "reference_split": str, "extractor": str, "weights_sha256": str, "weights_kind": str, "preprocessing": dict,
         "synthetic_data": bool, "metric_protocols": dict, "generator": str, "run_id": type(None),  # no run.json
         "metrics_sha256": str}
     assert set(protocol["metric_protocols"]) == {"kid", "precision_recall", "swd"}
-    assert protocol["metrics_sha256"] == hashlib.sha256(paths.METRICS.read_bytes()).hexdigest()
+    assert protocol["metrics_sha256"] == hashlib.sha256(paths.RUN.metrics.read_bytes()).hexdigest()
     evaluation = Evaluation.read(paths.RUN)
     assert evaluation.numbers["fid"] > 0 and evaluation.numbers["kid_std"] >= 0
     assert (evaluation.numbers["n_gen"], evaluation.numbers["n_ref"], evaluation.weights_kind,
@@ -174,7 +174,7 @@ def test_evaluate_end_to_end_on_an_untrained_generator(project, capsys):
     assert evaluation.preprocessing == {"crop": 160, "size": 32, "resize_to_inception": "torch-fidelity bilinear 299"}
     out, err = capsys.readouterr()
     assert f"sagan evaluate: FID {evaluation.numbers['fid']:.3f}, KID " in out
-    assert f"sagan evaluate: warning: {paths.RUN_RECORD} not found; metrics not logged to MLflow\n" in err
+    assert f"sagan evaluate: warning: {paths.RUN.run_record} not found; metrics not logged to MLflow\n" in err
 
 
 def _bounds_for(params: Params, tmp_path: Path, monkeypatch) -> None:
@@ -192,7 +192,7 @@ def _recorded_training_run(params: Params):
     mlflow.set_experiment(params.mlflow.experiment)
     with mlflow.start_run() as training_run:
         pass
-    run_record(training_run.info.run_id).write(paths.RUN_RECORD)
+    run_record(training_run.info.run_id).write(paths.RUN.run_record)
     return training_run
 
 
@@ -207,11 +207,11 @@ def test_metrics_are_logged_into_the_training_run(project, monkeypatch, capsys):
                "extractor": extractor.EXTRACTOR_LABEL, "weights_sha256": "ab" * 32, "weights_kind": "standin",
                "synthetic_data": True, "run_id": "another-run", "generator": "last", "metric_protocols": {}}
     # run.json names another run than the one these metrics were checked against (replaced since): no logging
-    evaluate.log_to_training_run(params, Evaluation.from_dict(metrics), paths.RUN_RECORD)
+    evaluate.log_to_training_run(params, Evaluation.from_dict(metrics), paths.RUN.run_record)
     assert mlflow.get_run(training_run.info.run_id).data.metrics == {}
     assert "metrics not logged to MLflow" in capsys.readouterr().err
     evaluate.log_to_training_run(params, Evaluation.from_dict({**metrics, "run_id": training_run.info.run_id}),
-                                 paths.RUN_RECORD)
+                                 paths.RUN.run_record)
     logged = mlflow.get_run(training_run.info.run_id).data
     # kid_std None, the sample counts and the protocol are no metrics
     assert logged.metrics == {"fid": 12.5, "kid_mean": 0.25, "swd": 80.0, "floor/fid": 2.0, "floor/swd": 30.0,
@@ -262,22 +262,22 @@ def test_reference_mismatches_are_one_line(project, tmp_path, monkeypatch):
     reference.write_npz(paths.FID_REFERENCE, {**arrays, "size": np.array(64)})
     with pytest.raises(SaganError, match=r"reference.npz: reference images are 64 px but models/generator.pt "
                                          r"makes 32 px \(hint: rerun `sagan fid-ref`"):
-        evaluate.evaluate(base_params(), paths.GENERATOR)
+        evaluate.evaluate(base_params(), paths.RUN.generator)
     reference.write_npz(paths.FID_REFERENCE, {**arrays, "weights_kind": np.array("official"),
                                               "weights_sha256": np.array("6726825d" + "0" * 56)})
     with pytest.raises(SaganError, match=rf"reference.npz: computed with Inception weights official sha256 "
                                          rf"6726825d0+, but fid.weights gives standin sha256 {ref['weights_sha256']} "
                                          rf"\(hint: rerun `sagan fid-ref`\)"):
-        evaluate.evaluate(base_params(), paths.GENERATOR)
+        evaluate.evaluate(base_params(), paths.RUN.generator)
     del arrays["sigma"]
     reference.write_npz(paths.FID_REFERENCE, arrays)
     with pytest.raises(SaganError, match=r"reference.npz: missing sigma$"):  # a file outside the project
-        evaluate.evaluate(base_params(), paths.GENERATOR)
+        evaluate.evaluate(base_params(), paths.RUN.generator)
 
 
 def test_an_unknown_device_is_named_with_its_param(project):
     with pytest.raises(SaganError, match=r"^fid.device: unknown device 'gpu0' \(hint: use auto, cpu or cuda\)$"):
-        evaluate.evaluate(_with_fid(base_params(), device="gpu0"), paths.GENERATOR)
+        evaluate.evaluate(_with_fid(base_params(), device="gpu0"), paths.RUN.generator)
 
 
 def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monkeypatch, capsys):
@@ -290,51 +290,51 @@ def test_evaluate_records_the_training_run_it_belongs_to(project, tmp_path, monk
     evaluate_command.run(params, ARGS)
     evaluation = Evaluation.read(paths.RUN)
     assert evaluation.run_id == training_run.info.run_id
-    assert "kid_mean" not in json.loads(paths.METRICS.read_text())  # fid.kid off: no KID column, not a null
+    assert "kid_mean" not in json.loads(paths.RUN.metrics.read_text())  # fid.kid off: no KID column, not a null
     assert mlflow.get_run(training_run.info.run_id).data.metrics["fid"] == pytest.approx(evaluation.numbers["fid"])
     # no run.json (a foreign generator): still evaluated, with the warning, and run_id null
-    paths.RUN_RECORD.unlink()
+    paths.RUN.run_record.unlink()
     capsys.readouterr()
     evaluate_command.run(params, ARGS)
     assert Evaluation.read(paths.RUN).run_id is None
-    assert f"{paths.RUN_RECORD} not found; metrics not logged to MLflow" in capsys.readouterr().err
+    assert f"{paths.RUN.run_record} not found; metrics not logged to MLflow" in capsys.readouterr().err
 
 
 def test_evaluate_generator_best_scores_the_best_file_and_says_so(project, monkeypatch, tmp_path):
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     params = base_params()
     torch.manual_seed(1)  # another generator than generator.pt
-    save_generator(paths.GENERATOR_BEST, Generator(params.model, 32), params.model, 32, ema=False)
+    save_generator(paths.RUN.generator_best, Generator(params.model, 32), params.model, 32, ema=False)
     try:
         best = dataclasses.replace(params, evaluate=dataclasses.replace(params.evaluate, generator="best"))
         evaluate_command.run(best, ARGS)
         scored = Evaluation.read(paths.RUN)
         assert scored.generator == "best"
-        assert scored.numbers["fid"] == evaluate.evaluate(params, paths.GENERATOR_BEST)["fid"]
+        assert scored.numbers["fid"] == evaluate.evaluate(params, paths.RUN.generator_best)["fid"]
         evaluate_command.run(params, ARGS)  # the default: the last generator, as in the paper
         last = Evaluation.read(paths.RUN)
         assert last.generator == "last" and last.numbers["fid"] != scored.numbers["fid"]
     finally:
-        paths.GENERATOR_BEST.unlink()
+        paths.RUN.generator_best.unlink()
 
 
 def test_kid_subset_size_below_two_names_the_param(project, tmp_path, monkeypatch):
     monkeypatch.setattr(measure, "load_extractor", lambda weights, device: _PixelFeatures())
     with pytest.raises(SaganError) as exc:
-        evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1), paths.GENERATOR)
+        evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1), paths.RUN.generator)
     assert str(exc.value).startswith(f"fid.kid_subset_size: 1; KID needs subsets of at least 2 and at most "
                                      f"min(fid.num_samples, reference features) = {min(N_GEN, N_REF)} ")
     assert "\n" not in str(exc.value)
     # larger than the pools: capped (small runs still get a KID), as before
     _bounds_for(_with_fid(base_params(), kid_subset_size=1000), tmp_path, monkeypatch)
-    metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000), paths.GENERATOR)
+    metrics = evaluate.evaluate(_with_fid(base_params(), kid_subset_size=1000), paths.RUN.generator)
     assert metrics["kid_mean"] is not None
 
 
 @pytest.mark.parametrize("kid", [True, False])
 def test_num_samples_below_two_names_the_param(project, kid):
     with pytest.raises(SaganError, match=r"^fid.num_samples: 1; FID needs at least 2 samples [^\n]*$"):
-        evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid), paths.GENERATOR)
+        evaluate.evaluate(_with_fid(base_params(), num_samples=1, kid=kid), paths.RUN.generator)
 
 
 def _publish_run(outputs: paths.RunOutputs, run_id: str, seed: int) -> None:
@@ -360,7 +360,7 @@ def test_a_train_publishing_while_evaluate_runs_is_refused_not_misattributed(pro
         monkeypatch.setattr(design, "resolve_cell",
                             lambda params, study, cell: types.SimpleNamespace(outputs=outputs, params=params))
     args = ARGS
-    kept = paths.GENERATOR.read_bytes()  # the module's untrained generator, which other tests score
+    kept = paths.RUN.generator.read_bytes()  # the module's untrained generator, which other tests score
     real_score = measure.score
 
     def score_while_train_publishes(*args, **kwargs):
@@ -379,8 +379,8 @@ def test_a_train_publishing_while_evaluate_runs_is_refused_not_misattributed(pro
             f"evaluate` once training has finished)")
         assert (outputs.metrics.read_bytes() if outputs.metrics.exists() else None) == written
     finally:
-        paths.GENERATOR.write_bytes(kept)
-        paths.RUN_RECORD.unlink(missing_ok=True)
+        paths.RUN.generator.write_bytes(kept)
+        paths.RUN.run_record.unlink(missing_ok=True)
         shutil.rmtree("studies", ignore_errors=True)
 
 
@@ -410,14 +410,14 @@ def test_bounds_of_another_reference_are_refused_before_any_sample(project, tmp_
                                          rf"\(sha256 {stored['reference_sha256']}\) than {paths.FID_REFERENCE} "
                                          rf"\(sha256 {new}\); it is written by `sagan fid-bounds` \(hint: run "
                                          rf"`sagan fid-bounds`, or the whole pipeline: `dvc repro`\)$"):
-        evaluate.evaluate(params, paths.GENERATOR)
+        evaluate.evaluate(params, paths.RUN.generator)
 
 
 def test_bounds_of_other_sampling_params_are_refused_before_any_sample(project, no_sampling):
     with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: was measured with fid\.seed 0, fid\.swd_images "
                                          r"\d+; the params give fid\.seed 5, fid\.swd_images 3; it is written by "
                                          r"`sagan fid-bounds` \(hint: "):
-        evaluate.evaluate(_with_fid(base_params(), seed=5, swd_images=3), paths.GENERATOR)
+        evaluate.evaluate(_with_fid(base_params(), seed=5, swd_images=3), paths.RUN.generator)
 
 
 @pytest.mark.parametrize("damage", [lambda kept: kept[: len(kept) // 2], lambda kept: b"\xff" + kept],
@@ -428,7 +428,7 @@ def test_a_damaged_bounds_file_is_refused_before_any_sample(project, no_sampling
         paths.FID_BOUNDS.write_bytes(damage(kept))
         with pytest.raises(SaganError, match=r"^data/fid/bounds\.json: not valid JSON \([^\n]*\); it is written "
                                              r"by `sagan fid-bounds`"):
-            evaluate.evaluate(base_params(), paths.GENERATOR)
+            evaluate.evaluate(base_params(), paths.RUN.generator)
     finally:
         paths.FID_BOUNDS.write_bytes(kept)
 
@@ -449,10 +449,10 @@ def _check_fid(tmp_path, monkeypatch, capsys, metrics: dict, baseline: dict, dro
     its exit code, stderr and stdout."""
     write_profile("smoke", tmp_path / "smoke.yaml", root=Path(__file__).resolve().parents[1])
     monkeypatch.chdir(tmp_path)
-    paths.METRICS.parent.mkdir(exist_ok=True)
+    paths.RUN.metrics.parent.mkdir(exist_ok=True)
     Evaluation.from_dict({**EVALUATION, **metrics}).write(paths.RUN)
     if drop:
-        path = paths.METRICS_PROTOCOL if drop in PROTOCOL_FIELDS else paths.METRICS
+        path = paths.RUN.metrics_protocol if drop in PROTOCOL_FIELDS else paths.RUN.metrics
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != drop}))
     Path("baseline.json").write_text(json.dumps(baseline))
     rc = cli.main(["check-fid", "--params", "smoke.yaml", "--baseline", "baseline.json"])
@@ -511,7 +511,7 @@ def test_metrics_from_another_evaluation_are_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Evaluation.from_dict(EVALUATION).write(paths.RUN)
     assert Evaluation.read(paths.RUN).numbers["fid"] == 9.0
-    paths.METRICS.write_text(json.dumps({**json.loads(paths.METRICS.read_text()), "fid": 8.0}))
+    paths.RUN.metrics.write_text(json.dumps({**json.loads(paths.RUN.metrics.read_text()), "fid": 8.0}))
     with pytest.raises(SaganError, match=r"^reports/metrics\.json: is not the file reports/metrics_protocol\.json "
                                          r"describes \(its sha256 differs\): the two come from different evaluations; "
                                          r"it is written by `sagan evaluate`"):

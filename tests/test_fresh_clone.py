@@ -64,9 +64,10 @@ def test_a_scratch_copy_leaves_out_a_committed_run(tmp_path):
 
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "-q", str(REPO_ROOT), str(clone)], check=True)
-    for rel in ("dvc.lock", paths.METRICS, paths.METRICS_PROTOCOL, paths.RUN_RECORD, paths.LOSSES_CSV):
+    for rel in ("dvc.lock", paths.RUN.metrics, paths.RUN.metrics_protocol, paths.RUN.run_record, paths.RUN.losses_csv):
         (clone / rel).parent.mkdir(parents=True, exist_ok=True)
         (clone / rel).write_text("{}\n")
     files = working_tree_files(clone)
     assert "dvc.yaml" in files and "reports/README.md" in files and "src/sagan/paths.py" in files
-    assert not {"dvc.lock", *map(str, (paths.METRICS, paths.METRICS_PROTOCOL, paths.RUN_RECORD, paths.LOSSES_CSV))} & set(files)
+    run = paths.RUN
+    assert not {"dvc.lock", *map(str, (run.metrics, run.metrics_protocol, run.run_record, run.losses_csv))} & set(files)

@@ -121,9 +121,9 @@ def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # chromium fi
                 fid_ref.run(run_params, ARGS)
                 fid_bounds.run(run_params, ARGS)
             evaluate_command.run(run_params, ARGS)
-            record = json.loads(paths.RUN_RECORD.read_text())
+            record = json.loads(paths.RUN.run_record.read_text())
             runs[name] = {"run_id": record["mlflow_run_id"], "data_fingerprint": record["data_fingerprint"],
-                          "fid": json.loads(paths.METRICS.read_text())["fid"],
+                          "fid": json.loads(paths.RUN.metrics.read_text())["fid"],
                           "reference_sha256": hashlib.sha256(paths.FID_REFERENCE.read_bytes()).hexdigest()}
         experiment = tracking.client(params.mlflow).get_experiment_by_name(params.mlflow.experiment)
         _wait_until_up(url, server, log)

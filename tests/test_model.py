@@ -353,7 +353,7 @@ def test_generator_file_errors_name_the_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SaganError, match=r"^models/generator\.pt: not found; it is written by `sagan train` "
                                          r"\(hint: run `sagan train`, or the whole pipeline: `dvc repro`\)$"):
-        load_generator(paths.GENERATOR)
+        load_generator(paths.RUN.generator)
 
     html = tmp_path / "quota.pt"
     html.write_text("<html>Google Drive quota exceeded</html>")

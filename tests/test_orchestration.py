@@ -12,7 +12,9 @@ from sagan import paths, stages
 from sagan.params import Params, flatten
 
 ROOT = Path(__file__).resolve().parents[1]
-PATH_CONSTANTS = {str(v) for v in vars(paths).values() if isinstance(v, Path)}
+# The pipeline's paths: sagan.paths' constants and the paper run's outputs (paths.RUN).
+PATH_CONSTANTS = {str(v) for v in vars(paths).values() if isinstance(v, Path)} | {
+    str(getattr(paths.RUN, name)) for name, value in vars(paths.RunOutputs).items() if isinstance(value, property)}
 
 
 def _expand_sources(items):
@@ -154,8 +156,8 @@ def test_git_tracks_exactly_the_uncached_outputs():
 def test_checkpoints_are_neither_a_dvc_nor_a_snakemake_output(snakemake_rules):
     """A declared output that is missing makes DVC rerun its stage, so a clone that pulls would
     retrain; neither orchestrator must delete them before a rerun (train.smk)."""
-    assert str(paths.CHECKPOINTS_DIR) not in _dvc_outputs()
-    assert str(paths.CHECKPOINTS_DIR) not in snakemake_rules["train"]["outputs"]
+    assert str(paths.RUN.checkpoints_dir) not in _dvc_outputs()
+    assert str(paths.RUN.checkpoints_dir) not in snakemake_rules["train"]["outputs"]
 
 
 def test_import_closure_sees_lazy_and_package_imports():
@@ -192,9 +194,9 @@ def test_snakefile_validates_params_like_sagan(tmp_path):
 def test_dvc_artifacts_name_the_generator_as_a_model():
     """DVC's model registry convention: the trained generator is a declared artifact of type model."""
     artifacts = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]
-    assert artifacts["generator"]["path"] == str(paths.GENERATOR) and artifacts["generator"]["type"] == "model"
+    assert artifacts["generator"]["path"] == str(paths.RUN.generator) and artifacts["generator"]["type"] == "model"
     assert artifacts["generator"]["desc"] and artifacts["generator"]["labels"]
-    assert str(paths.GENERATOR) in dvc_stages()["train"]["outputs"]
+    assert str(paths.RUN.generator) in dvc_stages()["train"]["outputs"]
 
 
 def test_a_broken_study_fails_only_the_studys_targets(tmp_path):

@@ -71,7 +71,7 @@ class TestDvc:
         typo = dvc_scenario.params_typo
         assert typo.returncode != 0 and typo.ran == {CHECK}
         assert "sagan params: error: params.yaml: 'train.lr_g' must be float, got 'abc'" in typo.log
-        assert {str(paths.GENERATOR), str(paths.RUN_RECORD), str(paths.REPORT_HTML)} <= set(typo.outputs_before)
+        assert {str(paths.RUN.generator), str(paths.RUN.run_record), str(paths.REPORT_HTML)} <= set(typo.outputs_before)
         assert typo.outputs_after == typo.outputs_before
 
     def test_report_param_reruns_only_report(self, dvc_scenario):
@@ -81,14 +81,14 @@ class TestDvc:
         assert dvc_scenario.left_out_of_commit == ""
 
     def test_metrics_diff_between_two_commits_shows_the_fid_change(self, dvc_scenario):
-        fid = dvc_scenario.more_epochs.metrics_diff[str(paths.METRICS)]["fid"]
+        fid = dvc_scenario.more_epochs.metrics_diff[str(paths.RUN.metrics)]["fid"]
         assert fid["old"] == dvc_scenario.metrics["fid"]
         assert fid["diff"] == pytest.approx(fid["new"] - fid["old"]) and fid["diff"] != 0
 
     def test_plots_diff_loads_both_commits(self, dvc_scenario):
         plots_diff = dvc_scenario.more_epochs.plots_diff
         assert plots_diff.returncode == 0 and "failed to load" not in plots_diff.output, plots_diff.output
-        assert str(paths.LOSSES_CSV) in plots_diff.output
+        assert str(paths.RUN.losses_csv) in plots_diff.output
 
     def test_queued_sweep_lands_in_exp_show_with_a_fid_each(self, dvc_scenario):
         experiments = dvc_scenario.experiments
@@ -107,7 +107,7 @@ class TestDvc:
     def test_a_clone_that_pulls_from_the_remote_runs_nothing(self, dvc_scenario):
         project, clone = dvc_scenario.experiments.project, dvc_scenario.experiments.clone
         assert dvc_scenario.experiments.clone_ran == set()
-        for path in (paths.GENERATOR, paths.FID_REFERENCE, paths.REPORT_HTML, paths.METRICS):
+        for path in (paths.RUN.generator, paths.FID_REFERENCE, paths.REPORT_HTML, paths.RUN.metrics):
             assert (clone / path).read_bytes() == (project / path).read_bytes(), path
 
     def test_kill_during_train_then_rerun_resumes(self, dvc_scenario):
@@ -124,7 +124,7 @@ class TestDvc:
         # the trained generator sits between real images and the untrained generator, on FID and SWD
         for key in ("fid", "swd"):
             assert metrics["floor"][key] < metrics[key] < metrics["ceiling"][key], (key, metrics)
-        protocol = json.loads((project / paths.METRICS_PROTOCOL).read_text())
+        protocol = json.loads((project / paths.RUN.metrics_protocol).read_text())
         assert protocol["weights_kind"] == "standin" and protocol["synthetic_data"] is True
 
     def test_runs_are_tagged_with_dvc_and_experiments_with_their_names(self, dvc_scenario):

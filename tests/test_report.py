@@ -89,7 +89,7 @@ def test_paper_rows_appear_exactly_in_md_and_html(standin_report):
 def test_this_runs_fid_is_the_one_in_metrics_json(standin_report):
     md, html_text = read(standin_report)
     ours = md_table(md, "Table 1: FID on CelebA")[5]
-    fid_in_metrics = json.loads((standin_report / paths.METRICS).read_text())["fid"]
+    fid_in_metrics = json.loads((standin_report / paths.RUN.metrics).read_text())["fid"]
     assert ours[0] == "This run"
     assert float(ours[1]) == round(fid_in_metrics, 2) == 123.46
     assert ours[3] == ("256 generated vs 400 reference images (val split); centre crop 160 px, resized to "
@@ -207,7 +207,7 @@ def test_differing_params_counts_an_unlogged_param_as_different():
 def test_fig4_plots_mean_losses_per_epoch(standin_report):
     import pandas as pd
 
-    per_epoch = figures.mean_losses_per_epoch(pd.read_csv(standin_report / paths.LOSSES_CSV))
+    per_epoch = figures.mean_losses_per_epoch(pd.read_csv(standin_report / paths.RUN.losses_csv))
     assert list(per_epoch.index) == [1, 2, 10]
     np.testing.assert_allclose(per_epoch["g_loss"], [0.7, 0.9, 0.85])
     np.testing.assert_allclose(per_epoch["d_loss"], [1.4, 1.1, 1.1])
@@ -233,7 +233,7 @@ def test_fig4_ticks_whole_epochs_only():
 def test_fig4_is_byte_identical_for_the_same_losses(standin_report, tmp_path):
     import pandas as pd
 
-    losses = pd.read_csv(standin_report / paths.LOSSES_CSV)
+    losses = pd.read_csv(standin_report / paths.RUN.losses_csv)
     figures.plot_losses(losses, tmp_path / "again.png")
     assert (tmp_path / "again.png").read_bytes() == (standin_report / paths.FIGURES_DIR / figures.FIG4).read_bytes()
 
@@ -393,11 +393,11 @@ def test_user_named_text_in_the_report_is_never_a_link_image_or_markup(tmp_path_
 
 # -- missing or bad inputs ----------------------------------------------------------------------
 @pytest.mark.parametrize("remove,message", [
-    (paths.METRICS, f"{paths.METRICS}: not found; it is written by `sagan evaluate` "
+    (paths.RUN.metrics, f"{paths.RUN.metrics}: not found; it is written by `sagan evaluate` "
                     "(hint: run `sagan evaluate`, or the whole pipeline: `dvc repro`)"),
-    (paths.LOSSES_CSV, f"{paths.LOSSES_CSV}: not found; it is written by `sagan train` "
+    (paths.RUN.losses_csv, f"{paths.RUN.losses_csv}: not found; it is written by `sagan train` "
                        "(hint: run `sagan train`, or the whole pipeline: `dvc repro`)"),
-    (paths.RUN_RECORD, f"{paths.RUN_RECORD}: not found; it is written by `sagan train` "
+    (paths.RUN.run_record, f"{paths.RUN.run_record}: not found; it is written by `sagan train` "
                        "(hint: run `sagan train`, or the whole pipeline: `dvc repro`)"),
 ])
 def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, report_store, remove, message):
@@ -411,13 +411,13 @@ def test_a_missing_input_is_named_with_the_stage_that_makes_it(tmp_path, report_
 
 def test_missing_samples_and_bad_columns_are_named(tmp_path, report_store):
     write_inputs(tmp_path, report_store)
-    for png in (tmp_path / paths.SAMPLES_DIR).iterdir():
+    for png in (tmp_path / paths.RUN.samples_dir).iterdir():
         png.unlink()
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/samples/epoch_\*\.png: "
                                                                  r"no sample grids found; it is written by `sagan train`"):
         build.build_report(report_params(report_store), paths.RUN, [])
     write_inputs(tmp_path, report_store)
-    (tmp_path / paths.LOSSES_CSV).write_text("step,epoch,d_loss\n1,1,0.5\n")
+    (tmp_path / paths.RUN.losses_csv).write_text("step,epoch,d_loss\n1,1,0.5\n")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/train/losses.csv: lacks columns run_id, g_loss;"):
         build.build_report(report_params(report_store), paths.RUN, [])
 
@@ -437,9 +437,9 @@ def test_inputs_of_two_runs_are_refused(tmp_path, report_store, mix, message):
     beside another run's numbers."""
     write_inputs(tmp_path, report_store)
     if mix == "metrics":
-        _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, run_id="0" * 32)
+        _rewrite_json(tmp_path / paths.RUN.metrics_protocol, run_id="0" * 32)
     else:
-        csv = tmp_path / paths.LOSSES_CSV
+        csv = tmp_path / paths.RUN.losses_csv
         csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], "0" * 32))
     with project_dir(tmp_path), pytest.raises(SaganError, match=message):
         build.build_report(report_params(report_store), paths.RUN, [])
@@ -458,7 +458,7 @@ def test_the_params_shown_are_the_runs_not_params_yaml(tmp_path, report_store):
 
 def test_a_non_number_fid_is_one_line(tmp_path, report_store):
     write_inputs(tmp_path, report_store)
-    _rewrite_json(tmp_path / paths.METRICS, fid="nan?")
+    _rewrite_json(tmp_path / paths.RUN.metrics, fid="nan?")
     with project_dir(tmp_path), pytest.raises(SaganError, match=r"^reports/metrics\.json: 'fid' is 'nan\?', "
                                                                  r"not a finite number; it is written by"):
         build.build_report(report_params(report_store), paths.RUN, [])
@@ -469,10 +469,10 @@ def test_a_failing_report_leaves_the_previous_one_whole(tmp_path, report_store):
     before = {p: (tmp_path / p).read_bytes() for p in (paths.REPORT_MD, paths.REPORT_HTML)}
     figures_before = sorted((tmp_path / paths.FIGURES_DIR).iterdir())
     missing_run = "0" * 32  # consistent inputs of a run the MLflow store does not have
-    for path in (paths.METRICS_PROTOCOL, paths.RUN_RECORD):
-        key = "run_id" if path == paths.METRICS_PROTOCOL else "mlflow_run_id"
+    for path in (paths.RUN.metrics_protocol, paths.RUN.run_record):
+        key = "run_id" if path == paths.RUN.metrics_protocol else "mlflow_run_id"
         _rewrite_json(tmp_path / path, **{key: missing_run})
-    for csv in (tmp_path / paths.LOSSES_CSV, tmp_path / paths.EVALS_CSV):
+    for csv in (tmp_path / paths.RUN.losses_csv, tmp_path / paths.RUN.evals_csv):
         csv.write_text(csv.read_text().replace(report_store.run_ids["beta"], missing_run))
     with project_dir(tmp_path), pytest.raises(SaganError, match=f"MLflow run {missing_run} from"):
         build.build_report(report_params(report_store), paths.RUN, [])
@@ -507,7 +507,7 @@ def test_fig7_plots_fid_and_swd_over_steps_and_names_the_scored_generator(standi
     md, _ = read(standin_report)
     assert "Fig. 7 (not in the paper): FID and SWD during training, 64 generated images per point" in md
     assert "Scored: the generator after the last step (as in the paper)." in md
-    fig = figures.evals_figure(pd.read_csv(standin_report / paths.EVALS_CSV))
+    fig = figures.evals_figure(pd.read_csv(standin_report / paths.RUN.evals_csv))
     try:
         fid_ax, swd_ax = fig.axes
         assert [tuple(xy) for xy in fid_ax.lines[0].get_xydata()] == [(s, f) for s, f, _ in REPORT_EVALS]
@@ -518,9 +518,9 @@ def test_fig7_plots_fid_and_swd_over_steps_and_names_the_scored_generator(standi
 
 def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(tmp_path, report_store):
     write_inputs(tmp_path, report_store)
-    header = (tmp_path / paths.EVALS_CSV).read_text().splitlines()[0]
-    (tmp_path / paths.EVALS_CSV).write_text(header + "\n")  # train.eval_every: 0
-    _rewrite_json(tmp_path / paths.METRICS_PROTOCOL, generator="best")
+    header = (tmp_path / paths.RUN.evals_csv).read_text().splitlines()[0]
+    (tmp_path / paths.RUN.evals_csv).write_text(header + "\n")  # train.eval_every: 0
+    _rewrite_json(tmp_path / paths.RUN.metrics_protocol, generator="best")
     with project_dir(tmp_path):
         build.build_report(report_params(report_store), paths.RUN, [])
     md, _ = read(tmp_path)

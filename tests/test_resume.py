@@ -25,8 +25,8 @@ RESUME_TRAIN = dict(max_steps=12, ema_decay=0.9)  # checkpoints at 5, 8 (epoch e
 def outputs() -> dict:
     losses = comparable(read_losses())
     return {"G": generator_tensors(), "losses": losses,
-            "grids": {p.name: p.read_bytes() for p in sorted(paths.SAMPLES_DIR.iterdir())},
-            "run": yaml.safe_load(paths.RUN_RECORD.read_text())}
+            "grids": {p.name: p.read_bytes() for p in sorted(paths.RUN.samples_dir.iterdir())},
+            "run": yaml.safe_load(paths.RUN.run_record.read_text())}
 
 
 def assert_same_outputs(a: dict, b: dict) -> None:
@@ -81,7 +81,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(train_project, monke
 
 def published() -> dict[str, bytes]:
     """The train stage's published outputs, by path."""
-    files = [paths.GENERATOR, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
+    files = [paths.RUN.generator, *sorted(paths.RUN.train_reports_dir.rglob("*"))]
     return {str(p): p.read_bytes() for p in files if p.is_file()}
 
 
@@ -100,12 +100,12 @@ def test_a_run_killed_after_its_first_checkpoint_leaves_the_published_outputs_un
     monkeypatch.setattr(checkpoint, "save", die_at_the_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(tiny_params(**RESUME_TRAIN))
-    assert calls == [5, 8] and (paths.CHECKPOINTS_DIR / "step_0000005.pt").is_file()
+    assert calls == [5, 8] and (paths.RUN.checkpoints_dir / "step_0000005.pt").is_file()
     assert published() == before
 
 
 def newest_step(project: Path) -> int:
-    return max((int(p.stem.split("_")[1]) for p in (project / paths.CHECKPOINTS_DIR).glob("step_*.pt")), default=0)
+    return max((int(p.stem.split("_")[1]) for p in (project / paths.RUN.checkpoints_dir).glob("step_*.pt")), default=0)
 
 
 def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, mlflow_uri):
@@ -130,8 +130,8 @@ def test_sigkill_then_resume_equals_a_run_never_killed(tmp_path, monkeypatch, ml
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = newest_step(killed)
-    assert 0 < killed_at < 40 and not (killed / paths.GENERATOR).exists()
-    assert not (killed / paths.TRAIN_REPORTS_DIR).exists()  # nothing published before the end
+    assert 0 < killed_at < 40 and not (killed / paths.RUN.generator).exists()
+    assert not (killed / paths.RUN.train_reports_dir).exists()  # nothing published before the end
 
     resumed = subprocess.run(sagan, cwd=killed, env=env, check=True, capture_output=True, text=True)
     assert f"resuming from models/checkpoints/step_{killed_at:07d}.pt" in resumed.stdout
@@ -171,10 +171,10 @@ def test_a_lower_step_limit_resumes_from_a_checkpoint_at_or_below_it_or_is_refus
     assert shorter["run"]["mlflow_run_id"] != twelve["run"]["mlflow_run_id"]  # a run of its own
     history = MlflowClient(mlflow_uri).get_metric_history(twelve["run"]["mlflow_run_id"], tracking.METRIC_STEPS)
     assert [m.value for m in history] == [12]  # the 12-step run's record is left as it was
-    assert [p.name for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)] == \
+    assert [p.name for p in checkpoint.list_checkpoints(paths.RUN.checkpoints_dir)] == \
         ["step_0000012.pt", "step_0000010.pt", "step_0000009.pt", "step_0000008.pt"]  # the longer run's kept
 
-    before, kept = published(), [p.read_bytes() for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)]
+    before, kept = published(), [p.read_bytes() for p in checkpoint.list_checkpoints(paths.RUN.checkpoints_dir)]
     Path("params.yaml").write_text(yaml.safe_dump(tiny_raw_params(max_steps=4)))
     assert main(["train", "--params", "params.yaml"]) == 1
     assert capsys.readouterr().err == (
@@ -182,10 +182,10 @@ def test_a_lower_step_limit_resumes_from_a_checkpoint_at_or_below_it_or_is_refus
         "trained to step 12 and none of their checkpoints at or below step 4 (hint: raise train.max_steps to "
         "publish that run, or move models/checkpoints aside to train 4 steps from scratch)\n")
     assert published() == before
-    assert [p.read_bytes() for p in checkpoint.list_checkpoints(paths.CHECKPOINTS_DIR)] == kept
+    assert [p.read_bytes() for p in checkpoint.list_checkpoints(paths.RUN.checkpoints_dir)] == kept
 
     train(tiny_params(max_steps=0, epochs=1))  # 8 steps: the 12-step run's checkpoint at step 8, published
-    record = yaml.safe_load(paths.RUN_RECORD.read_text())
+    record = yaml.safe_load(paths.RUN.run_record.read_text())
     assert (record["steps"], record["params"]["train.epochs"]) == (8, 1)
     assert record["mlflow_run_id"] not in (twelve["run"]["mlflow_run_id"], shorter["run"]["mlflow_run_id"])
 

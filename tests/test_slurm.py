@@ -127,25 +127,25 @@ def test_a_failed_train_job_costs_its_outputs_but_not_the_run(tmp_path, mlflow_u
     env = {**orchestrator_env(), "MLFLOW_TRACKING_URI": mlflow_uri}
     first = snakemake(root, "--cores", "all", "train", env=env)
     assert first.returncode == 0, first.stderr[-3000:]
-    before, losses, record = generator_tensors(root / paths.GENERATOR), read_losses(root / paths.LOSSES_CSV), \
-        json.loads((root / paths.RUN_RECORD).read_text())
+    before, losses, record = generator_tensors(root / paths.RUN.generator), read_losses(root / paths.RUN.losses_csv), \
+        json.loads((root / paths.RUN.run_record).read_text())
 
     failing = {**raw, "train": {**raw["train"], "device": "no-such-device"}}  # valid params, a failing stage
     (root / "params.yaml").write_text(yaml.safe_dump(failing, sort_keys=False))
     failed = snakemake(root, "--cores", "all", "train", env=env)
     assert failed.returncode != 0 and "train.device: unknown device 'no-such-device'" in failed.stdout + failed.stderr
-    assert not (root / paths.GENERATOR).exists() and not (root / paths.SAMPLES_DIR).exists()
-    assert sorted(p.name for p in (root / paths.CHECKPOINTS_DIR).glob("*.pt")) == ["step_0000004.pt"]
+    assert not (root / paths.RUN.generator).exists() and not (root / paths.RUN.samples_dir).exists()
+    assert sorted(p.name for p in (root / paths.RUN.checkpoints_dir).glob("*.pt")) == ["step_0000004.pt"]
     planned = snakemake(root, "-n", "train", env=env)
     assert "Nothing to be done" not in planned.stdout + planned.stderr  # nothing stale passes for current
 
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     again = snakemake(root, "--cores", "all", "train", env=env)
     assert again.returncode == 0, again.stderr[-3000:]
-    after = generator_tensors(root / paths.GENERATOR)
+    after = generator_tensors(root / paths.RUN.generator)
     assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
-    assert read_losses(root / paths.LOSSES_CSV) == losses  # the same rows: no step was trained again
-    assert json.loads((root / paths.RUN_RECORD).read_text())["mlflow_run_id"] == record["mlflow_run_id"]
+    assert read_losses(root / paths.RUN.losses_csv) == losses  # the same rows: no step was trained again
+    assert json.loads((root / paths.RUN.run_record).read_text())["mlflow_run_id"] == record["mlflow_run_id"]
 
 
 # -- a real SLURM cluster -----------------------------------------------------------------------
@@ -189,11 +189,11 @@ def test_two_gloo_ranks_train_as_one_slurm_job(slurm_cluster, tmp_path):
     assert "torchrun --standalone --nproc_per_node=2 -m sagan train --params params.yaml" in logs[0].read_text()
 
     # What test_ddp.py's 2-rank test expects.
-    record = json.loads((root / paths.RUN_RECORD).read_text())
+    record = json.loads((root / paths.RUN.run_record).read_text())
     assert record["device"] == "cpu x2" and record["steps"] == 4
-    assert [int(r["step"]) for r in read_losses(root / paths.LOSSES_CSV)] == [4]
-    assert sorted(p.name for p in (root / paths.CHECKPOINTS_DIR).glob("*.pt")) == ["step_0000004.pt"]
-    assert sorted(p.name for p in (root / paths.SAMPLES_DIR).glob("*.png")) == ["epoch_001.png"]
+    assert [int(r["step"]) for r in read_losses(root / paths.RUN.losses_csv)] == [4]
+    assert sorted(p.name for p in (root / paths.RUN.checkpoints_dir).glob("*.pt")) == ["step_0000004.pt"]
+    assert sorted(p.name for p in (root / paths.RUN.samples_dir).glob("*.png")) == ["epoch_001.png"]
     import mlflow
 
     client = mlflow.MlflowClient(tracking)

@@ -127,7 +127,7 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
     cell = cell_of(6)
     loop.train(cell.params, cell.outputs, cell.record, cell.tags)
     assert cell.outputs.generator.is_file() and cell.outputs.evals_csv.is_file()
-    assert not paths.MODELS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()  # nothing of the pipeline's
+    assert not paths.RUN.models_dir.exists() and not paths.RUN.train_reports_dir.exists()  # nothing of the pipeline's
     record = json.loads(cell.outputs.run_record.read_text())
     assert record["study"] == cell.record and record["params"]["train.seed"] == 1
     assert record["params"]["model.attention_after"] == 2 and record["steps"] == 6

@@ -204,9 +204,9 @@ def test_a_training_run_records_its_data_and_grouped_metrics_and_a_continued_run
     from sagan.report import history
 
     train(tiny_params(max_steps=4))
-    first = json.loads(paths.RUN_RECORD.read_text())
+    first = json.loads(paths.RUN.run_record.read_text())
     train(tiny_params(max_steps=8))
-    record = json.loads(paths.RUN_RECORD.read_text())
+    record = json.loads(paths.RUN.run_record.read_text())
     assert record["mlflow_run_id"] == first["mlflow_run_id"]  # continued, not a new run
 
     client = mlflow.MlflowClient(record["tracking_uri"])
@@ -221,7 +221,7 @@ def test_a_training_run_records_its_data_and_grouped_metrics_and_a_continued_run
     assert (profile["n_train"], profile["n_val"], profile["size"], profile["synthetic_data"]) == (128, 32, 32, True)
     assert '"shape": [-1, 32, 32, 3]' in json.loads(data.dataset.schema)["mlflow_tensorspec"]["features"]
 
-    with open(paths.LOSSES_CSV, newline="") as f:
+    with open(paths.RUN.losses_csv, newline="") as f:
         rows = list(csv.DictReader(f))
     d_loss = client.get_metric_history(run.info.run_id, "train/d_loss")
     assert [(m.step, m.value) for m in d_loss] == [(int(r["step"]), pytest.approx(float(r["d_loss"]))) for r in rows]

@@ -127,9 +127,9 @@ def test_the_pipeline_logs_through_an_authenticated_server(server, tmp_path, mon
         assert rc == 0, (stage, out, err)
     rc, out, err = _sagan(capsys, "sample", "--model-uri", f"models:/{MODEL}/1", "--out", "registry.png")
     assert rc == 0, err
-    assert _sagan(capsys, "sample", "--generator", str(paths.GENERATOR), "--out", "file.png")[0] == 0
+    assert _sagan(capsys, "sample", "--generator", str(paths.RUN.generator), "--out", "file.png")[0] == 0
 
-    record, metrics = json.loads(paths.RUN_RECORD.read_text()), json.loads(paths.METRICS.read_text())
+    record, metrics = json.loads(paths.RUN.run_record.read_text()), json.loads(paths.RUN.metrics.read_text())
     assert record["tracking_uri"] == server.url
     from mlflow import MlflowClient
 
@@ -350,9 +350,9 @@ def test_a_run_outlives_its_server_and_a_rerun_logs_what_it_lacks(server, tmp_pa
     monkeypatch.setattr(tracking.MlflowRun, "log_metrics", stop_at_step_8)
     rc, _, err = _sagan(capsys, "train")
     assert rc == 0, err
-    record = json.loads(paths.RUN_RECORD.read_text())
+    record = json.loads(paths.RUN.run_record.read_text())
     assert record["steps"] == 12 and [row["step"] for row in read_losses()] == ["4", "8", "12"]
-    assert paths.GENERATOR.is_file() and sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == [
+    assert paths.RUN.generator.is_file() and sorted(p.name for p in paths.RUN.samples_dir.iterdir()) == [
         "epoch_001.png", "epoch_002.png"]
     [warning] = [line for line in err.splitlines() if "MLflow stopped logging" in line]
     assert warning.startswith(f"sagan train: warning: MLflow stopped logging at step 8 (MLFLOW_TRACKING_URI: no "
@@ -371,7 +371,7 @@ def test_a_run_outlives_its_server_and_a_rerun_logs_what_it_lacks(server, tmp_pa
     assert client.get_run(run_id).info.status == "RUNNING"
     rc, _, err = _sagan(capsys, "train")
     assert rc == 0 and "MLflow stopped logging" not in err, err
-    assert json.loads(paths.RUN_RECORD.read_text())["mlflow_run_id"] == run_id
+    assert json.loads(paths.RUN.run_record.read_text())["mlflow_run_id"] == run_id
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics[tracking.METRIC_STEPS] == 12
     assert sorted(m.step for m in client.get_metric_history(run_id, "train/d_loss")) == [4, 8, 12]

@@ -28,8 +28,8 @@ from sagan.train import checkpoint
 
 LOSS_COLUMNS = ["step", "epoch", "d_loss", "g_loss", "d_real", "d_fake", "gp", "gamma_g", "gamma_d", "img_per_s",
                 "run_id"]
-SUPERSEDED = paths.CHECKPOINTS_DIR / "superseded"
-LOCK = paths.MODELS_DIR / ".train.lock"
+SUPERSEDED = paths.RUN.checkpoints_dir / "superseded"
+LOCK = paths.RUN.models_dir / ".train.lock"
 
 
 def mean_rgb(images_u8: torch.Tensor) -> np.ndarray:
@@ -52,18 +52,18 @@ def test_outputs_follow_the_contract(train_project, monkeypatch):
     assert all(np.isfinite(float(r[k])) for r in rows for k in ("d_loss", "g_loss", "gp"))
     assert all(0 < float(r["d_real"]) < 1 and 0 < float(r["d_fake"]) < 1 for r in rows)
     # 12 steps of 8 per epoch: epoch 1 ends at step 8, the partial epoch 2 gets its own grid.
-    assert sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == ["epoch_001.png", "epoch_002.png"]
+    assert sorted(p.name for p in paths.RUN.samples_dir.iterdir()) == ["epoch_001.png", "epoch_002.png"]
     # keep_checkpoints 3 of those written at steps 5, 8 (epoch end), 10, 12 (end).
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == \
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == \
         ["step_0000008.pt", "step_0000010.pt", "step_0000012.pt"]
 
-    saved = torch.load(paths.GENERATOR, map_location="cpu", weights_only=True)
+    saved = torch.load(paths.RUN.generator, map_location="cpu", weights_only=True)
     assert saved["config"]["image_size"] == 32 and saved["config"]["z_dim"] == 16 and saved["ema"] is False
-    last = torch.load(paths.CHECKPOINTS_DIR / "step_0000012.pt", map_location="cpu", weights_only=True)
+    last = torch.load(paths.RUN.checkpoints_dir / "step_0000012.pt", map_location="cpu", weights_only=True)
     assert_same_tensors(saved["state_dict"], last["trainer"]["G"])
     assert last["loop"]["step"] == 12 and last["epoch"] == 1 and last["position"] == 4
 
-    record = json.loads(paths.RUN_RECORD.read_text())
+    record = json.loads(paths.RUN.run_record.read_text())
     assert record["steps"] == 12 and record["epochs"] == 2 and record["synthetic_data"] is True
     assert record["profile"] == "smoke" and record["device"] == "cpu"
     # The files of one run name it: every losses.csv row its MLflow run, run.json its params.
@@ -92,9 +92,9 @@ def test_the_generator_is_an_mlflow_model_of_its_run_and_registered(train_projec
     params = dataclasses.replace(params, mlflow=dataclasses.replace(params.mlflow, log_model=True,
                                                                     registered_model="test-train-generator"))
     train(params)
-    paths.GENERATOR.unlink()
+    paths.RUN.generator.unlink()
     train(params)  # a completed run: the outputs are rewritten, the model not logged again
-    record = json.loads(paths.RUN_RECORD.read_text())
+    record = json.loads(paths.RUN.run_record.read_text())
     import mlflow
 
     client = mlflow.MlflowClient(record["tracking_uri"])
@@ -106,7 +106,7 @@ def test_the_generator_is_an_mlflow_model_of_its_run_and_registered(train_projec
     module, z_dim = registry.load_model(params.mlflow, f"models:/test-train-generator/{version.version}")
     z = torch.randn(4, z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        assert torch.equal(module(z), load_generator(paths.GENERATOR)[0](z))  # the published file's weights
+        assert torch.equal(module(z), load_generator(paths.RUN.generator)[0](z))  # the published file's weights
 
 
 def _evaluated_project(root: Path, monkeypatch, mlflow_uri) -> None:
@@ -142,11 +142,11 @@ def test_evaluations_during_training_never_change_the_weights_and_survive_a_resu
         _evaluated_project(tmp_path / name, monkeypatch, mlflow_uri)
         for max_steps in stops:
             train(_eval_params(eval_every=eval_every, eval_samples=4, max_steps=max_steps))
-        runs[name] = {"generator": paths.GENERATOR.read_bytes(), "best": paths.GENERATOR_BEST.read_bytes(),
-                      "checkpoint": torch.load(checkpoint.checkpoint_path(12, paths.CHECKPOINTS_DIR),
+        runs[name] = {"generator": paths.RUN.generator.read_bytes(), "best": paths.RUN.generator_best.read_bytes(),
+                      "checkpoint": torch.load(checkpoint.checkpoint_path(12, paths.RUN.checkpoints_dir),
                                                weights_only=True),
-                      "evals": read_losses(paths.EVALS_CSV), "record": json.loads(paths.RUN_RECORD.read_text()),
-                      "configs": (load_generator(paths.GENERATOR_BEST)[1], load_generator(paths.GENERATOR)[1])}
+                      "evals": read_losses(paths.RUN.evals_csv), "record": json.loads(paths.RUN.run_record.read_text()),
+                      "configs": (load_generator(paths.RUN.generator_best)[1], load_generator(paths.RUN.generator)[1])}
     evaluated, plain, resumed = runs["evaluated"], runs["plain"], runs["resumed"]
     assert evaluated["generator"] == plain["generator"]
     assert_same_tensors(evaluated["checkpoint"]["trainer"]["G"], plain["checkpoint"]["trainer"]["G"])
@@ -182,20 +182,20 @@ def test_two_runs_are_identical(tmp_path, monkeypatch, mlflow_uri):
 def test_a_completed_run_is_not_trained_again(train_project):
     params = tiny_params(max_steps=6)
     train(params)
-    first = (generator_tensors(), read_losses(), paths.RUN_RECORD.read_text())
-    checkpoints = sorted(paths.CHECKPOINTS_DIR.glob("*.pt"))
+    first = (generator_tensors(), read_losses(), paths.RUN.run_record.read_text())
+    checkpoints = sorted(paths.RUN.checkpoints_dir.glob("*.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     import shutil
 
     shutil.rmtree("reports")  # as DVC does before rerunning a stage
-    paths.GENERATOR.unlink()
+    paths.RUN.generator.unlink()
     train(params)
-    assert sorted(paths.CHECKPOINTS_DIR.glob("*.pt")) == checkpoints
+    assert sorted(paths.RUN.checkpoints_dir.glob("*.pt")) == checkpoints
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps  # nothing trained, nothing saved
     assert_same_tensors(generator_tensors(), first[0])
     assert read_losses() == first[1]
-    assert paths.RUN_RECORD.read_text() == first[2]
-    assert sorted(p.name for p in paths.SAMPLES_DIR.iterdir()) == ["epoch_001.png"]
+    assert paths.RUN.run_record.read_text() == first[2]
+    assert sorted(p.name for p in paths.RUN.samples_dir.iterdir()) == ["epoch_001.png"]
 
 
 def identity_set(identity: dict) -> Path:
@@ -205,13 +205,13 @@ def identity_set(identity: dict) -> Path:
 
 def test_changed_params_train_from_scratch_and_keep_old_checkpoints(train_project, capsys):
     train(tiny_params(max_steps=6))
-    old = sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt"))
-    kept = identity_set(torch.load(paths.CHECKPOINTS_DIR / old[-1], weights_only=True)["identity"])
+    old = sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt"))
+    kept = identity_set(torch.load(paths.RUN.checkpoints_dir / old[-1], weights_only=True)["identity"])
     train(tiny_params(max_steps=3, lr_g=3e-4))
     out = capsys.readouterr().out
     assert f"trained with other params (train.lr_g 0.0001 -> 0.0003); moved its checkpoints to {kept}/" in out
     assert "training from scratch" in out
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000003.pt"]
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == ["step_0000003.pt"]
     assert sorted(p.name for p in kept.glob("*.pt")) == old
     assert [int(r["step"]) for r in read_losses()] == [3]
 
@@ -221,22 +221,22 @@ def test_a_mistaken_run_keeps_the_first_runs_checkpoints_and_the_first_run_resum
     """A -> B (other params) -> A: A's second run resumes from A's newest checkpoint, trains nothing."""
     a = tiny_params()  # 12 steps: checkpoints 8, 10, 12 kept
     train(a)
-    a_checkpoints = {p.name: p.read_bytes() for p in paths.CHECKPOINTS_DIR.glob("step_*.pt")}
-    a_generator, a_record = generator_tensors(), json.loads(paths.RUN_RECORD.read_text())
-    a_set = identity_set(torch.load(paths.CHECKPOINTS_DIR / "step_0000012.pt", weights_only=True)["identity"])
+    a_checkpoints = {p.name: p.read_bytes() for p in paths.RUN.checkpoints_dir.glob("step_*.pt")}
+    a_generator, a_record = generator_tensors(), json.loads(paths.RUN.run_record.read_text())
+    a_set = identity_set(torch.load(paths.RUN.checkpoints_dir / "step_0000012.pt", weights_only=True)["identity"])
     train(tiny_params(seed=1, max_steps=5))  # the mistake
-    b_set = identity_set(torch.load(paths.CHECKPOINTS_DIR / "step_0000005.pt", weights_only=True)["identity"])
+    b_set = identity_set(torch.load(paths.RUN.checkpoints_dir / "step_0000005.pt", weights_only=True)["identity"])
     capsys.readouterr()
 
     train(a)
     out = capsys.readouterr().out
     assert f"{a_set}/" in out and "back" in out  # says that it moved A's set back
     assert "resuming from models/checkpoints/step_0000012.pt (step 12 of 12)" in out
-    assert {p.name: p.read_bytes() for p in paths.CHECKPOINTS_DIR.glob("step_*.pt")} == a_checkpoints
+    assert {p.name: p.read_bytes() for p in paths.RUN.checkpoints_dir.glob("step_*.pt")} == a_checkpoints
     assert not a_set.exists()
     assert sorted(p.name for p in b_set.glob("*.pt")) == ["step_0000005.pt"]  # B's set kept in its turn
     assert_same_tensors(generator_tensors(), a_generator)
-    assert json.loads(paths.RUN_RECORD.read_text())["mlflow_run_id"] == a_record["mlflow_run_id"]
+    assert json.loads(paths.RUN.run_record.read_text())["mlflow_run_id"] == a_record["mlflow_run_id"]
 
 
 def test_superseded_sets_over_the_cap_are_removed_oldest_first(train_project, capsys):
@@ -268,7 +268,7 @@ def test_a_second_train_in_the_project_stops_while_the_first_runs(train_project,
     assert second[0].returncode == 1, second[0].stderr[-2000:]
     assert f"another `sagan train` (pid {os.getpid()}) is running in this project" in second[0].stderr
     assert len(second[0].stderr.strip().splitlines()) == 1
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == \
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == \
         ["step_0000008.pt", "step_0000010.pt", "step_0000012.pt"]
     assert [int(r["step"]) for r in read_losses()] == [4, 8, 12]
     monkeypatch.setattr(checkpoint, "save", real_save)
@@ -280,7 +280,7 @@ def test_a_running_trains_lock_stops_another_and_goes_with_a_kill(train_project)
         with pytest.raises(SaganError, match=rf"^another `sagan train` \(pid {holder.pid}\) is running in this "
                                              r"project"):
             train(tiny_params(max_steps=2))
-        assert not paths.CHECKPOINTS_DIR.exists() and not paths.TRAIN_REPORTS_DIR.exists()
+        assert not paths.RUN.checkpoints_dir.exists() and not paths.RUN.train_reports_dir.exists()
     train(tiny_params(max_steps=2))  # the OS released the killed holder's lock
     assert [int(r["step"]) for r in read_losses()] == [2]
 
@@ -299,22 +299,22 @@ def test_a_non_finite_loss_stops_with_step_and_loss_named(train_project, monkeyp
     with pytest.raises(SaganError, match=r"^train: g_loss became NaN/Inf at step 7; training stopped "
                                          r"\(last good checkpoint: models/checkpoints/step_0000005.pt\)"):
         train(tiny_params())
-    kept = torch.load(paths.CHECKPOINTS_DIR / "step_0000005.pt", map_location="cpu", weights_only=True)
+    kept = torch.load(paths.RUN.checkpoints_dir / "step_0000005.pt", map_location="cpu", weights_only=True)
     assert all(torch.isfinite(t).all() for t in kept["trainer"]["G"].values() if t.is_floating_point())
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == ["step_0000005.pt"]
-    assert not paths.GENERATOR.exists()
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == ["step_0000005.pt"]
+    assert not paths.RUN.generator.exists()
 
 
 def published() -> dict[str, bytes]:
     """The train stage's published outputs, by path."""
-    files = [paths.GENERATOR, paths.GENERATOR_BEST, *sorted(paths.TRAIN_REPORTS_DIR.rglob("*"))]
+    files = [paths.RUN.generator, paths.RUN.generator_best, *sorted(paths.RUN.train_reports_dir.rglob("*"))]
     return {str(p): p.read_bytes() for p in files if p.is_file()}
 
 
 def test_a_non_finite_loss_leaves_the_published_outputs_untouched(train_project, monkeypatch):
     train(tiny_params(seed=1, max_steps=8))  # an earlier run's outputs, epoch_001.png among them
     before = published()
-    assert str(paths.SAMPLES_DIR / "epoch_001.png") in before and str(paths.LOSSES_CSV) in before
+    assert str(paths.RUN.samples_dir / "epoch_001.png") in before and str(paths.RUN.losses_csv) in before
     from sagan.model import losses
 
     real_g_loss, calls = losses.g_loss, []
@@ -331,7 +331,7 @@ def test_a_non_finite_loss_leaves_the_published_outputs_untouched(train_project,
 
 
 def test_an_old_format_checkpoint_is_superseded_not_reported_corrupt(train_project, capsys):
-    old = checkpoint.checkpoint_path(100, paths.CHECKPOINTS_DIR)  # a higher step than the new run's
+    old = checkpoint.checkpoint_path(100, paths.RUN.checkpoints_dir)  # a higher step than the new run's
     old.parent.mkdir(parents=True)
     torch.save({"format": 1, "identity": {}, "step": 100, "trainer": {}, "rng": {}, "loop": {}}, old)
     old_bytes = old.read_bytes()
@@ -340,7 +340,7 @@ def test_an_old_format_checkpoint_is_superseded_not_reported_corrupt(train_proje
     assert "corrupt" not in captured.err
     assert f"moved it to {SUPERSEDED / 'format-1'}/" in captured.out
     assert (SUPERSEDED / "format-1" / old.name).read_bytes() == old_bytes
-    assert sorted(p.name for p in paths.CHECKPOINTS_DIR.glob("*.pt")) == \
+    assert sorted(p.name for p in paths.RUN.checkpoints_dir.glob("*.pt")) == \
         ["step_0000008.pt", "step_0000010.pt", "step_0000012.pt"]
 
 
@@ -361,7 +361,7 @@ def test_reduced_precision_runs_with_gradient_penalty(train_project, precision):
     rows = read_losses()
     assert [int(r["step"]) for r in rows] == [4]
     assert float(rows[0]["gp"]) > 0 and np.isfinite(float(rows[0]["d_loss"]))
-    saved = torch.load(paths.CHECKPOINTS_DIR / "step_0000004.pt", map_location="cpu", weights_only=True)
+    saved = torch.load(paths.RUN.checkpoints_dir / "step_0000004.pt", map_location="cpu", weights_only=True)
     assert bool(saved["trainer"]["scaler_g"]) == (precision == "fp16")  # fp16 alone uses a GradScaler
 
 
@@ -379,7 +379,7 @@ def test_an_unknown_device_is_a_clear_error(train_project):
 def generated_mean_rgb(params: Params) -> np.ndarray:
     from sagan.model.io import load_generator
 
-    G, _ = load_generator(paths.GENERATOR, torch.device("cpu"))
+    G, _ = load_generator(paths.RUN.generator, torch.device("cpu"))
     with torch.no_grad():
         images = G(torch.randn(256, params.model.z_dim, generator=torch.Generator().manual_seed(1)))
     return mean_rgb(((images + 1) * 127.5).clamp(0, 255))

@@ -91,20 +91,9 @@ class RunOutputs:
         return self.root / "reports" / "metrics_protocol.json"
 
 
-RUN = RunOutputs()  # the paper's pipeline
-MODELS_DIR = RUN.models_dir
-GENERATOR = RUN.generator
-GENERATOR_BEST = RUN.generator_best
-CHECKPOINTS_DIR = RUN.checkpoints_dir
+RUN = RunOutputs()  # the paper's pipeline; a study cell's: RunOutputs(study_cell_dir(STUDY, CELL))
 
 REPORTS_DIR = Path("reports")
-TRAIN_REPORTS_DIR = RUN.train_reports_dir
-LOSSES_CSV = RUN.losses_csv
-SAMPLES_DIR = RUN.samples_dir
-RUN_RECORD = RUN.run_record
-EVALS_CSV = RUN.evals_csv
-METRICS = RUN.metrics
-METRICS_PROTOCOL = RUN.metrics_protocol
 REPORT_MD = REPORTS_DIR / "report.md"
 REPORT_HTML = REPORTS_DIR / "report.html"
 FIGURES_DIR = REPORTS_DIR / "figures"
@@ -192,10 +181,10 @@ WRITTEN_BY: dict[Path, str] = {
     SPLIT_DIR: "split",
     FID_DIR: "fid-ref",
     FID_BOUNDS: "fid-bounds",
-    MODELS_DIR: "train",
-    TRAIN_REPORTS_DIR: "train",
-    METRICS: "evaluate",
-    METRICS_PROTOCOL: "evaluate",
+    RUN.models_dir: "train",
+    RUN.train_reports_dir: "train",
+    RUN.metrics: "evaluate",
+    RUN.metrics_protocol: "evaluate",
     REPORT_MD: "report",
     REPORT_HTML: "report",
     FIGURES_DIR: "report",

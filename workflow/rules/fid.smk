@@ -46,8 +46,8 @@ rule evaluate:
         rules.fid_bounds.output,
         stages.code_deps("evaluate"),
     output:
-        metrics=paths.METRICS,
-        protocol=paths.METRICS_PROTOCOL,
+        metrics=paths.RUN.metrics,
+        protocol=paths.RUN.metrics_protocol,
     params:
         **stage_params("evaluate"),
     threads: all_cores

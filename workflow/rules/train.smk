@@ -11,12 +11,12 @@ rule train:
         paths.FID_REFERENCE,  # the evaluations during training (train.eval_every); fid.smk comes later
         stages.code_deps("train"),
     output:
-        generator=paths.GENERATOR,
-        generator_best=paths.GENERATOR_BEST,
-        evals=paths.EVALS_CSV,
-        samples=directory(paths.SAMPLES_DIR),
-        run_record=paths.RUN_RECORD,
-        losses=paths.LOSSES_CSV,
+        generator=paths.RUN.generator,
+        generator_best=paths.RUN.generator_best,
+        evals=paths.RUN.evals_csv,
+        samples=directory(paths.RUN.samples_dir),
+        run_record=paths.RUN.run_record,
+        losses=paths.RUN.losses_csv,
     params:
         **stage_params("train"),
     threads: all_cores

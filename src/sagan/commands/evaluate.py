@@ -8,7 +8,7 @@ from sagan.commands import add_cell_arguments
 from sagan.errors import SaganError
 from sagan.params import Params
 
-HELP = f"FID, KID, precision/recall and SWD of {paths.GENERATOR}"
+HELP = f"FID, KID, precision/recall and SWD of {paths.RUN.generator}"
 # It also reads fid.batch_size and fid.device (speed, not results), data.verify_shards (speed) and
 # mlflow (where the numbers are logged, not what they are), so those are left out.
 PARAM_KEYS = ("fid.weights", "fid.reference_split", "fid.reference_max_images", "fid.num_samples", "fid.seed",

@@ -11,7 +11,7 @@ from sagan import paths
 from sagan.errors import SaganError
 from sagan.params import Params
 
-HELP = f"draw a sample grid from {paths.GENERATOR} or an MLflow model"
+HELP = f"draw a sample grid from {paths.RUN.generator} or an MLflow model"
 PARAM_KEYS = ()  # a picture for people: not a pipeline stage
 
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="samples.png", help="output PNG (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="latent seed (default: %(default)s)")
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--generator", default=None, help=f"generator file (default: {paths.GENERATOR})")
+    source.add_argument("--generator", default=None, help=f"generator file (default: {paths.RUN.generator})")
     source.add_argument("--model-uri", default=None, help="an MLflow model instead: models:/NAME/VERSION "
                         "or runs:/RUN_ID/generator, in the params' MLflow store")
 
@@ -45,7 +45,7 @@ def run(params: Params, args: argparse.Namespace) -> None:
     if args.model_uri:
         generator, z_dim = load_model(params.mlflow, args.model_uri)
     else:
-        generator, config = load_generator(args.generator or paths.GENERATOR, resolve_device("auto"))
+        generator, config = load_generator(args.generator or paths.RUN.generator, resolve_device("auto"))
         z_dim = config["z_dim"]
     images = sample_images(generator, args.n, args.seed, z_dim)
     try:
