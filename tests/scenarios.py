@@ -105,10 +105,15 @@ class DvcExperiments:
 
 @dataclass
 class DvcStudy:
-    """The study in a copy of the project after its first run, then a seed more."""
+    """The study in a copy of the project after its first run, then a seed more; then the profile
+    study in the same copy."""
     ran: set[str]
     outputs: StudyOutputs
     out_of_date_after_seed: set[str]  # `dvc status` of the study's pipeline
+    profiles_ran: set[str]
+    profiles: StudyOutputs
+    ad_hoc_ran: set[str]  # a third study, declared here (AD_HOC_STUDY)
+    ad_hoc: StudyOutputs
 
 
 @dataclass
@@ -284,27 +289,37 @@ def experiments_fid(exp_show: list[dict]) -> dict[str, object]:
 # The attention study on the smoke profile's grid (studies/attention/smoke.yaml, 2 x 2), run in the
 # scenario's project after the pipeline, so that it shares the data and FID reference already there.
 STUDY = "attention"
+PROFILE_STUDY = "profiles"  # the second study, through DVC only: the paper's configuration against improved
+# A third study, declared by the test suite itself: the mechanism knows no study by name.
+AD_HOC_STUDY = "lr_d"
+AD_HOC_DECLARATION = {
+    "question": "Does a lower discriminator learning rate help?",
+    "base": {"train": {"max_steps": 50, "eval_every": 0},
+             "mlflow": {"experiment": f"sagan-smoke-{AD_HOC_STUDY}", "log_model": False, "registered_model": ""}},
+    "axes": {"train.lr_d": [1.0e-4, 4.0e-4]}, "seeds": [0, 1], "baseline": "lr_d-0.0004"}
 STUDY_PIPELINE = str(paths.study_pipeline(STUDY))
 ADDED_SEED = 2
 
 
 def add_study_seed(project: Path, seed: int) -> None:
-    """Add a seed to the study's axes, as a user edits study.yaml."""
+    """Add a seed to the study, as a user edits study.yaml, and write its DVC file again
+    (studies/README.md)."""
     path = project / paths.study_file(STUDY)
     study = yaml.safe_load(path.read_text())
-    study["axes"]["seed"].append(seed)
+    study["seeds"].append(seed)
     path.write_text(yaml.safe_dump(study, sort_keys=False))
+    run(["sagan", "stages", "--write"], project, capture_output=True)
 
 
-def study_outputs(project: Path, store: str | None = None) -> StudyOutputs:
+def study_outputs(project: Path, store: str | None = None, study: str = STUDY) -> StudyOutputs:
     """The study's results table, its report, and its MLflow runs in `store` (default: the project's
     SQLite file)."""
     import mlflow
     import pandas as pd
 
-    out = paths.StudyReports(STUDY)
+    out = paths.StudyReports(study)
     client = mlflow.MlflowClient(tracking_uri=store or f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("sagan-smoke-attention")
+    experiment = client.get_experiment_by_name(f"sagan-smoke-{study}")
     runs = client.search_runs([experiment.experiment_id]) if experiment else []
     return StudyOutputs(
         results=pd.read_csv(project / out.results_csv), report=(project / out.report_md).read_text(),
@@ -438,7 +453,17 @@ def run_dvc_study(project: Path) -> DvcStudy:
     add_study_seed(project, ADDED_SEED)
     out_of_date = set(json.loads(run(["dvc", "status", "--json", STUDY_PIPELINE], project,
                                      capture_output=True, text=True).stdout))
-    return DvcStudy(ran=ran, outputs=outputs, out_of_date_after_seed=out_of_date)
+    profiles = run(["dvc", "repro", str(paths.study_pipeline(PROFILE_STUDY))], project, capture_output=True, text=True)
+    declared = project / paths.study_file(AD_HOC_STUDY)
+    declared.parent.mkdir(parents=True)
+    declared.write_text(yaml.safe_dump(AD_HOC_DECLARATION, sort_keys=False))
+    run(["sagan", "stages", "--write"], project, capture_output=True)
+    ad_hoc = run(["dvc", "repro", str(paths.study_pipeline(AD_HOC_STUDY))], project, capture_output=True, text=True)
+    return DvcStudy(ran=ran, outputs=outputs, out_of_date_after_seed=out_of_date,
+                    profiles_ran=set(re.findall(r"Running stage '([^']+)'", profiles.stdout)),
+                    profiles=study_outputs(project, study=PROFILE_STUDY),
+                    ad_hoc_ran=set(re.findall(r"Running stage '([^']+)'", ad_hoc.stdout)),
+                    ad_hoc=study_outputs(project, study=AD_HOC_STUDY))
 
 
 # The one-node SLURM cluster of workflow/slurm/local-cluster.sh (.ci/run starts it): where it runs,
@@ -512,7 +537,7 @@ def run_snakemake_study(project: Path, cluster: list[str]) -> SnakemakeStudy:
     """studies/README.md's study command (one SLURM job per cell where the cluster runs) after the pipeline's
     first run, every job logging through the tracking server (each cell's model too); then a seed
     more: only its cells (and the summary) are planned."""
-    planned = snakemake_planned_jobs(project, "attention_study")
+    planned = snakemake_planned_jobs(project, f"study_{STUDY}")
     study_file = project / paths.study_file(STUDY)
     study = yaml.safe_load(study_file.read_text())
     study["base"]["mlflow"]["log_model"] = True
@@ -520,13 +545,13 @@ def run_snakemake_study(project: Path, cluster: list[str]) -> SnakemakeStudy:
     state = project.parent / "mlflow-server"
     with tracking_server(project, state) as server_env:
         # snakemake_run's command, with the server's environment (orchestrator_env drops the URI)
-        subprocess.run(["snakemake", "--cores", "all", "--rerun-incomplete", *cluster, "attention_study"],
+        subprocess.run(["snakemake", "--cores", "all", "--rerun-incomplete", *cluster, f"study_{STUDY}"],
                        cwd=project, env={**orchestrator_env(), **server_env}, check=True, capture_output=True)
     study_slurm_jobs = [job for job in slurm_jobs(project) if job.startswith("study_")]
     outputs = study_outputs(project, f"sqlite:///{state / 'mlflow.db'}")  # the server's store, read after it
     add_study_seed(project, ADDED_SEED)
     return SnakemakeStudy(planned=planned, slurm_jobs=study_slurm_jobs, outputs=outputs,
-                          planned_after_seed=snakemake_planned_jobs(project, "attention_study"))
+                          planned_after_seed=snakemake_planned_jobs(project, f"study_{STUDY}"))
 
 
 # Each scenario, and the test classes in test_pipeline.py that read its record.

@@ -74,7 +74,8 @@ STUDY_RULES = {"study_train": "train", "study_evaluate": "evaluate", "study_summ
 
 def test_same_stage_names(snakemake_rules):
     assert tuple(dvc_stages()) == (stages.PARAMS_CHECK, *stages.STAGES)  # the Snakefile checks params itself
-    assert set(snakemake_rules) == set(stages.STAGES) | {"all"} | set(STUDY_RULES) | {"attention_study"}
+    studies = {f"study_{name}" for name in ("attention", "profiles")}  # a target per studies/NAME/study.yaml
+    assert set(snakemake_rules) == set(stages.STAGES) | {"all"} | set(STUDY_RULES) | studies
 
 
 @pytest.mark.parametrize("rule", STUDY_RULES)
@@ -205,11 +206,11 @@ def test_a_broken_study_fails_only_the_studys_targets(tmp_path):
     (tmp_path / "src").symlink_to(ROOT / "src")  # the stages' code deps, read from the project's source
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     (tmp_path / paths.study_file("attention")).parent.mkdir(parents=True)
-    (tmp_path / paths.study_file("attention")).write_text("axes:\n  placment: [3]\n")
+    (tmp_path / paths.study_file("attention")).write_text("question: Q?\nvariants: {a: {}}\nseed: [0]\n")
     snakemake = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
     paper = subprocess.run(snakemake, cwd=tmp_path, capture_output=True, text=True)
     assert paper.returncode == 0, paper.stderr
-    study = subprocess.run([*snakemake, "attention_study"], cwd=tmp_path, capture_output=True, text=True)
+    study = subprocess.run([*snakemake, "study_attention"], cwd=tmp_path, capture_output=True, text=True)
     assert study.returncode == 1
-    assert study.stderr.strip().splitlines()[-1] == ("snakemake: error: studies/attention/study.yaml: unknown axis "
-                                                     "'placment' (hint: did you mean 'placement'?)")
+    assert study.stderr.strip().splitlines()[-1] == ("snakemake: error: studies/attention/study.yaml: unknown key "
+                                                     "'seed' (hint: did you mean 'seeds'?)")

@@ -44,19 +44,26 @@ STUDY_CELLS = {"none-seed0", "none-seed1", "sagan-after3-seed0", "sagan-after3-s
 ADDED_CELLS = {f"none-seed{ADDED_SEED}", f"sagan-after3-seed{ADDED_SEED}"}
 
 
-def check_study(study: StudyOutputs) -> None:
-    """One row per cell and seed, the report section, and the MLflow parent with a child per cell."""
+def check_study(study: StudyOutputs, cells: set[str] = STUDY_CELLS, name: str = "attention",
+                cell: str = "sagan-after3-seed1", values: dict | None = None) -> None:
+    """One row per cell, the report section titled by the question, and the MLflow parent (tagged
+    with the question) with a child per cell tagged with its values."""
+    values = values or {"model.attention": "true", "model.attention_style": "sagan", "model.attention_after": "3"}
     results = study.results.set_index("cell")
-    assert set(results.index) == STUDY_CELLS
+    assert set(results.index) == cells
     assert (results["steps"] == 50).all() and (results["fid"] > 0).all() and (results["n_gen"] == 64).all()
-    assert results.loc["sagan-after3-seed1", ["attention", "placement", "seed"]].tolist() == ["sagan", 3, 1]
-    assert "## Does self-attention help?" in study.report and "**Reading:** " in study.report
+    assert (results["recall"] >= 0).all() and (results["precision"] >= 0).all()
+    assert results.loc[cell, ["variant", "seed"]].tolist() == [cell.rpartition("-seed")[0], 1]
+    assert f"## Study '{name}': " in study.report and "**Reading:** " in study.report
+    assert "Recall (95% interval)" in study.report
     [parent] = [run_id for run_id, run in study.runs.items() if run.tags.get("sagan.study.parent") == "true"]
+    assert study.runs[parent].tags["sagan.study.question"] in study.report
     children = {run.tags["sagan.study.cell"]: run.tags for run_id, run in study.runs.items() if run_id != parent}
-    assert set(children) == STUDY_CELLS and set(results["mlflow_run_id"]) == set(study.runs) - {parent}
+    assert set(children) == cells and set(results["mlflow_run_id"]) == set(study.runs) - {parent}
     assert {tags["mlflow.parentRunId"] for tags in children.values()} == {parent}
-    tags = children["sagan-after3-seed1"]
-    assert [tags[f"sagan.study.{axis}"] for axis in ("attention", "placement", "seed")] == ["sagan", "3", "1"]
+    tags = children[cell]
+    assert tags["sagan.study.seed"] == "1" and tags["sagan.study.variant"] == cell.rpartition("-seed")[0]
+    assert {key: tags[f"sagan.study.{key}"] for key in values} == values
     assert children["none-seed0"]["sagan.study.placement"] == "-"
 
 
@@ -137,9 +144,7 @@ class TestDvc:
 
 class TestDvcStudy:
     """studies/README.md's study command, in a copy of the DVC scenario's project after its first run."""
-    TRAIN = ["train_none@0", "train_none@1", "train_attention@sagan-3-0", "train_attention@sagan-3-1"]
-    CELL_STAGES = {f"{STUDY_PIPELINE}:{stage}" for stage in TRAIN} | \
-        {f"{STUDY_PIPELINE}:{stage.replace('train_', 'evaluate_')}" for stage in TRAIN} | \
+    CELL_STAGES = {f"{STUDY_PIPELINE}:{step}@{cell}" for step in ("train", "evaluate") for cell in STUDY_CELLS} | \
         {f"{STUDY_PIPELINE}:summary", f"{STUDY_PIPELINE}:check"}
 
     def test_on_a_fresh_project_the_study_would_run_the_shared_stages_once_and_no_paper_training(self, dvc_scenario):
@@ -150,9 +155,25 @@ class TestDvcStudy:
         assert dvc_scenario.study.ran == self.CELL_STAGES
         check_study(dvc_scenario.study.outputs)
 
+    def test_the_profile_study_runs_both_profiles_and_answers_on_fid_and_recall(self, dvc_scenario):
+        cells = {f"profile-{p}-seed{s}" for p in ("paper", "improved") for s in (0, 1)}
+        profiles = f"{paths.study_pipeline('profiles')}"
+        assert dvc_scenario.study.profiles_ran == ({f"{profiles}:{step}@{c}" for step in ("train", "evaluate")
+                                                    for c in cells} | {f"{profiles}:check", f"{profiles}:summary"})
+        check_study(dvc_scenario.study.profiles, cells, "profiles", "profile-improved-seed1", {"profile": "improved"})
+        reading = dvc_scenario.study.profiles.report.split("**Reading:** ")[1].splitlines()[0]
+        assert "profile-paper" in reading and "recall" in reading
+
+    def test_a_study_declared_by_the_tests_over_lr_d_runs_through_the_same_mechanism(self, dvc_scenario):
+        cells = {f"lr_d-{lr}-seed{s}" for lr in ("0.0001", "0.0004") for s in (0, 1)}
+        pipeline = f"{paths.study_pipeline('lr_d')}"
+        assert dvc_scenario.study.ad_hoc_ran == ({f"{pipeline}:{step}@{c}" for step in ("train", "evaluate")
+                                                  for c in cells} | {f"{pipeline}:check", f"{pipeline}:summary"})
+        check_study(dvc_scenario.study.ad_hoc, cells, "lr_d", "lr_d-0.0001-seed1", {"train.lr_d": "0.0001"})
+
     def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_scenario):
-        new = {f"train_none@{ADDED_SEED}", f"train_attention@sagan-3-{ADDED_SEED}", f"evaluate_none@{ADDED_SEED}",
-               f"evaluate_attention@sagan-3-{ADDED_SEED}", "summary", "check"}  # check: study.yaml changed
+        new = {f"{step}@{cell}" for step in ("train", "evaluate") for cell in ADDED_CELLS} | \
+            {"summary", "check"}  # study.yaml changed
         assert dvc_scenario.study.out_of_date_after_seed == {f"{STUDY_PIPELINE}:{stage}" for stage in new}
 
 
@@ -215,7 +236,7 @@ class TestSnakemake:
         jobs = snakemake_scenario.study.planned
         cells = {f"study=attention, cell={cell}" for cell in STUDY_CELLS}
         assert jobs == ({("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
-                        | {("study_summary", "study=attention"), ("attention_study", "")})
+                        | {("study_summary", "study=attention"), ("study_attention", "")})
         check_study(snakemake_scenario.study.outputs)
 
     def test_the_study_logs_through_the_tracking_server_two_cells_at_once(self, snakemake_scenario):
@@ -236,4 +257,4 @@ class TestSnakemake:
         cells = {f"study=attention, cell={cell}" for cell in ADDED_CELLS}
         assert snakemake_scenario.study.planned_after_seed == (
             {("study_train", c) for c in cells} | {("study_evaluate", c) for c in cells}
-            | {("study_summary", "study=attention"), ("attention_study", "")})
+            | {("study_summary", "study=attention"), ("study_attention", "")})

@@ -1,9 +1,11 @@
-"""The attention study (sagan.study): its cells and their params, the validation of a study file,
-the statistics against an independent computation, the report section, and studies/attention/
-dvc.yaml against the code. The study run end to end through both orchestrators is in
-tests/test_pipeline.py (TestStudy)."""
+"""Studies (sagan.study): declarations over any params, their cells and params, the validation of
+a study file, the statistics against an independent computation, the report section, and the
+studies' dvc.yaml against the code. The studies run end to end through the orchestrators in
+tests/test_pipeline.py."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sagan.errors import SaganError
 from sagan.params import Params, flatten, load_params
 from sagan.report.document import Labelled
 from sagan.study import stats, summary
+from sagan.study import design
 from sagan.study.design import load_study
 from helpers import run_record, tiny_params
 
@@ -25,68 +28,98 @@ ROOT = Path(__file__).resolve().parents[1]
 T975 = {1: 12.706204736174698, 2: 4.302652729911275, 3: 3.182446305284263}
 
 
-def write_study(root: Path, axes: dict, base: dict | None = None, name: str = "attention") -> None:
+def write_study(root: Path, cells: dict, base: dict | None = None, name: str = "attention", seeds=(0,),
+                baseline: str | None = None, question: str = "Does it help?") -> None:
+    """A study file: `cells` is {"axes": {...}} or {"variants": {...}}; the baseline defaults to
+    the first variant."""
+    variants = cells.get("variants") or {}
+    first = next(iter(variants), None) or "_".join(
+        f"{key.rpartition('.')[2]}-{design.value_name(values[0])}" for key, values in cells["axes"].items() if values)
     path = root / paths.study_file(name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({"base": base or {}, "axes": axes}))
+    path.write_text(yaml.safe_dump({"question": question, "base": base or {}, **cells, "seeds": list(seeds),
+                                    "baseline": baseline or first}, sort_keys=False))
 
 
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     (tmp_path / "src").symlink_to(ROOT / "src")  # the stages' PARAM_KEYS, read from the project's source
+    (tmp_path / "configs").symlink_to(ROOT / "configs")  # the profiles a study may apply
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
 
-FULL_AXES = {"attention": ["sagan", "biggan"], "placement": [2, 3, 4], "seed": [0, 1, 2]}
+ATTENTION = {"variants": {"none": {"model.attention": False},
+                          "sagan-after3": {"model.attention": True, "model.attention_style": "sagan",
+                                           "model.attention_after": 3}}}
+LR_D = {"axes": {"train.lr_d": [1.0e-4, 2.0e-4]}}
 
 
-def test_the_committed_studies_load_and_the_paper_grid_has_21_trainings(monkeypatch):
+def test_the_committed_studies_load_with_their_cell_counts(monkeypatch):
     monkeypatch.chdir(ROOT)
-    study = load_study("attention", load_params(ROOT / "params.yaml"))
-    assert len(study.cells) == 3 + 2 * 3 * 3  # "none" has no placement: 27 combinations, 21 trainings
-    smoke = yaml.safe_load((ROOT / "studies/attention/smoke.yaml").read_text())
-    assert smoke["axes"] == {"attention": ["sagan"], "placement": [3], "seed": [0, 1]}  # the 2 x 2 grid
+    params = load_params(ROOT / "params.yaml")
+    attention = load_study("attention", params)
+    assert len(attention.cells) == 21 and attention.baseline == "none"  # 7 variants x 3 seeds
+    names = [cell.name for cell in attention.cells]
+    assert names[:3] == ["none-seed0", "none-seed1", "none-seed2"] and "biggan-after4-seed2" in names
+    styles = {(c.params.model.attention, c.params.model.attention_style, c.params.model.attention_after)
+              for c in attention.cells}
+    assert styles == {(False, "sagan", 3)} | {(True, s, p) for s in ("sagan", "biggan") for p in (2, 3, 4)}
+    profiles_study = load_study("profiles", params)
+    assert [c.name for c in profiles_study.cells] == [f"profile-{p}-seed{s}" for p in ("paper", "improved")
+                                                      for s in range(5)]
+    improved = profiles_study.cell("profile-improved-seed3").params
+    assert (improved.train.loss, improved.model.attention_style, improved.mlflow.profile) == ("hinge", "biggan",
+                                                                                              "improved")
+    assert profiles_study.cell("profile-paper-seed3").params.train.loss == params.train.loss
+    for name in ("attention", "profiles"):  # the CI versions: 2 x 2
+        smoke = yaml.safe_load((ROOT / f"studies/{name}/smoke.yaml").read_text())
+        assert smoke["seeds"] == [0, 1] and len(smoke.get("variants") or smoke["axes"]["profile"]) == 2
 
 
-def test_each_cell_differs_from_params_and_base_in_exactly_its_axis_values(project):
+def test_each_cell_is_params_then_base_then_its_values_then_its_seed(project):
     base = {"train": {"max_steps": 100}, "mlflow": {"experiment": "study-x"}}
-    write_study(project, FULL_AXES, base)
+    write_study(project, LR_D, base, seeds=(0, 3))
     study = load_study("attention", Params())
-    names = [cell.name for cell in study.cells]
-    assert names[:3] == ["none-seed0", "none-seed1", "none-seed2"]
-    assert "sagan-after2-seed0" in names and "biggan-after4-seed2" in names and len(set(names)) == 21
-    expected_base = flatten(Params()) | {"train.max_steps": 100, "mlflow.experiment": "study-x"}
+    assert [c.name for c in study.cells] == ["lr_d-0.0001-seed0", "lr_d-0.0001-seed3", "lr_d-0.0002-seed0",
+                                             "lr_d-0.0002-seed3"]
+    expected = flatten(Params()) | {"train.max_steps": 100, "mlflow.experiment": "study-x"}
     for cell in study.cells:
-        if cell.attention == "none":
-            axis_values = {"model.attention": False, "train.seed": cell.seed}
-        else:
-            axis_values = {"model.attention": True, "model.attention_style": cell.attention,
-                           "model.attention_after": cell.placement, "train.seed": cell.seed}
-        got = flatten(cell.params)
-        assert {k: v for k, v in got.items() if v != expected_base[k]} == \
-               {k: v for k, v in axis_values.items() if v != expected_base[k]}, cell.name
-        assert got == expected_base | axis_values
-    cell = study.cell("biggan-after4-seed1")
-    assert cell.outputs.generator == Path("studies/attention/cells/biggan-after4-seed1/models/generator.pt")
-    assert cell.outputs.metrics == Path("studies/attention/cells/biggan-after4-seed1/reports/metrics.json")
-    assert cell.tags["sagan.study.placement"] == "4" and cell.tags["mlflow.runName"] == "biggan-after4-seed1"
-    assert study.cell("none-seed2").tags["sagan.study.placement"] == "-"
+        values = {"train.lr_d": float(cell.variant.name.split("-")[1]), "train.seed": cell.seed}
+        assert flatten(cell.params) == expected | values, cell.name
+        assert cell.tags["sagan.study.train.lr_d"] == cell.variant.name.split("-")[1]
+        assert cell.outputs.root == Path("studies/attention/cells") / cell.name
+    both = {"axes": {"profile": ["paper", "improved"], "train.n_critic": [1, 2]}}
+    write_study(project, both, baseline="profile-paper_n_critic-1")
+    names = [c.name for c in load_study("attention", Params()).cells]
+    assert names == ["profile-paper_n_critic-1-seed0", "profile-paper_n_critic-2-seed0",
+                     "profile-improved_n_critic-1-seed0", "profile-improved_n_critic-2-seed0"]
 
 
-@pytest.mark.parametrize("axes, base, message", [
-    ({**FULL_AXES, "placment": [3]}, None, "unknown axis 'placment' (hint: did you mean 'placement'?)"),
-    ({**FULL_AXES, "attention": ["sagan", "transformer"]}, None, "axis 'attention': 'transformer' is not one of"),
-    ({**FULL_AXES, "attention": ["none", "sagan"]}, None, "axis 'attention': leave out 'none'"),
-    ({**FULL_AXES, "placement": [2, 5]}, None, "axis 'placement': 5 is not an integer in [1, 4]"),
-    ({**FULL_AXES, "seed": [0, 0]}, None, "axis 'seed' lists a value twice"),
-    ({k: v for k, v in FULL_AXES.items() if k != "seed"}, None, "axis 'seed' needs a non-empty list"),
-    (FULL_AXES, {"train": {"lr_dd": 1e-3}}, "unknown param 'train.lr_dd'"),
-    (FULL_AXES, {"fid": {"num_samples": 32}}, "base changes 'fid.num_samples', which the shared stage fid_bounds"),
-    (FULL_AXES, {"prepare": {"size": 32}}, "base changes 'prepare.size', which the shared stage prepare reads"),
+@pytest.mark.parametrize("cells, extra, message", [
+    (ATTENTION, {"seed": [0]}, "unknown key 'seed' (hint: did you mean 'seeds'?)"),
+    ({"axes": {"train.lr_dd": [1e-4]}}, {}, "axes: unknown param 'train.lr_dd' (hint: did you mean 'train.lr_d'?)"),
+    ({"axes": {"train.lr_d": ["fast", 1e-4]}}, {"baseline": "lr_d-fast"}, "'train.lr_d' must be float, got 'fast'"),
+    ({"axes": {"train.lr_d": [1e-4, 1e-4]}}, {}, "axis 'train.lr_d' lists a value twice"),
+    ({"axes": {}}, {}, "'axes' must map params to lists of values"),
+    ({"axes": {"train.lr_d": []}}, {}, "axis 'train.lr_d' needs a non-empty list of values"),
+    ({"axes": {"train.seed": [0, 1]}}, {"baseline": "seed-0"}, "'train.seed' is the study's `seeds`"),
+    ({"axes": {"profile": ["paper", "fancy"]}}, {"baseline": "profile-paper"}, "profile 'fancy': configs/fancy.yaml"),
+    ({"variants": {"a": {"model.attention": False}, "b": {"model.attention": False}}}, {"baseline": "a"},
+     "variants 'a' and 'b' are the same cell"),
+    ({**ATTENTION, **LR_D}, {"baseline": "none"}, "give the cells as 'axes' (every combination) or as 'variants'"),
+    (ATTENTION, {"baseline": "nobody"}, "'baseline' must name one of the variants (none, sagan-after3)"),
+    (ATTENTION, {"seeds": [0, 0]}, "'seeds' lists a seed twice"),
+    (ATTENTION, {"seeds": []}, "'seeds' must be a non-empty list of integers >= 0"),
+    (ATTENTION, {"question": ""}, "'question' must say in one sentence what the study answers"),
+    (ATTENTION, {"base": {"train": {"lr_dd": 1e-3}}}, "unknown param 'train.lr_dd'"),
+    (ATTENTION, {"base": {"fid": {"num_samples": 32}}}, "base changes 'fid.num_samples', which the shared stage"),
+    (ATTENTION, {"base": {"prepare": {"size": 32}}}, "base changes 'prepare.size', which the shared stage prepare"),
 ])
-def test_a_bad_study_file_is_one_line_naming_it(project, axes, base, message):
-    write_study(project, axes, base)
+def test_a_bad_study_file_is_one_line_naming_it(project, cells, extra, message):
+    write_study(project, cells)
+    path = project / paths.study_file("attention")
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **extra}, sort_keys=False))
     with pytest.raises(SaganError) as err:
         load_study("attention", Params())
     text = str(err.value)
@@ -94,12 +127,37 @@ def test_a_bad_study_file_is_one_line_naming_it(project, axes, base, message):
 
 
 def test_an_unknown_cell_or_study_names_the_known_ones(project):
-    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]})
+    write_study(project, ATTENTION)
     study = load_study("attention", Params())
     with pytest.raises(SaganError, match="no cell 'sagan-after3-seed9'.*did you mean 'sagan-after3-seed0'"):
         study.cell("sagan-after3-seed9")
     with pytest.raises(SaganError, match="study 'atention' not found.*known studies: attention"):
         load_study("atention", Params())
+
+
+def test_a_seed_more_adds_only_the_new_cells_to_the_dvc_file(project):
+    """Adding a seed leaves every existing cell's stages as they were: DVC plans only the new ones."""
+    from sagan import dvcfile
+
+    (project / "studies").mkdir(exist_ok=True)
+    write_study(project, ATTENTION, seeds=(0, 1))
+    before = yaml.safe_load(dvcfile.study_text("attention", Params()))["stages"]
+    write_study(project, ATTENTION, seeds=(0, 1, 2))
+    after = yaml.safe_load(dvcfile.study_text("attention", Params()))["stages"]
+    assert after["train"]["foreach"] == before["train"]["foreach"][:2] + ["none-seed2"] + \
+        before["train"]["foreach"][2:] + ["sagan-after3-seed2"]
+    assert after["train"]["do"] == before["train"]["do"] and after["evaluate"]["do"] == before["evaluate"]["do"]
+
+
+def test_the_check_writes_each_cells_params_and_rewrites_only_the_changed(project):
+    write_study(project, ATTENTION, seeds=(0, 1))
+    study = load_study("attention", Params())
+    written = design.write_cell_params(study)
+    assert written == [paths.cell_params_file("attention", c.name) for c in study.cells]
+    assert json.loads(written[2].read_text()) == flatten(study.cells[2].params)
+    write_study(project, {"variants": {**ATTENTION["variants"], "sagan-after3": {
+        **ATTENTION["variants"]["sagan-after3"], "model.attention_after": 2}}}, seeds=(0, 1))
+    assert design.write_cell_params(load_study("attention", Params())) == written[2:]  # only that variant's
 
 
 def test_a_placement_that_leaves_no_layer_fails_when_the_cell_trains():
@@ -119,7 +177,8 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
 
     from sagan.train import loop
 
-    write_study(train_project, {"attention": ["sagan"], "placement": [2], "seed": [0, 1]})
+    write_study(train_project, {"variants": {"sagan-after2": {"model.attention": True, "model.attention_after": 2}}},
+                seeds=(0, 1))
 
     def cell_of(max_steps: int):
         return load_study("attention", tiny_params(max_steps=max_steps, checkpoint_every=3)).cell("sagan-after2-seed1")
@@ -133,7 +192,8 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
     assert record["params"]["model.attention_after"] == 2 and record["steps"] == 6
     tags = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).get_run(record["mlflow_run_id"]).data.tags
     assert tags["sagan.study.cell"] == tags["mlflow.runName"] == "sagan-after2-seed1"
-    assert tags["sagan.study.seed"] == "1"
+    assert (tags["sagan.study.seed"], tags["sagan.study.variant"], tags["sagan.study.model.attention_after"]) == (
+        "1", "sagan-after2", "2")
 
     capsys.readouterr()
     longer = cell_of(9)  # more steps: the cell resumes from its own newest checkpoint
@@ -144,16 +204,15 @@ def test_a_cell_trains_into_its_own_directory_and_resumes_from_its_own_checkpoin
 
 # -- statistics --------------------------------------------------------------------------------
 RESULTS = pd.DataFrame({
-    "attention": ["none", "none", "none", "sagan", "sagan", "sagan"],
-    "placement": pd.array([None, None, None, 3, 3, 3], dtype="Int64"),
+    "variant": ["none", "none", "none", "sagan-after3", "sagan-after3", "sagan-after3"],
     "seed": [0, 1, 2, 0, 1, 2],
     "fid": [30.0, 34.0, 32.0, 27.0, 30.5, 29.0],
+    "recall": [0.50, 0.52, 0.51, 0.40, 0.43, 0.41],
 })
 
 
 def test_intervals_agree_with_a_hand_computation():
-    fid = RESULTS["fid"]
-    table = stats.summarise(RESULTS, "fid", "none").set_index("attention")
+    table = stats.summarise(RESULTS, "fid", "none").set_index("variant")
     none = [30.0, 34.0, 32.0]
     mean, sd = sum(none) / 3, math.sqrt(sum((x - 32.0) ** 2 for x in none) / 2)
     assert (mean, sd) == (32.0, 2.0)
@@ -161,54 +220,62 @@ def test_intervals_agree_with_a_hand_computation():
     assert table.loc["none", "mean"] == pytest.approx(32.0)
     assert table.loc["none", "std"] == pytest.approx(2.0)
     assert (table.loc["none", "ci_low"], table.loc["none", "ci_high"]) == pytest.approx((32 - half, 32 + half))
-    # paired by seed: differences -3, -3.5, -3 (sagan minus none)
+    # paired by seed: differences -3, -3.5, -3 (sagan-after3 minus none)
     diffs = [-3.0, -3.5, -3.0]
     d_mean = sum(diffs) / 3
     d_sd = math.sqrt(sum((d - d_mean) ** 2 for d in diffs) / 2)
     d_half = T975[2] * d_sd / math.sqrt(3)
-    row = table.loc["sagan"]
+    row = table.loc["sagan-after3"]
     assert row["n_pairs"] == 3 and row["diff_mean"] == pytest.approx(d_mean)
     assert (row["diff_ci_low"], row["diff_ci_high"]) == pytest.approx((d_mean - d_half, d_mean + d_half))
-    # the cells' own intervals overlap, the paired one excludes 0: pairing by seed resolves it
+    # the variants' own intervals overlap, the paired one excludes 0: pairing by seed resolves it
     assert row["ci_low"] < table.loc["none", "ci_high"] and row["diff_ci_high"] < 0
-    assert np.isnan(table.loc["none", "diff_mean"]) and len(fid) == 6
+    assert np.isnan(table.loc["none", "diff_mean"])
 
 
 def test_one_seed_gives_no_interval_and_the_reading_says_unresolved():
     one = RESULTS[RESULTS["seed"] == 0]
-    table = summary.summary_table(one.assign(kid_mean=0.1, swd=1.0))
-    assert table["ci_low"].isna().all() and table["diff_ci_low"].isna().all() and len(table) == 6
-    assert summary.reading(table) == ("No attention variant's FID differs from no attention beyond the noise: "
-                                      "every paired 95% interval includes 0, so the difference is not resolved "
-                                      "at 1 seed.")
+    table = summary.summary_table(one.assign(kid_mean=0.1, swd=1.0, precision=0.5), "none")
+    assert table["ci_low"].isna().all() and table["diff_ci_low"].isna().all() and len(table) == 10
+    assert summary.reading(table, "none") == (
+        "No variant's FID differs from none's beyond the noise: every paired 95% interval includes 0, so the "
+        "difference is not resolved at 1 seed; no variant's recall is resolved below the baseline's.")
 
 
-def test_the_reading_names_a_resolved_difference():
-    table = summary.summary_table(RESULTS)
-    text = summary.reading(table)
-    assert text.startswith("Against no attention, paired over 3 seeds: sagan, after layer 3 lowers FID by 3.17 [")
+def test_the_reading_names_a_resolved_difference_and_less_of_the_data_covered():
+    text = summary.reading(summary.summary_table(RESULTS, "none"), "none")
+    assert text.startswith("Against none, paired over 3 seeds: sagan-after3 lowers FID by 3.17 [")
+    assert text.endswith("; sagan-after3 covers less of the data than none (recall lower, resolved).")
 
 
 # -- the report section --------------------------------------------------------------------------
 CELLS = ["none-seed0", "none-seed1", "none-seed2", "sagan-after3-seed0", "sagan-after3-seed1", "sagan-after3-seed2"]
+DECLARATION = {"name": "attention", "question": "Does self-attention lower FID?", "baseline": "none"}
 
 
 def write_run_record(root: Path, cell: str, run_id: str) -> None:
-    run_record(run_id).write(root / paths.RunOutputs(paths.study_cell_dir("attention", cell)).run_record)
+    """The cell's run.json, trained with the paper's params (without attention for `none`)."""
+    params = Params()
+    if cell.startswith("none"):
+        params = dataclasses.replace(params, model=dataclasses.replace(params.model, attention=False))
+    run_record(run_id, params=flatten(params)).write(root / paths.RunOutputs(paths.study_cell_dir("attention",
+                                                                                                   cell)).run_record)
 
 
 def write_results(root: Path) -> None:
     """The study's results as `sagan study` writes them, and each cell's run record (run ids run-CELL)."""
     out = paths.StudyReports("attention")
     (root / out.root).mkdir(parents=True)
-    results = RESULTS.assign(weights_kind="standin", synthetic_data=True, kid_mean=0.1, swd=2.0, cell=CELLS,
-                             mlflow_run_id=[f"run-{cell}" for cell in CELLS])
+    results = RESULTS.assign(weights_kind="standin", synthetic_data=True, kid_mean=0.1, swd=2.0, precision=0.5,
+                             cell=CELLS, mlflow_run_id=[f"run-{cell}" for cell in CELLS])
     for cell in CELLS:
         write_run_record(root, cell, f"run-{cell}")
-    table = summary.summary_table(results)
+    table = summary.summary_table(results, "none")
     results.to_csv(root / out.results_csv, index=False)
     table.to_csv(root / out.summary_csv, index=False)
-    summary.fid_figure(table, results, root / out.figure)
+    (root / out.declaration).write_text(json.dumps(DECLARATION))
+    for metric, path in out.figures.items():
+        summary.metric_figure(table, results, metric, root / path)
 
 
 def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
@@ -217,19 +284,21 @@ def test_the_report_has_the_study_section_if_and_only_if_results_exist(project):
     assert summary.report_sections(relative_to=paths.REPORTS_DIR) == []
     write_results(project)
     [section] = summary.report_sections(relative_to=paths.REPORTS_DIR)
-    assert section.title == "Does self-attention help?"
+    assert section.title == "Study 'attention': Does self-attention lower FID?"
     table = next(b for b in section.blocks if hasattr(b, "rows"))
-    assert [row[0] for row in table.rows] == ["no attention", "sagan, after layer 3"]
-    assert table.rows[0][2] == "32.00" and table.rows[1][5].startswith("-3.17 [")
-    figure = next(b for b in section.blocks if hasattr(b, "href"))
-    assert figure.href == "studies/attention/fid_by_cell.png"
-    with Image.open(figure.file) as img:
-        assert img.size[0] >= 480 and img.size[1] == 360
+    assert [row[0] for row in table.rows] == ["none", "sagan-after3"]
+    assert table.rows[0][2].startswith("32 [") and table.rows[0][3] == "baseline"
+    assert table.rows[1][3].startswith("-3.17 [") and table.rows[1][5].startswith("-0.0967 [")
+    figures = [b for b in section.blocks if hasattr(b, "href")]
+    assert [f.href for f in figures] == ["studies/attention/fid_by_variant.png", "studies/attention/recall_by_variant.png"]
+    for figure in figures:
+        with Image.open(figure.file) as img:
+            assert img.size[0] >= 480 and img.size[1] == 360
 
 
 def test_the_section_marks_the_cells_trained_again_since_the_study_ran(project):
     """The report showed a study's numbers after a cell had been retrained (or removed): the
-    section names the cells whose current run is not the one summarised, and their rows."""
+    section names the cells whose current run is not the one summarised, and their variants."""
     write_results(project)
     fresh = summary.read_section("attention", relative_to=paths.REPORTS_DIR)
     assert [block.label for block in fresh.blocks if isinstance(block, Labelled)] == ["Reading:"]
@@ -240,7 +309,20 @@ def test_the_section_marks_the_cells_trained_again_since_the_study_ran(project):
         "cells none-seed2, sagan-after3-seed1 have been trained again (or removed) since `sagan study` "
         "ran: their rows show their previous runs. Rerun `sagan study --study attention`."))
     table = next(b for b in section.blocks if hasattr(b, "rows"))
-    assert [row[0] for row in table.rows] == ["no attention (stale)", "sagan, after layer 3 (stale)"]
+    assert [row[0] for row in table.rows] == ["none (stale)", "sagan-after3 (stale)"]
+
+
+def test_table_1_shows_the_spread_of_the_variant_that_is_params_yaml(project):
+    """A study variant that trains params.yaml's own configuration (but for the seed and MLflow
+    labels) gives Table 1 a row with its FID over seeds, beside the single run."""
+    params = Params()  # the paper's: attention after layer 3, SAGAN's module
+    assert summary.params_spread(params) is None  # no results yet
+    write_results(project)
+    spread = summary.params_spread(params)
+    assert (spread.study, spread.variant, spread.fid.n) == ("attention", "sagan-after3", 3)
+    assert spread.table_row()[:2] == ["This configuration over 3 seeds",
+                                      f"28.83 [{spread.fid.low:.2f}, {spread.fid.high:.2f}]"]
+    assert summary.params_spread(dataclasses.replace(params, train=dataclasses.replace(params.train, lr_d=1e-3))) is None
 
 
 def test_the_parent_run_has_exactly_the_current_cells_runs_as_children(project):
@@ -252,79 +334,87 @@ def test_the_parent_run_has_exactly_the_current_cells_runs_as_children(project):
     mlflow_params = MlflowParams(tracking_uri=f"sqlite:///{project / 'mlflow.db'}", experiment="study")
     client = tracking.client(mlflow_params)
     experiment = client.create_experiment("study")
-    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0, 1]})
+    write_study(project, ATTENTION, seeds=(0, 1))
     study = load_study("attention", Params())
     runs = {cell.name: client.create_run(experiment).info.run_id for cell in study.cells}
 
     def summarise(run_ids: dict) -> str:
         results = RESULTS[RESULTS["seed"] < 2].assign(cell=[c.name for c in study.cells],
                                                       mlflow_run_id=[run_ids[c.name] for c in study.cells])
-        parent = summary.log_parent_run(mlflow_params, study, results, summary.summary_table(results))
+        parent = summary.log_parent_run(mlflow_params, study, results, summary.summary_table(results, "none"))
         children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
         return parent, {run.info.run_id for run in children}
 
     parent, children = summarise(runs)
     assert children == set(runs.values())
+    assert client.get_run(parent).data.tags["sagan.study.question"] == "Does it help?"
     retrained = runs | {"sagan-after3-seed1": client.create_run(experiment).info.run_id}
     again, children = summarise(retrained)
     assert again == parent and children == set(retrained.values())
     assert "mlflow.parentRunId" not in client.get_run(runs["sagan-after3-seed1"]).data.tags
 
 
-def test_the_study_check_validates_every_cell_and_writes_only_its_stamp(project):
+def test_the_study_check_validates_every_cell_and_writes_only_their_params(project):
     """The study pipeline's first stage (`sagan study --check`): a typo in the study's base stops
-    it before DVC deletes any cell's outputs; a valid study gets its stamp and nothing else."""
+    it before DVC deletes any cell's outputs; a valid study gets its cells' params and nothing else."""
     import argparse
 
     from sagan.commands import study as study_command
 
-    check = argparse.Namespace(study="attention", check=True)
-    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]}, {"train": {"lr_g": "abc"}})
+    check = argparse.Namespace(study="attention", check=True, dry=False, list=False)
+    write_study(project, ATTENTION, {"train": {"lr_g": "abc"}})
     with pytest.raises(SaganError, match=r"^studies/attention/study\.yaml .*train\.lr_g"):
         study_command.run(Params(), check)
     assert not (project / "studies/attention/cells").exists()
-    write_study(project, {"attention": ["sagan"], "placement": [3], "seed": [0]})
+    write_study(project, ATTENTION)
     study_command.run(Params(), check)
-    stamp = project / paths.study_checked("attention")
-    assert list(stamp.parent.iterdir()) == [stamp] and stamp.read_text() == "ok\n"
+    cells = project / paths.study_cells_dir("attention")
+    assert sorted(p.relative_to(cells).as_posix() for p in cells.rglob("*") if p.is_file()) == [
+        "none-seed0/params.json", "sagan-after3-seed0/params.json"]
     assert not (project / paths.StudyReports("attention").root).exists()
 
 
-# -- studies/attention/dvc.yaml against the code --------------------------------------------------
-def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes():
+def test_list_and_dry_say_what_a_study_costs_and_changes(project, capsys):
+    import argparse
+
+    from sagan.commands import study as study_command
+
+    write_study(project, ATTENTION, seeds=(0, 1, 2))
+    study_command.run(Params(), argparse.Namespace(study=None, check=False, dry=False, list=True))
+    assert capsys.readouterr().out == ("attention: 2 variants x 3 seeds = 6 trainings (and as many evaluations); "
+                                       "baseline none\n  Does it help?\n")
+    study_command.run(Params(), argparse.Namespace(study="attention", check=False, dry=True, list=False))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "  none-seed0: model.attention=False" and out[-1].startswith("  sagan-after3-seed2: train.seed=2")
+
+
+# -- the committed studies' DVC files -----------------------------------------------------------
+def test_the_study_dvc_yaml_declares_what_the_code_reads_and_writes(monkeypatch):
+    monkeypatch.chdir(ROOT)
     dvc = yaml.safe_load((ROOT / paths.study_pipeline("attention")).read_text())
-    assert dvc["vars"] == ["study.yaml:axes"]
-    design = str(stages.source_file("sagan.study.design"))
-    base = {"studies/attention/study.yaml": ["base"]}
-    cells = {"train_none": "none-seed${item.seed}", "evaluate_none": "none-seed${item.seed}",
-             "train_attention": "${item.attention}-after${item.placement}-seed${item.seed}",
-             "evaluate_attention": "${item.attention}-after${item.placement}-seed${item.seed}"}
-    for name, cell in cells.items():
-        stage, step = dvc["stages"][name], name.split("_")[0]
-        outputs = paths.RunOutputs(paths.study_cell_dir("attention", cell))
-        assert stage["wdir"] == "../.."
-        assert stage["cmd"] == f"sagan {step} --params params.yaml --study attention --cell {cell}"
-        code = [d for d in stage["deps"] if d.startswith("src/")]
-        assert sorted(code) == sorted(stages.code_deps(step) + [design]), name
-        assert stage["params"] == [*stages.param_keys(step), base], name
-        assert all(out[next(iter(out))] == {"cache": False} for out in stage["outs"]), name
-        outs = [next(iter(out)) for out in stage["outs"]]
-        if step == "train":  # after the check, and through it everything else (the check's order)
-            assert outs == [str(p) for p in (outputs.generator, outputs.generator_best, outputs.train_reports_dir)]
-            assert {str(paths.PREPARED_DIR), str(paths.SPLIT_FILE), str(paths.FID_REFERENCE),
-                    str(paths.study_checked("attention"))} <= set(stage["deps"])
-        else:
-            assert outs == [str(outputs.metrics), str(outputs.metrics_protocol)]
-            assert {str(outputs.generator), str(outputs.train_reports_dir), str(paths.FID_BOUNDS)} <= set(stage["deps"])
-    assert dvc["stages"]["train_none"]["matrix"] == {"seed": "${axes.seed}"}
-    assert dvc["stages"]["train_attention"]["matrix"] == {
-        "attention": "${axes.attention}", "placement": "${axes.placement}", "seed": "${axes.seed}"}
+    study = load_study("attention", load_params(ROOT / "params.yaml"))
+    cells = [cell.name for cell in study.cells]
+    item = paths.RunOutputs(paths.study_cell_dir("attention", "${item}"))
+    for step in ("train", "evaluate"):
+        stage = dvc["stages"][step]
+        assert stage["foreach"] == cells
+        do = stage["do"]
+        assert do["wdir"] == "../.."
+        assert do["cmd"] == f"sagan {step} --params params.yaml --study attention --cell ${{item}}"
+        assert sorted(d for d in do["deps"] if d.startswith("src/")) == stages.code_deps(step)
+        assert do["deps"][0] == str(paths.cell_params_file("attention", "${item}"))  # the cell's own params
+        assert all(out[next(iter(out))] == {"cache": False} for out in do["outs"])
+        outs = [next(iter(out)) for out in do["outs"]]
+        expected = ((item.generator, item.generator_best, item.train_reports_dir) if step == "train"
+                    else (item.metrics, item.metrics_protocol))
+        assert outs == [str(p) for p in expected]
     check = dvc["stages"]["check"]  # every cell's params validated before DVC deletes any cell's outputs
     assert list(dvc["stages"])[0] == "check" and check["wdir"] == "../.."
     assert check["cmd"] == "sagan study --params params.yaml --study attention --check"
     assert check["params"] == [{"params.yaml": None}, {"studies/attention/study.yaml": None}]  # every key
-    assert check["deps"] == [str(stages.source_file(m)) for m in ("sagan.params", "sagan.study.design")]
-    assert check["outs"] == [{str(paths.study_checked("attention")): {"cache": False}}]
+    assert check["outs"] == [{str(paths.cell_params_file("attention", c)): {"cache": False}} for c in cells]
+    profiles = yaml.safe_load((ROOT / paths.study_pipeline("profiles")).read_text())["stages"]["check"]
+    assert "configs/improved.yaml" in profiles["deps"]  # a profile's edit reruns its cells
     summary_stage = dvc["stages"]["summary"]
     assert summary_stage["cmd"] == "sagan study --params params.yaml --study attention"
     assert sorted(d for d in summary_stage["deps"] if d.startswith("src/")) == stages.code_deps("study")
@@ -338,25 +428,25 @@ def test_git_tracks_the_study_results_and_ignores_the_cells():
 
     cell = paths.RunOutputs(paths.study_cell_dir("attention", "none-seed0"))
     reports = paths.StudyReports("attention")
-    files = [cell.generator, cell.run_record, cell.metrics, reports.results_csv, reports.report_html]
+    files = [cell.generator, cell.run_record, cell.metrics, paths.cell_params_file("attention", "none-seed0"),
+             reports.results_csv, reports.report_html, reports.declaration]
     ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, capture_output=True,
                              text=True, input="\n".join(map(str, files)) + "\n").stdout.split()
-    assert ignored == [str(cell.generator), str(cell.run_record), str(cell.metrics)]
+    assert ignored == list(map(str, files[:4]))
 
 
-
-@pytest.mark.parametrize("name", ["../x", "x/y", ".", "", "-x", "a b"])
+@pytest.mark.parametrize("name", ["../x", "x/y", ".", "", "-x", "a b", ".x"])
 def test_a_study_or_cell_name_that_is_no_plain_name_is_one_line(project, name):
     """`--study ../x` read x/study.yaml beside studies/ and trained into x/cells/: a name is a
     directory under studies/ (a cell's under studies/NAME/cells/), never a path."""
-    grid = {"attention": ["sagan"], "placement": [3], "seed": [0]}
     if name not in (".", ""):
-        write_study(project, grid, name=name)  # a study file there: only the name stops it
+        write_study(project, ATTENTION, name=name)  # a study file there: only the name stops it
     with pytest.raises(SaganError) as err:
         load_study(name, Params())
-    assert str(err.value) == (f"--study {name!r}: not a plain name (hint: letters, digits, '_' and '-', "
-                              "not starting with '-': it names a directory)")
-    write_study(project, grid)
+    assert str(err.value) == (f"--study {name!r}: not a plain name (hint: letters, digits, '_', '-' and '.', "
+                              "starting with a letter, digit or '_': it names a directory)")
+    write_study(project, ATTENTION)
     with pytest.raises(SaganError) as err:
         load_study("attention", Params()).cell("../none-seed0")
     assert str(err.value).startswith("--cell '../none-seed0': not a plain name (hint: ")
+

@@ -66,9 +66,12 @@ def make_scratch_project(dest: Path, profile: str = DEFAULT_PROFILE, root: Path 
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / rel, target)
     write_profile(profile, dest / DEFAULT_PARAMS, root=dest)
-    for grid in (dest / paths.STUDIES_DIR).glob(f"*/{profile}.yaml"):  # a study's grid for this profile
+    grids = list((dest / paths.STUDIES_DIR).glob(f"*/{profile}.yaml"))  # the studies' grids for this profile
+    for grid in grids:
         shutil.copy2(grid, grid.with_name(paths.STUDY_FILE_NAME))
     quiet = dict(capture_output=True)
+    if grids:  # their DVC files, written for their cells
+        run(["sagan", "stages", "--write"], dest, check=True, **quiet)
     run(["git", "init", "-q"], dest, **quiet)
     run(["git", "add", "-A"], dest, **quiet)
     run(["git", "commit", "-qm", f"scratch copy with profile {profile}"], dest, **quiet)
@@ -87,7 +90,7 @@ def study_run(project: Path, orchestrator: str, study: str) -> subprocess.Comple
     """studies/README.md's study command for `orchestrator`: its own DVC pipeline, or its Snakemake target."""
     if orchestrator == "dvc":
         return run(["dvc", "repro", str(paths.study_pipeline(study))], project, check=False)
-    return snakemake_run(project, f"{study}_study", check=False)
+    return snakemake_run(project, f"study_{study}", check=False)
 
 
 def main(argv: list[str] | None = None) -> int:

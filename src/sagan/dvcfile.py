@@ -15,7 +15,9 @@ import dataclasses
 from pathlib import Path
 
 from sagan import paths, stages
-from sagan.study.design import CELL_GROUPS, CellGroup
+from sagan.params import Params
+from sagan.study import design
+from sagan.study.design import load_study
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +121,7 @@ def _line(indent: int, text: str, why: str = "") -> str:
     return " " * indent + text + (f"    # {why}" if why else "")
 
 
-def _file_lines(files: tuple[File, ...], indent: int = 6) -> list[str]:
+def _file_lines(files: tuple[File, ...], indent: int) -> list[str]:
     lines = []
     for f in files:
         if f.cache:
@@ -130,13 +132,17 @@ def _file_lines(files: tuple[File, ...], indent: int = 6) -> list[str]:
 
 
 def _stage_lines(name: str, cmd: str, deps: tuple[File, ...], params: list[str], outs: tuple[File, ...],
-                 head: list[str] = ()) -> list[str]:
-    """One stage; `params` are its lines under `params:` (already indented)."""
-    lines = ["", f"  {name}:", *head, f"    cmd: {cmd}", "    deps:", *_file_lines(deps), "    params:", *params]
+                 head: list[str] = (), indent: int = 4) -> list[str]:
+    """One stage, its keys at `indent` (6 inside a foreach's `do:`); `params` are its lines under
+    `params:`, indented for the default indent."""
+    pad = " " * indent
+    lines = ["", f"  {name}:", *head, f"{pad}cmd: {cmd}", f"{pad}deps:", *_file_lines(deps, indent + 2)]
+    if params:
+        lines += [f"{pad}params:", *params]
     for kind in ("outs", "metrics", "plots"):
         chosen = tuple(f for f in outs if f.kind == kind)
         if chosen:
-            lines += [f"    {kind}:", *_file_lines(chosen)]
+            lines += [f"{pad}{kind}:", *_file_lines(chosen, indent + 2)]
     return lines
 
 
@@ -160,78 +166,57 @@ STUDY_HEADER = """\
 # root dvc.yaml, whose data and FID reference every cell shares:
 #   dvc repro studies/{name}/dvc.yaml
 # `dvc repro` alone still runs only the paper's pipeline. Written by `sagan stages --write`
-# (sagan.dvcfile) from the command registry and the study's cell groups (sagan.study.design):
-# edit the code, not this file. One matrix stage per step and group of cells; the matrices read
-# the axes from study.yaml, so adding a seed or a value adds only new stages. Each cell runs
-# `sagan train/evaluate --study {name} --cell CELL`, whose params are params.yaml, the study's
-# `base` and the cell's axis values, and writes under cells/CELL/ (models/checkpoints/ is no
-# output, as in the root dvc.yaml: resuming needs it). Every output is `cache: false`: DVC still
-# reruns only what changed (dvc.lock), but a checkout (`dvc exp apply`, `dvc pull`, `dvc
-# checkout`) never looks for a study that was not run in the cache, where it would fail. The
-# cells' files stay on the machine that trained them (git-ignored, like checkpoints); the results
-# under reports/studies/ are small and git-tracked, like metrics.
-vars:
-  - study.yaml:axes
-
+# (sagan.dvcfile) from the command registry and the study's cells (sagan.study.design): edit
+# study.yaml and the code, not this file, then run `sagan stages --write`. One stage per step
+# and cell (`train@CELL`): adding a seed or a variant adds only new stages. The first stage,
+# `check`, validates every cell's params (DVC deletes a stage's outputs before it runs it, and a
+# cell's are on no cache, so a typo must stop it before any cell) and writes each cell's resolved
+# params, cells/CELL/params.json, which the cell's stages depend on: a change of params.yaml, the
+# study's base, a variant or a profile file reruns exactly the cells whose params it changes. The
+# cells' files stay on the machine that trained them (git-ignored, like checkpoints: `cache:
+# false`, so that a checkout never looks for a study that was not run); the results under
+# reports/studies/ are small and git-tracked, like metrics.
 stages:
-  # As in the root dvc.yaml: DVC deletes a stage's outputs before it runs the stage, and a cell's
-  # are on no cache, so a typo in the study's `base` (or in params.yaml) would cost every cell's
-  # training before `sagan train` refused it. `sagan study --check` validates every cell's params
-  # first and writes a stamp ("ok") that every cell's training (and through it everything after)
-  # depends on.
-  check:
-    wdir: ../..
-    cmd: sagan study --params params.yaml --study {name} --check
-    deps:
-      - {params_source}    # the validation
-      - {design_source}
-    params:
-      - params.yaml:    # every key of both files
-      - {study_file}:
-    outs:
-      - {checked}:
-          cache: false
 """
 
 
-def study_text(name: str) -> str:
-    """studies/NAME/dvc.yaml: the check, a train and an evaluate matrix stage per group of cells
-    (sagan.study.design.CELL_GROUPS), and the summary."""
-    study_file, design_source = paths.study_file(name), str(stages.source_file("sagan.study.design"))
-    lines = [STUDY_HEADER.format(name=name, params_source=stages.source_file("sagan.params"),
-                                 design_source=design_source, study_file=study_file,
-                                 checked=paths.study_checked(name)).rstrip("\n")]
-    base = [f"      - {study_file}:", "          - base"]
-
-    def cell_stage(step: str, group: CellGroup, data: tuple[File, ...], outs: tuple[Path, ...]) -> list[str]:
-        matrix = ["    matrix:", *(f"      {axis}: ${{axes.{axis}}}" for axis in group.axes), "    wdir: ../.."]
-        return _stage_lines(f"{step}_{group.name}",
-                            f"sagan {step} --params params.yaml --study {name} --cell {group.cell_name}",
-                            data + _code(step, design_source),
-                            [f"      - {key}" for key in stages.param_keys(step)] + base,
-                            tuple(File(path, cache=False) for path in outs), matrix)
-
-    def cell(group: CellGroup) -> paths.RunOutputs:
-        return paths.RunOutputs(paths.study_cell_dir(name, group.cell_name))
-
-    for group in CELL_GROUPS:
-        lines += cell_stage("train", group, _files(paths.study_checked(name)) + PIPELINE_BY_NAME["train"].deps,
-                            (cell(group).generator, cell(group).generator_best, cell(group).train_reports_dir))
-    for group in CELL_GROUPS:
-        run = cell(group)
-        lines += cell_stage("evaluate", group, _files(run.generator, run.generator_best, run.train_reports_dir,
-                                                      paths.PREPARED_DIR, paths.SPLIT_FILE, paths.FID_REFERENCE,
-                                                      paths.FID_BOUNDS), (run.metrics, run.metrics_protocol))
+def study_text(name: str, params: Params) -> str:
+    """studies/NAME/dvc.yaml: the check, one train and one evaluate stage per cell, and the summary."""
+    study = load_study(name, params)
+    cells = [cell.name for cell in study.cells]
+    item = paths.RunOutputs(paths.study_cell_dir(name, "${item}"))
+    item_params = paths.cell_params_file(name, "${item}")
+    foreach = ["    foreach:", *(f"      - {cell}" for cell in cells), "    do:"]
+    lines = [STUDY_HEADER.format(name=name).rstrip("\n")]
+    lines += _stage_lines("check", f"sagan study --params params.yaml --study {name} --check",
+                          _files(*(stages.source_file(m) for m in ("sagan.params", "sagan.study.design",
+                                                                    "sagan.profiles")),
+                                 *design.profile_files(study)),
+                          ["      - params.yaml:    # every key of both files", f"      - {study.file}:"],
+                          tuple(File(paths.cell_params_file(name, cell), cache=False) for cell in cells),
+                          ["    wdir: ../.."])
+    lines += _stage_lines("train", f"sagan train --params params.yaml --study {name} --cell ${{item}}",
+                          _files(item_params, *(f.path for f in PIPELINE_BY_NAME["train"].deps)) + _code("train"),
+                          [], _files(*(File(path, cache=False) for path in (
+                              item.generator, item.generator_best, item.train_reports_dir))),
+                          foreach + ["      wdir: ../.."], indent=6)
+    lines += _stage_lines("evaluate", f"sagan evaluate --params params.yaml --study {name} --cell ${{item}}",
+                          _files(item_params, item.generator, item.generator_best, item.train_reports_dir,
+                                 paths.PREPARED_DIR, paths.SPLIT_FILE, paths.FID_REFERENCE, paths.FID_BOUNDS)
+                          + _code("evaluate"),
+                          [], tuple(File(path, cache=False) for path in (item.metrics, item.metrics_protocol)),
+                          foreach + ["      wdir: ../.."], indent=6)
     lines += _stage_lines("summary", f"sagan study --params params.yaml --study {name}",
                           _files(paths.study_cells_dir(name)) + _code("study"),
-                          [f"      - {key}" for key in stages.param_keys("study")] + base + ["          - axes"],
+                          [f"      - {key}" for key in stages.param_keys("study")] + [f"      - {study.file}:"],
                           (File(paths.StudyReports(name).root, cache=False),), ["    wdir: ../.."])
     return "\n".join(lines) + "\n"
 
 
-def files() -> dict[Path, str]:
-    """Every DVC file of the project and the text it should have."""
+def files(params: Params) -> dict[Path, str]:
+    """Every DVC file of the project and the text it should have, the studies' over `params`
+    (params.yaml)."""
     out = {Path("dvc.yaml"): pipeline_text()}
-    for study in sorted(paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}")):
-        out[study.parent / "dvc.yaml"] = study_text(study.parent.name)
+    for name in design.study_names():
+        out[paths.study_pipeline(name)] = study_text(name, params)
     return out

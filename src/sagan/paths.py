@@ -105,14 +105,15 @@ STUDY_FILE_NAME = "study.yaml"
 STUDY_REPORTS_DIR = REPORTS_DIR / "studies"
 # A study's or a cell's name is one directory (studies/NAME/, its cells/CELL/, reports/studies/NAME/),
 # never a path: `--study ../x` would read and write outside the project. The Snakemake wildcards use it.
-PLAIN_NAME = r"[A-Za-z0-9_][A-Za-z0-9_-]*"
+PLAIN_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"  # dots inside, for values: lr_d-0.0001
 
 
 def plain_name(name: str, option: str) -> str:
     """`name` if it is a plain name, else the one line naming the `option` it came from."""
     if not re.fullmatch(PLAIN_NAME, name):
         raise SaganError(f"{option} {name!r}: not a plain name",
-                         hint="letters, digits, '_' and '-', not starting with '-': it names a directory")
+                         hint="letters, digits, '_', '-' and '.', starting with a letter, digit or '_': it "
+                              "names a directory")
     return name
 
 
@@ -133,10 +134,14 @@ def study_cell_dir(study: str, cell: str) -> Path:
     return study_cells_dir(study) / cell
 
 
-def study_checked(study: str) -> Path:
-    """The stamp ("ok") of `sagan study --check`, the study's first DVC stage, which every cell's
-    training depends on (no cell is named so: cells are `none-seedS` and `STYLE-afterP-seedS`)."""
-    return study_cells_dir(study) / "params.checked"
+def cell_params_file(study: str, cell: str) -> Path:
+    """A cell's params, resolved and flattened (JSON), written by `sagan study --check`, the study's
+    first DVC stage: the cell's DVC stages depend on it, so a change of params.yaml, the study's
+    base, the cell's variant or its profile file reruns exactly the cells it changes."""
+    return study_cell_dir(study, cell) / "params.json"
+
+
+STUDY_HEADLINE_METRICS = ("fid", "recall")  # the metrics a study's report answers its question with
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,14 @@ class StudyReports:
         return self.root / "summary.csv"
 
     @property
-    def figure(self) -> Path:
-        return self.root / "fid_by_cell.png"
+    def declaration(self) -> Path:
+        """The study's name, question and baseline, for the reports that carry its section."""
+        return self.root / "study.json"
+
+    @property
+    def figures(self) -> dict[str, Path]:
+        """A figure per headline metric: each variant's mean and 95% interval, its seeds as dots."""
+        return {metric: self.root / f"{metric}_by_variant.png" for metric in STUDY_HEADLINE_METRICS}
 
     @property
     def report_md(self) -> Path:

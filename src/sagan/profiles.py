@@ -38,14 +38,19 @@ class Profile:
     reasons: dict[str, str]  # "section.key" -> the comment on that line
 
     @property
-    def params(self) -> Params:
-        """The paper's params with the profile's changes; its runs are labelled with its name
-        (`mlflow.profile`) unless it sets a label of its own."""
+    def labelled_changes(self) -> dict:
+        """The profile's changes, its runs labelled with its name (`mlflow.profile`) unless it sets
+        a label of its own."""
         changes = self.changes
         mlflow = (changes.get("mlflow") or {}) if isinstance(changes, dict) else None
         if isinstance(mlflow, dict):  # anything else is left to parse_params to refuse
             changes = {**changes, "mlflow": {"profile": self.name, **mlflow}}
-        return parse_params(changes, where=str(PROFILES_DIR / f"{self.name}.yaml"), partial=True)
+        return changes
+
+    @property
+    def params(self) -> Params:
+        """The paper's params with the profile's changes, labelled."""
+        return parse_params(self.labelled_changes, where=str(PROFILES_DIR / f"{self.name}.yaml"), partial=True)
 
 
 def _reasons(text: str) -> dict[str, str]:

@@ -1,12 +1,12 @@
 # The studies of studies/NAME/study.yaml (sagan.study) for Snakemake; studies/NAME/dvc.yaml is the
 # same for DVC. One train and one evaluate job per cell, in parallel as far as --cores and --jobs
 # allow (on a SLURM profile: one job each), sharing the pipeline's data and FID reference, then
-# the study's summary. `snakemake --cores all attention_study`; `snakemake --cores all` alone
+# the study's summary. `snakemake --cores all study_NAME`; `snakemake --cores all` alone
 # still runs only the paper's pipeline. Cell jobs take one thread each by default, so that cells
 # run side by side (`--set-threads study_train=4` gives each more).
 import functools
 
-from sagan.study.design import load_study
+from sagan.study.design import load_study, study_names
 
 
 @functools.cache
@@ -103,7 +103,8 @@ rule study_summary:
     output:
         results=STUDY_REPORTS.results_csv,
         summary=STUDY_REPORTS.summary_csv,
-        figure=STUDY_REPORTS.figure,
+        declaration=STUDY_REPORTS.declaration,
+        figures=list(STUDY_REPORTS.figures.values()),
         markdown=STUDY_REPORTS.report_md,
         html=STUDY_REPORTS.report_html,
     log:
@@ -112,6 +113,11 @@ rule study_summary:
         "sagan study --params " + str(DEFAULT_PARAMS) + " --study {wildcards.study} 2>&1 | tee {log}"
 
 
-rule attention_study:
-    input:
-        expand(rules.study_summary.output, study="attention"),
+# One target per study, `study_NAME` (studies/NAME/study.yaml): its cells and its summary.
+for _name in study_names():
+
+    rule:
+        name:
+            f"study_{_name}"
+        input:
+            expand(rules.study_summary.output, study=_name),

@@ -12,6 +12,8 @@ PARAM_KEYS = ("report", "mlflow")  # mlflow: the run-history table reads the exp
 
 def run(params: Params, args: argparse.Namespace) -> None:
     from sagan.report.build import build_report
-    from sagan.study.summary import report_sections
+    from sagan.study.summary import params_spread, report_sections
 
-    build_report(params, paths.RUN, report_sections(relative_to=paths.REPORTS_DIR))
+    spread = params_spread(params)
+    build_report(params, paths.RUN, report_sections(relative_to=paths.REPORTS_DIR),
+                 spread.table_row() if spread else None)

@@ -53,10 +53,14 @@ def protocol(evaluation: Evaluation) -> str:
             f"weights {weights_kind(evaluation.weights_sha256)}")
 
 
-def table1_section(evaluation: Evaluation, run_record: RunRecord) -> Section:
+def table1_section(evaluation: Evaluation, run_record: RunRecord, spread_row: list[str] | None = None) -> Section:
+    """The paper's rows and this run's; with `spread_row`, this configuration's FID over seeds from a
+    study, so that the single run is read against its spread."""
     numbers = evaluation.numbers
     rows = [[r.model, fmt(r.fid), r.source, PAPER_PROTOCOL] for r in TABLE1]
     rows.append([THIS_RUN, fmt(numbers["fid"]), "measured here (sagan evaluate)", protocol(evaluation)])
+    if spread_row:
+        rows.append(spread_row)
     blocks = [Table(["Model", "FID (CelebA)", "Source", "Protocol"], rows),
               "FID: lower is better. The paper states no FID protocol; ours is recorded beside our number.",
               f"Scored: {scored_generator(evaluation, run_record)}."]
@@ -165,20 +169,21 @@ def metadata_section(inputs: ReportInputs) -> Section:
 
 
 def build_document(params: Params, inputs: ReportInputs, hist: run_history.History, written: dict[str, Path],
-                   study_sections: list[Section]) -> Document:
+                   study_sections: list[Section], spread_row: list[str] | None = None) -> Document:
     return Document(
         title=params.report.title,
         warnings=comparability_warnings(inputs.evaluation, inputs.run_record),
-        sections=[table1_section(inputs.evaluation, inputs.run_record), scale_section(inputs.evaluation),
+        sections=[table1_section(inputs.evaluation, inputs.run_record, spread_row), scale_section(inputs.evaluation),
                   figures_section(written, inputs.evals), *study_sections,
                   history_section(hist, inputs.run_record.mlflow_run_id), metadata_section(inputs)],
     )
 
 
-def build_report(params: Params, outputs: paths.RunOutputs, study_sections: list[Section]) -> None:
+def build_report(params: Params, outputs: paths.RunOutputs, study_sections: list[Section],
+                 spread_row: list[str] | None = None) -> None:
     """reports/report.md and .html with their figures, of the training run and evaluation in
-    `outputs` and with `study_sections` after the figures, logged to the training run: all or
-    nothing."""
+    `outputs`, with `study_sections` after the figures and `spread_row` (this configuration over
+    seeds) in Table 1, logged to the training run: all or nothing."""
     inputs = read_inputs(outputs)
     hist = run_history.build_history(params.mlflow, params.report.history_max_runs)
     training_run = tracking.MlflowRun.from_run_record(params.mlflow, inputs.run_record, outputs.run_record)
@@ -188,7 +193,8 @@ def build_report(params: Params, outputs: paths.RunOutputs, study_sections: list
             atomic_path(paths.REPORT_HTML) as html_tmp:
         names = figures.write_figures(inputs.losses, inputs.evals, inputs.first_sample, inputs.last_sample,
                                       figures_tmp)
-        doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names}, study_sections)
+        doc = build_document(params, inputs, hist, {name: figures_tmp / name for name in names}, study_sections,
+                             spread_row)
         md_tmp.write_text(to_markdown(doc), encoding="utf-8")
         html_tmp.write_text(to_html(doc), encoding="utf-8")
     training_run.log_artifact(paths.REPORT_MD, "report")

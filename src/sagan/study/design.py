@@ -1,106 +1,47 @@
-"""A study: a seeded grid of training runs ("cells") over params.yaml, declared in one file.
+"""A study: training runs ("cells") over params.yaml that answer one question, declared in one file.
 
-`studies/NAME/study.yaml` holds the params every cell shares (`base`, a partial params mapping
-on top of params.yaml) and the axes of the grid. For the attention study:
+`studies/NAME/study.yaml`:
 
-    axes:
-      attention: [sagan, biggan]   # model.attention_style; `none` is always in the grid
-      placement: [2, 3, 4]         # model.attention_after
-      seed: [0, 1, 2]              # train.seed
+    question: Is the improved profile better than the paper's configuration?
+    base:                     # params every cell shares, on top of params.yaml
+      mlflow: {experiment: sagan-celeba-profiles}
+    axes:                     # the variants: every combination of the axes' values ...
+      profile: [paper, improved]      # a configs/ overlay (`paper`: params.yaml as it is)
+      train.lr_d: [1.0e-4, 2.0e-4]    # or any dotted param key
+    variants:                 # ... or named variants, each a mapping of dotted params (not both)
+      none: {model.attention: false}
+    seeds: [0, 1, 2, 3, 4]    # train.seed: every variant runs at every seed
+    baseline: profile-paper   # the variant every other is compared with, seed by seed
 
-The cells are `none-seedS` (model.attention: false; no placement) for every seed, the baseline
-that every other cell is compared with seed by seed, and `STYLE-afterP-seedS` for every style,
-placement and seed. A cell's params are params.yaml, then `base`, then its axis values, validated
-like any params file; its outputs live in studies/NAME/cells/CELL/ (paths.RunOutputs), so
-`sagan train --study NAME --cell CELL` and `sagan evaluate --study NAME --cell CELL` run one cell
-and nothing a cell writes is shared with another run.
+A variant of `axes` is named by its values (`profile-paper`, `lr_d-0.0001`, joined by `_` over
+several axes); a cell is a variant at a seed, `VARIANT-seedS`. A cell's params are params.yaml,
+then its profile's changes, then `base`, then its other values, then its seed, validated like any
+params file; its outputs live in studies/NAME/cells/CELL/ (paths.RunOutputs), so `sagan train
+--study NAME --cell CELL` and `sagan evaluate --study NAME --cell CELL` run one cell and nothing a
+cell writes is shared with another run.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import itertools
 from functools import cached_property
 from pathlib import Path
 
-from sagan import paths, stages
+from sagan import paths, profiles, stages
+from sagan.atomic import write_json
 from sagan.errors import SaganError
-from sagan.params import ModelParams, Params, flatten, parse_params, parse_yaml
+from sagan.params import Params, flatten, parse_params, parse_yaml
 
-BASELINE = "none"  # the attention value of the cells without attention
-STYLES = dataclasses.fields(ModelParams)[[f.name for f in dataclasses.fields(ModelParams)].index(
-    "attention_style")].metadata["choices"]
-AXES = ("attention", "placement", "seed")
+KEYS = ("question", "base", "axes", "variants", "seeds", "baseline")
+PROFILE = "profile"  # the axis (or variant key) that selects a configs/ overlay
+SEED_KEY = "train.seed"
 # The stages that run once, from params.yaml alone, for every cell. A base that changed what they
 # read would score the cells on data, a reference or bounds that are not theirs. Their model and
 # train keys are the exception: fid_bounds' ceiling, the paper model untrained, is the one scale
 # every cell is measured on.
 SHARED_STAGES = ("download", "prepare", "split", "fid_ref", "fid_bounds")
-
-
-def _placement_ok(value) -> bool:
-    check = {f.name: f for f in dataclasses.fields(ModelParams)}["attention_after"].metadata["check"]
-    return isinstance(value, int) and not isinstance(value, bool) and check(value)
-
-
-def _seed_ok(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-# axis -> (is this value valid?, what a valid value is)
-_AXIS_VALUES = {
-    "attention": (lambda v: v in STYLES, f"one of {', '.join(STYLES)} (`{BASELINE}` is always in the grid)"),
-    "placement": (_placement_ok, "an integer in [1, 4] (model.attention_after)"),
-    "seed": (_seed_ok, "an integer >= 0 (train.seed)"),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class CellGroup:
-    """Cells named alike: one DVC matrix stage per step runs them (sagan.dvcfile)."""
-
-    name: str
-    axes: tuple[str, ...]  # the axes the group's cells vary over
-    cell_name: str  # StudyCell.name as a DVC template over the axes' values
-
-
-CELL_GROUPS = (CellGroup(BASELINE, ("seed",), f"{BASELINE}-seed${{item.seed}}"),
-               CellGroup("attention", AXES, "${item.attention}-after${item.placement}-seed${item.seed}"))
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyCell:
-    """One cell: its name, its axis values and its params; where it writes and how it is tagged."""
-
-    study: str
-    attention: str  # BASELINE or a model.attention_style
-    placement: int | None  # model.attention_after; None without attention
-    seed: int
-    params: Params
-
-    @property
-    def name(self) -> str:
-        if self.attention == BASELINE:
-            return f"{BASELINE}-seed{self.seed}"
-        return f"{self.attention}-after{self.placement}-seed{self.seed}"
-
-    @property
-    def outputs(self) -> paths.RunOutputs:
-        return paths.RunOutputs(paths.study_cell_dir(self.study, self.name))
-
-    @property
-    def record(self) -> dict:
-        """What run.json records of the cell (the study's results table reads it back)."""
-        return {"name": self.study, "cell": self.name, "attention": self.attention, "placement": self.placement,
-                "seed": self.seed}
-
-    @property
-    def tags(self) -> dict[str, str]:
-        """The MLflow tags of the cell's training run: the UI groups and compares cells by these."""
-        return {"mlflow.runName": self.name, "sagan.study": self.study, "sagan.study.cell": self.name,
-                "sagan.study.attention": self.attention,
-                "sagan.study.placement": "-" if self.placement is None else str(self.placement),
-                "sagan.study.seed": str(self.seed)}
 
 
 def _merge(into: dict, changes: dict) -> dict:
@@ -110,17 +51,71 @@ def _merge(into: dict, changes: dict) -> dict:
     return out
 
 
-def _overrides(attention: str, placement: int | None, seed: int) -> dict:
-    model = ({"attention": False} if attention == BASELINE else
-             {"attention": True, "attention_style": attention, "attention_after": placement})
-    return {"model": model, "train": {"seed": seed}}
+def _nested(dotted: dict) -> dict:
+    """{"train.lr_d": 1e-4} -> {"train": {"lr_d": 1e-4}}."""
+    out: dict = {}
+    for key, value in dotted.items():
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def value_name(value) -> str:
+    """A value as it appears in a cell name: `true`, `0.0001`, `hinge`."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return format(value, "g")
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One configuration of the study: its name and its values (dotted param keys, or `profile`)."""
+
+    name: str
+    values: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyCell:
+    """One cell: a variant at a seed, its params; where it writes and how it is tagged."""
+
+    study: str
+    variant: Variant
+    seed: int
+    params: Params
+
+    @property
+    def name(self) -> str:
+        return f"{self.variant.name}-seed{self.seed}"
+
+    @property
+    def outputs(self) -> paths.RunOutputs:
+        return paths.RunOutputs(paths.study_cell_dir(self.study, self.name))
+
+    @property
+    def record(self) -> dict:
+        """What run.json records of the cell (the study's results table reads it back)."""
+        return {"name": self.study, "cell": self.name, "variant": self.variant.name, "seed": self.seed,
+                "values": self.variant.values}
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The MLflow tags of the cell's training run: the UI groups and compares cells by any axis."""
+        return {"mlflow.runName": self.name, "sagan.study": self.study, "sagan.study.cell": self.name,
+                "sagan.study.variant": self.variant.name, "sagan.study.seed": str(self.seed),
+                **{f"sagan.study.{key}": value_name(value) for key, value in self.variant.values.items()}}
 
 
 @dataclasses.dataclass(frozen=True)
 class Study:
     name: str
+    question: str
     base: dict  # the partial params mapping every cell shares
-    axes: dict[str, list]
+    variants: tuple[Variant, ...]
+    seeds: tuple[int, ...]
+    baseline: str  # a variant's name
     params: Params  # params.yaml
 
     @property
@@ -129,14 +124,18 @@ class Study:
 
     @cached_property
     def cells(self) -> list[StudyCell]:
-        """The baseline cells (one per seed), then every style x placement x seed."""
-        seeds, grid = self.axes["seed"], itertools.product(self.axes["attention"], self.axes["placement"])
-        combos = [(BASELINE, None, s) for s in seeds] + [(a, p, s) for a, p in grid for s in seeds]
-        return [StudyCell(self.name, a, p, s, self._cell_params(a, p, s)) for a, p, s in combos]
+        """Every variant at every seed, the baseline's first."""
+        ordered = sorted(self.variants, key=lambda v: v.name != self.baseline)
+        return [StudyCell(self.name, v, seed, self._cell_params(v, seed)) for v in ordered for seed in self.seeds]
 
-    def _cell_params(self, attention: str, placement: int | None, seed: int) -> Params:
-        raw = _merge(_merge(dataclasses.asdict(self.params), self.base), _overrides(attention, placement, seed))
-        return parse_params(raw, where=f"{self.file} (cell attention={attention}, placement={placement}, seed={seed})")
+    def _cell_params(self, variant: Variant, seed: int) -> Params:
+        where = f"{self.file} (variant {variant.name}, seed {seed})"
+        values = dict(variant.values)
+        raw = dataclasses.asdict(self.params)
+        if PROFILE in values:
+            raw = _merge(raw, _profile_changes(values.pop(PROFILE), where))
+        raw = _merge(_merge(raw, self.base), _nested({**values, SEED_KEY: seed}))
+        return parse_params(raw, where=where)
 
     def cell(self, name: str) -> StudyCell:
         paths.plain_name(name, "--cell")
@@ -148,49 +147,122 @@ class Study:
         return by_name[name]
 
 
-def _check_axes(raw, where: str) -> dict[str, list]:
-    if not isinstance(raw, dict):
-        raise SaganError(f"{where}: 'axes' must be a mapping of {', '.join(AXES)} to lists of values")
-    for axis in raw:
-        if axis not in AXES:
-            close = difflib.get_close_matches(str(axis), AXES, n=1)
-            raise SaganError(f"{where}: unknown axis '{axis}'",
-                             hint=f"did you mean '{close[0]}'?" if close else f"the axes: {', '.join(AXES)}")
-    for axis in AXES:
-        values = raw.get(axis)
+def _profile_changes(name, where: str) -> dict:
+    """A profile's changes as a params mapping (its runs labelled with its name), `paper`: none."""
+    if not isinstance(name, str):
+        raise SaganError(f"{where}: '{PROFILE}' must name a profile, got {name!r}")
+    if name == profiles.PAPER:
+        return {}
+    try:
+        return profiles.read_profile(name).labelled_changes
+    except SaganError as exc:  # the profile file's own error, named from the study that applies it
+        raise SaganError(f"{where}: {exc}") from exc
+
+
+def _check_key(key, where: str, known: set[str]) -> str:
+    if key == PROFILE:
+        return key
+    if not isinstance(key, str) or key not in known:
+        close = difflib.get_close_matches(str(key), sorted(known | {PROFILE}), n=1)
+        raise SaganError(f"{where}: unknown param '{key}'",
+                         hint=f"did you mean '{close[0]}'?" if close else "a dotted param key, e.g. train.lr_d, "
+                              f"or '{PROFILE}'")
+    if key == SEED_KEY:
+        raise SaganError(f"{where}: '{SEED_KEY}' is the study's `seeds`, not a value of its variants")
+    return key
+
+
+def _axis_variants(raw, where: str, known: set[str]) -> tuple[Variant, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise SaganError(f"{where}: 'axes' must map params to lists of values",
+                         hint="e.g. axes: {profile: [paper, improved]} or axes: {train.lr_d: [1.0e-4, 2.0e-4]}")
+    for key, values in raw.items():
+        _check_key(key, f"{where}: axes", known)
         if not isinstance(values, list) or not values:
-            raise SaganError(f"{where}: axis '{axis}' needs a non-empty list of values")
-        ok, expect = _AXIS_VALUES[axis]
-        for value in values:
-            if axis == "attention" and value == BASELINE:
-                raise SaganError(f"{where}: axis 'attention': leave out '{BASELINE}': the cells without attention "
-                                 "are in every study, as the baseline of the paired comparison")
-            if not ok(value):
-                raise SaganError(f"{where}: axis '{axis}': {value!r} is not {expect}")
-        if len(set(values)) != len(values):
-            raise SaganError(f"{where}: axis '{axis}' lists a value twice: {values}")
-    return {axis: list(raw[axis]) for axis in AXES}
+            raise SaganError(f"{where}: axis '{key}' needs a non-empty list of values")
+        if len({value_name(v) for v in values}) != len(values):
+            raise SaganError(f"{where}: axis '{key}' lists a value twice: {values}")
+    short = {key: key.rpartition(".")[2] for key in raw}
+    if len(set(short.values())) != len(short):
+        raise SaganError(f"{where}: two axes end in the same name ({', '.join(raw)}): cell names would not tell "
+                         "them apart")
+    variants = []
+    for combo in itertools.product(*raw.values()):
+        values = dict(zip(raw, combo))
+        name = "_".join(f"{short[key]}-{value_name(value)}" for key, value in values.items())
+        variants.append(Variant(name, values))
+    return tuple(variants)
+
+
+def _named_variants(raw, where: str, known: set[str]) -> tuple[Variant, ...]:
+    if not isinstance(raw, dict) or not raw:
+        raise SaganError(f"{where}: 'variants' must map names to mappings of params",
+                         hint="e.g. variants: {none: {model.attention: false}}")
+    variants = []
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise SaganError(f"{where}: variant '{name}' must be a mapping of dotted params to values")
+        for key in values:
+            _check_key(key, f"{where}: variant '{name}'", known)
+        variants.append(Variant(str(name), dict(values)))
+    same = [(a.name, b.name) for a, b in itertools.combinations(variants, 2) if a.values == b.values]
+    if same:
+        raise SaganError(f"{where}: variants '{same[0][0]}' and '{same[0][1]}' are the same cell")
+    return tuple(variants)
+
+
+def _seeds(raw, where: str) -> tuple[int, ...]:
+    if not (isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                  for s in raw)):
+        raise SaganError(f"{where}: 'seeds' must be a non-empty list of integers >= 0 (train.seed), got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise SaganError(f"{where}: 'seeds' lists a seed twice: {raw}")
+    return tuple(raw)
 
 
 def load_study(name: str, params: Params) -> Study:
     """The study `name` (studies/NAME/study.yaml) over `params`, with every cell's params
-    validated: an unknown axis, value or param is one line naming the file."""
+    validated: an unknown key, a value of the wrong type, a duplicate cell or an empty grid is
+    one line naming the file."""
     path = paths.study_file(paths.plain_name(name, "--study"))
     if not path.is_file():
-        known = sorted(p.parent.name for p in paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}"))
+        known = study_names()
         raise SaganError(f"{path}: study '{name}' not found",
                          hint=f"known studies: {', '.join(known)}" if known else "run from the project root")
-    raw = parse_yaml(path.read_text(), str(path))
-    if not isinstance(raw, dict) or set(raw) - {"base", "axes"}:
-        extra = sorted(set(raw) - {"base", "axes"}) if isinstance(raw, dict) else []
-        raise SaganError(f"{path}: " + (f"unknown key '{extra[0]}'" if extra else "expected a mapping"),
-                         hint="a study file has `base` (params every cell shares) and `axes`")
+    where = str(path)
+    raw = parse_yaml(path.read_text(), where)
+    if not isinstance(raw, dict):
+        raise SaganError(f"{where}: expected a mapping", hint=f"a study file has {', '.join(KEYS)}")
+    unknown = sorted(set(raw) - set(KEYS))
+    if unknown:
+        close = difflib.get_close_matches(str(unknown[0]), KEYS, n=1)
+        raise SaganError(f"{where}: unknown key '{unknown[0]}'",
+                         hint=f"did you mean '{close[0]}'?" if close else f"a study file has {', '.join(KEYS)}")
+    question = raw.get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise SaganError(f"{where}: 'question' must say in one sentence what the study answers")
     base = raw.get("base") or {}
-    parse_params(base, where=f"{path} base", partial=True)  # an unknown key in base: one line, here
+    parse_params(base, where=f"{where} base", partial=True)  # an unknown key in base: one line, here
     _check_base_keeps_shared_stages(base, params, path)
-    study = Study(name, base, _check_axes(raw.get("axes"), str(path)), params)
+    known = set(flatten(params))
+    if ("axes" in raw) == ("variants" in raw):
+        raise SaganError(f"{where}: give the cells as 'axes' (every combination) or as 'variants' (named), one of them")
+    variants = (_axis_variants(raw["axes"], where, known) if "axes" in raw
+                else _named_variants(raw["variants"], where, known))
+    names = [v.name for v in variants]
+    for variant in names:
+        paths.plain_name(variant, f"{where}: variant")
+    baseline = raw.get("baseline")
+    if baseline not in names:
+        raise SaganError(f"{where}: 'baseline' must name one of the variants ({', '.join(names)}), got {baseline!r}",
+                         hint="every other variant is compared with it, seed by seed")
+    study = Study(name, question.strip(), base, variants, _seeds(raw.get("seeds"), where), baseline, params)
     study.cells  # every cell's params validated now
     return study
+
+
+def study_names() -> list[str]:
+    return sorted(p.parent.name for p in paths.STUDIES_DIR.glob(f"*/{paths.STUDY_FILE_NAME}"))
 
 
 def _check_base_keeps_shared_stages(base: dict, params: Params, path: Path) -> None:
@@ -204,6 +276,25 @@ def _check_base_keeps_shared_stages(base: dict, params: Params, path: Path) -> N
         if stage:
             raise SaganError(f"{path}: base changes '{key}', which the shared stage {stage} reads once for "
                              f"every cell", hint="change it in params.yaml: the shared stages and every cell rerun")
+
+
+def write_cell_params(study: Study) -> list[Path]:
+    """Each cell's params file (paths.cell_params_file), rewritten only where it changed, so that
+    DVC reruns only the cells whose params changed; the files written."""
+    written = []
+    for cell in study.cells:
+        path = paths.cell_params_file(study.name, cell.name)
+        flat = flatten(cell.params)
+        if not path.is_file() or json.loads(path.read_text()) != json.loads(json.dumps(flat)):
+            write_json(path, flat)
+            written.append(path)
+    return written
+
+
+def profile_files(study: Study) -> list[Path]:
+    """The profile files (configs/NAME.yaml) the study's variants apply."""
+    names = {v.values[PROFILE] for v in study.variants if PROFILE in v.values} - {profiles.PAPER}
+    return sorted(profiles.PROFILES_DIR / f"{name}.yaml" for name in names)
 
 
 def resolve_cell(params: Params, study: str | None, cell: str | None) -> StudyCell | None:

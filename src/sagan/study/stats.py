@@ -1,5 +1,5 @@
-"""The study's statistics: per-cell means with 95% confidence intervals over seeds, and each cell's
-paired difference against the cells without attention, seed by seed.
+"""The study's statistics: per-variant means with 95% confidence intervals over seeds, and each
+variant's paired difference against the baseline variant, seed by seed.
 
 Intervals are Student-t intervals (scipy.stats.t): mean +- t(0.975, n-1) x std / sqrt(n), with the
 sample std (ddof=1). Pairing by seed removes what a seed does to every cell alike (the data order,
@@ -44,21 +44,20 @@ def t_interval(values) -> Interval:
 
 
 def summarise(results: pd.DataFrame, metric: str, baseline: str) -> pd.DataFrame:
-    """One row per cell of the grid (its seeds pooled): the metric's interval over seeds, and the
-    interval of its paired difference against the `baseline` attention value with the same seed
-    (NaN for the baseline itself). `results` has one row per cell and seed: attention, placement,
-    seed and the metric."""
+    """One row per variant (its seeds pooled): the metric's interval over seeds, and the interval
+    of its paired difference against the `baseline` variant with the same seed (NaN for the
+    baseline itself). `results` has one row per cell: variant, seed and the metric."""
     rows = []
-    base = results[results["attention"] == baseline].set_index("seed")[metric]
-    for (attention, placement), group in results.groupby(["attention", "placement"], dropna=False, sort=False):
-        own = t_interval(group[metric])
-        row = {"attention": attention, "placement": placement, "metric": metric, "n_seeds": own.n,
+    base = results[results["variant"] == baseline].set_index("seed")[metric]
+    for variant, group in results.groupby("variant", sort=False):
+        own = t_interval(group[metric].dropna())
+        row = {"variant": variant, "metric": metric, "n_seeds": own.n,
                "mean": own.mean, "std": own.std, "ci_low": own.low, "ci_high": own.high}
-        if attention != baseline:
+        if variant != baseline:
             paired = group.set_index("seed")[metric].sub(base).dropna()
             diff = t_interval(paired)
             row |= {"n_pairs": diff.n, "diff_mean": diff.mean, "diff_ci_low": diff.low, "diff_ci_high": diff.high}
         rows.append(row)
-    columns = ["attention", "placement", "metric", "n_seeds", "mean", "std", "ci_low", "ci_high",
+    columns = ["variant", "metric", "n_seeds", "mean", "std", "ci_low", "ci_high",
                "n_pairs", "diff_mean", "diff_ci_low", "diff_ci_high"]
     return pd.DataFrame(rows, columns=columns)
