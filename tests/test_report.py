@@ -528,3 +528,11 @@ def test_without_evaluations_there_is_no_fig7_and_best_is_said_to_be_optimistic(
     assert "No evaluations during training (train.eval_every: 0), so no Fig. 7." in md
     assert ("Scored: the best generator during training (lowest FID, at step 200); it was selected on the same "
             "reference set it is scored on, so its FID is optimistic.") in md
+
+
+def test_table_1_carries_the_spread_over_seeds_beside_the_single_run():
+    row = ["This configuration over 3 seeds", "28.83 [24.47, 33.20]", "study 'attention', variant sagan-after3",
+           "the same protocol"]
+    table = build.table1_section(evaluation("run"), run_record("run"), row).blocks[0]
+    assert table.rows[-2][0] == build.THIS_RUN and table.rows[-1] == row
+    assert build.table1_section(evaluation("run"), run_record("run")).blocks[0].rows[-1][0] == build.THIS_RUN
