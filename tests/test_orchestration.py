@@ -1,6 +1,7 @@
 """dvc.yaml and the Snakemake rules are two views of one pipeline, and sagan.paths and the stage
 modules own its declarations: paths, param keys, code deps. The Snakefile reads them; dvc.yaml
 spells them, so these tests check every literal in it. This runs without executing any stage."""
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,15 @@ def test_a_broken_study_fails_only_the_studys_targets(tmp_path):
     assert study.returncode == 1
     assert study.stderr.strip().splitlines()[-1] == ("snakemake: error: studies/attention/study.yaml: unknown key "
                                                      "'seed' (hint: did you mean 'seeds'?)")
+
+
+def test_snakemake_plans_any_study_by_its_target(tmp_path):
+    """`snakemake study_NAME` for every study folder: the profile study plans its 10 cells."""
+    for item in ("src", "configs", "studies"):
+        (tmp_path / item).symlink_to(ROOT / item)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    snakemake = [str(Path(sys.executable).parent / "snakemake"), "-n", "-s", str(ROOT / "Snakefile"), "-d", str(tmp_path)]
+    plan = subprocess.run([*snakemake, "study_profiles"], cwd=tmp_path, capture_output=True, text=True)
+    assert plan.returncode == 0, plan.stderr
+    cells = set(re.findall(r"wildcards: study=profiles, cell=(\S+)", plan.stdout + plan.stderr))
+    assert cells == {f"profile-{p}-seed{s}" for p in ("paper", "improved") for s in range(5)}
