@@ -64,7 +64,6 @@ def check_study(study: StudyOutputs, cells: set[str] = STUDY_CELLS, name: str = 
     tags = children[cell]
     assert tags["sagan.study.seed"] == "1" and tags["sagan.study.variant"] == cell.rpartition("-seed")[0]
     assert {key: tags[f"sagan.study.{key}"] for key in values} == values
-    assert children["none-seed0"]["sagan.study.placement"] == "-"
 
 
 class TestDvc:
