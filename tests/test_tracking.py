@@ -281,3 +281,33 @@ def test_runs_name_the_commit_they_were_trained_from(tmp_path, monkeypatch):
     tags = run_tags(run_metadata(MlflowParams(), "f" * 64, synthetic_data=True))
     assert len(head) == 40 and tags["mlflow.source.git.commit"] == tags["sagan.git_commit"] == head
     assert (tags["mlflow.source.name"], tags["mlflow.source.type"]) == ("sagan train", "LOCAL")
+
+
+def test_a_dataset_two_runs_log_at_once_is_linked_on_a_second_try():
+    """The server's race on inserting one new dataset for two runs (UNIQUE constraint) is retried;
+    any other refusal is raised."""
+    from types import SimpleNamespace
+
+    from sagan.tracking import MlflowRun
+
+    class Client:
+        def __init__(self, refusals):
+            self.refusals, self.logged = list(refusals), []
+
+        def get_run(self, run_id):
+            return SimpleNamespace(inputs=SimpleNamespace(dataset_inputs=[]))
+
+        def log_inputs(self, run_id, datasets):
+            if self.refusals:
+                raise SaganError(self.refusals.pop(0))
+            self.logged.append((run_id, datasets))
+
+    dataset = SimpleNamespace(dataset=SimpleNamespace(name="reference", digest="abc"), tags=[])
+    race = Client(["MLflow: RestException: BAD_REQUEST: (sqlite3.IntegrityError) UNIQUE constraint failed: "
+                   "datasets.experiment_id, datasets.name, datasets.digest"])
+    MlflowRun(race, "run1").log_dataset(dataset)
+    assert race.logged == [("run1", [dataset])]
+    refused = Client(["MLflow: RestException: PERMISSION_DENIED"])
+    with pytest.raises(SaganError, match="PERMISSION_DENIED"):
+        MlflowRun(refused, "run1").log_dataset(dataset)
+    assert refused.logged == []

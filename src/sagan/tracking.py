@@ -388,7 +388,15 @@ class MlflowRun:
             return (item.dataset.name, item.dataset.digest, sorted((t.key, t.value) for t in item.tags))
 
         if all(key(have) != key(dataset_input) for have in self.client.get_run(self.run_id).inputs.dataset_inputs):
-            self.client.log_inputs(self.run_id, datasets=[dataset_input])
+            try:
+                self.client.log_inputs(self.run_id, datasets=[dataset_input])
+            except Exception as exc:
+                # Two runs logging the same new dataset at once (a study's cells on one server) race
+                # on its insert, and the store's UNIQUE constraint refuses the second: by then the
+                # dataset exists, so a second try links it to this run.
+                if "UNIQUE constraint failed" not in str(exc):
+                    raise
+                self.client.log_inputs(self.run_id, datasets=[dataset_input])
 
     def start_system_metrics(self, uri: str, resumed: bool) -> None:
         """MLflow's system metrics (`system/cpu_utilization_percentage`, memory, disk, network, and
