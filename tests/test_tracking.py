@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import threading
 import time
+from types import SimpleNamespace
 
 import mlflow
 import pytest
@@ -286,10 +287,6 @@ def test_runs_name_the_commit_they_were_trained_from(tmp_path, monkeypatch):
 def test_a_dataset_two_runs_log_at_once_is_linked_on_a_second_try():
     """The server's race on inserting one new dataset for two runs (UNIQUE constraint) is retried;
     any other refusal is raised."""
-    from types import SimpleNamespace
-
-    from sagan.tracking import MlflowRun
-
     class Client:
         def __init__(self, refusals):
             self.refusals, self.logged = list(refusals), []
