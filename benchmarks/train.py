@@ -16,7 +16,7 @@ loops train the same networks with the same losses (bce + gradient penalty):
 Variants of our step (VARIANTS): `eager` is the config's params as they are (the reference of the
 "x eager" column: the paper's eager fp32 step for `paper`); `before` is the same step with the
 attention's forward of git revision `--before` (default: the last before issue 27, which put it
-on scaled_dot_product_attention); the others change params.
+on scaled_dot_product_attention and one fused projection); the others change params.
 A `gp_every` k variant is timed over whole periods of k steps (its cost is an average).
 Each round runs every variant and the baseline once, alternating; the best of `--repeats` rounds
 is kept, so that the ratios come from one run on one machine under the same load.

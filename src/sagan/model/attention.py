@@ -53,6 +53,21 @@ def conv1x1(in_channels: int, out_channels: int, spectral_norm: bool, bias: bool
     return dcgan_conv(nn.Conv2d(in_channels, out_channels, kernel_size=1, bias=bias), spectral_norm)
 
 
+def project(tokens: torch.Tensor, *convs: nn.Conv2d) -> tuple[torch.Tensor, ...]:
+    """1x1 convolutions of the same input as one matrix product over channels: [B, N, C] -> one
+    [B, N, C_out] per convolution.
+
+    The same arithmetic as the convolutions (up to float rounding), in one GEMM on the token layout
+    the attention needs, where three small convolutions cost more in call overhead and NCHW/NHWC
+    copies than in arithmetic. Each weight keeps its own spectral norm: reading `conv.weight` runs
+    its power iteration once, as the convolution's forward did.
+    """
+    weights = [conv.weight.flatten(1) for conv in convs]
+    bias = None if convs[0].bias is None else torch.cat([conv.bias for conv in convs])
+    out = F.linear(tokens, torch.cat(weights), bias)
+    return out.split([weight.shape[0] for weight in weights], dim=-1)
+
+
 class SelfAttention(nn.Module):
     """y = x + gamma * attention(x) on a [B, C, H, W] map (H and W even for the biggan style)."""
 
@@ -73,17 +88,20 @@ class SelfAttention(nn.Module):
         self.gamma = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        # flatten/unflatten rather than view: x may be channels_last (non-contiguous in NCHW).
-        query = self.query(x).flatten(2).transpose(1, 2)     # [B, N, C/8]
-        pooled = F.max_pool2d(x, 2) if self.style == "biggan" else x
-        key = self.key(pooled).flatten(2).transpose(1, 2)    # [B, M, C/8]
-        value = self.value(pooled).flatten(2).transpose(1, 2)  # [B, M, Cv]
+        b, c, h, w = x.shape
+        # Positions as tokens [B, N, C]: a view, no copy, when x is channels_last (the default).
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        if self.style == "biggan":
+            (query,) = project(tokens, self.query)
+            pooled = F.max_pool2d(x, 2)
+            key, value = project(pooled.permute(0, 2, 3, 1).reshape(b, -1, c), self.key, self.value)
+        else:
+            query, key, value = project(tokens, self.query, self.key, self.value)
         if _explicit_depth:
             attended = torch.bmm(torch.softmax(torch.bmm(query, key.transpose(1, 2)), dim=-1), value)
         else:
             attended = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # [B, N, Cv]
-        attended = attended.transpose(1, 2).unflatten(2, (h, w))  # a view: NHWC in memory
         if self.out is not None:
-            attended = self.out(attended)
+            (attended,) = project(attended, self.out)
+        attended = attended.reshape(b, h, w, c).permute(0, 3, 1, 2)  # a view: NHWC in memory
         return x + self.gamma * attended
