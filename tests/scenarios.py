@@ -105,15 +105,17 @@ class DvcExperiments:
 
 @dataclass
 class DvcStudy:
-    """The study in a copy of the project after its first run, then a seed more; then the profile
-    study in the same copy."""
+    """The attention study in a copy of the project after its first run, then a seed more."""
     ran: set[str]
     outputs: StudyOutputs
     out_of_date_after_seed: set[str]  # `dvc status` of the study's pipeline
-    profiles_ran: set[str]
-    profiles: StudyOutputs
-    ad_hoc_ran: set[str]  # a third study, declared here (AD_HOC_STUDY)
-    ad_hoc: StudyOutputs
+
+
+@dataclass
+class StudyRepro:
+    """`dvc repro` of a study's pipeline in a copy of the project after its first run."""
+    ran: set[str]
+    outputs: StudyOutputs
 
 
 @dataclass
@@ -129,6 +131,8 @@ class DvcScenario:
     more_epochs: DvcMoreEpochs
     experiments: DvcExperiments
     study: DvcStudy
+    profiles: StudyRepro  # PROFILE_STUDY
+    ad_hoc: StudyRepro  # a third study, declared here (AD_HOC_STUDY)
 
 
 @dataclass
@@ -388,18 +392,21 @@ def run_dvc_scenario(project: Path) -> DvcScenario:
     report_param_ran = dvc_ran(dvc_repro(project, capture_output=True, text=True).stdout)
     left_out_of_commit = commit(project, "first run")
 
-    # From here three independent stories, each in its own copy of the committed project, side by
-    # side (one after the other they were the longest chain of the test session): more epochs,
-    # killed and resumed, and commits compared; docs/experiments.md's experiment workflow, from a sweep to a
-    # clone; and studies/README.md's study on the data and FID reference of the first run.
-    with ThreadPoolExecutor(max_workers=2) as side:
+    # From here independent stories, each in its own copy of the committed project, side by side
+    # (one after the other they were the longest chain of the test session): more epochs, killed
+    # and resumed, and commits compared; docs/experiments.md's experiment workflow, from a sweep to
+    # a clone; and studies/README.md's three studies on the data and FID reference of the first run.
+    with ThreadPoolExecutor(max_workers=4) as side:
         experiments = side.submit(run_dvc_experiments, copy_project(project, "experiments"))
         study = side.submit(run_dvc_study, copy_project(project, "study"))
+        profiles = side.submit(repro_study, copy_project(project, "profiles"), PROFILE_STUDY)
+        ad_hoc = side.submit(run_ad_hoc_study, copy_project(project, "ad-hoc"))
         more_epochs = run_dvc_more_epochs(project)
         return DvcScenario(project=project, study_dag=study_dag, first_ran=first_ran, second_ran=second_ran,
                            metrics=metrics, params_typo=params_typo, report_param_ran=report_param_ran,
                            left_out_of_commit=left_out_of_commit, more_epochs=more_epochs,
-                           experiments=experiments.result(), study=study.result())
+                           experiments=experiments.result(), study=study.result(), profiles=profiles.result(),
+                           ad_hoc=ad_hoc.result())
 
 
 def run_dvc_more_epochs(project: Path) -> DvcMoreEpochs:
@@ -447,23 +454,26 @@ def run_dvc_study(project: Path) -> DvcStudy:
     """studies/README.md's study command after the pipeline's first run: only the cells and the summary run,
     on the data and FID reference already there; then a seed more: only its cells (and the summary)
     are out of date."""
-    study = run(["dvc", "repro", STUDY_PIPELINE], project, capture_output=True, text=True)
-    ran = set(re.findall(r"Running stage '([^']+)'", study.stdout))
-    outputs = study_outputs(project)
+    first = repro_study(project, STUDY)
     add_study_seed(project, ADDED_SEED)
     out_of_date = set(json.loads(run(["dvc", "status", "--json", STUDY_PIPELINE], project,
                                      capture_output=True, text=True).stdout))
-    profiles = run(["dvc", "repro", str(paths.study_pipeline(PROFILE_STUDY))], project, capture_output=True, text=True)
+    return DvcStudy(ran=first.ran, outputs=first.outputs, out_of_date_after_seed=out_of_date)
+
+
+def repro_study(project: Path, study: str) -> StudyRepro:
+    out = run(["dvc", "repro", str(paths.study_pipeline(study))], project, capture_output=True, text=True)
+    return StudyRepro(ran=set(re.findall(r"Running stage '([^']+)'", out.stdout)),
+                      outputs=study_outputs(project, study=study))
+
+
+def run_ad_hoc_study(project: Path) -> StudyRepro:
+    """A study the project does not have, declared as a user would: study.yaml, then its DVC file written."""
     declared = project / paths.study_file(AD_HOC_STUDY)
     declared.parent.mkdir(parents=True)
     declared.write_text(yaml.safe_dump(AD_HOC_DECLARATION, sort_keys=False))
     run(["sagan", "stages", "--write"], project, capture_output=True)
-    ad_hoc = run(["dvc", "repro", str(paths.study_pipeline(AD_HOC_STUDY))], project, capture_output=True, text=True)
-    return DvcStudy(ran=ran, outputs=outputs, out_of_date_after_seed=out_of_date,
-                    profiles_ran=set(re.findall(r"Running stage '([^']+)'", profiles.stdout)),
-                    profiles=study_outputs(project, study=PROFILE_STUDY),
-                    ad_hoc_ran=set(re.findall(r"Running stage '([^']+)'", ad_hoc.stdout)),
-                    ad_hoc=study_outputs(project, study=AD_HOC_STUDY))
+    return repro_study(project, AD_HOC_STUDY)
 
 
 # The one-node SLURM cluster of workflow/slurm/local-cluster.sh (.ci/run starts it): where it runs,

@@ -157,18 +157,18 @@ class TestDvcStudy:
     def test_the_profile_study_runs_both_profiles_and_answers_on_fid_and_recall(self, dvc_scenario):
         cells = {f"profile-{p}-seed{s}" for p in ("paper", "improved") for s in (0, 1)}
         profiles = f"{paths.study_pipeline('profiles')}"
-        assert dvc_scenario.study.profiles_ran == ({f"{profiles}:{step}@{c}" for step in ("train", "evaluate")
-                                                    for c in cells} | {f"{profiles}:check", f"{profiles}:summary"})
-        check_study(dvc_scenario.study.profiles, cells, "profiles", "profile-improved-seed1", {"profile": "improved"})
-        reading = dvc_scenario.study.profiles.report.split("**Reading:** ")[1].splitlines()[0]
+        assert dvc_scenario.profiles.ran == ({f"{profiles}:{step}@{c}" for step in ("train", "evaluate")
+                                              for c in cells} | {f"{profiles}:check", f"{profiles}:summary"})
+        check_study(dvc_scenario.profiles.outputs, cells, "profiles", "profile-improved-seed1", {"profile": "improved"})
+        reading = dvc_scenario.profiles.outputs.report.split("**Reading:** ")[1].splitlines()[0]
         assert "profile-paper" in reading and "recall" in reading
 
     def test_a_study_declared_by_the_tests_over_lr_d_runs_through_the_same_mechanism(self, dvc_scenario):
         cells = {f"lr_d-{lr}-seed{s}" for lr in ("0.0001", "0.0004") for s in (0, 1)}
         pipeline = f"{paths.study_pipeline('lr_d')}"
-        assert dvc_scenario.study.ad_hoc_ran == ({f"{pipeline}:{step}@{c}" for step in ("train", "evaluate")
-                                                  for c in cells} | {f"{pipeline}:check", f"{pipeline}:summary"})
-        check_study(dvc_scenario.study.ad_hoc, cells, "lr_d", "lr_d-0.0001-seed1", {"train.lr_d": "0.0001"})
+        assert dvc_scenario.ad_hoc.ran == ({f"{pipeline}:{step}@{c}" for step in ("train", "evaluate")
+                                            for c in cells} | {f"{pipeline}:check", f"{pipeline}:summary"})
+        check_study(dvc_scenario.ad_hoc.outputs, cells, "lr_d", "lr_d-0.0001-seed1", {"train.lr_d": "0.0001"})
 
     def test_a_seed_more_leaves_only_its_cells_to_run(self, dvc_scenario):
         new = {f"{step}@{cell}" for step in ("train", "evaluate") for cell in ADDED_CELLS} | \
