@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import yaml
 
 from sagan import paths, stages
+from helpers import free_port
 from smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
 
 if TYPE_CHECKING:
@@ -344,9 +344,7 @@ def tracking_server(project: Path, state: Path) -> Iterator[dict[str, str]]:
     yields the environment its user exports. Stopped by the script, by its PID, afterwards."""
     import requests
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     script = [str(project / "workflow/mlflow/server.sh")]
     env = {**orchestrator_env(), "SAGAN_MLFLOW_DIR": str(state)}
     subprocess.run(script + ["start", "--port", str(port), "--workers", "1"], env=env, check=True, capture_output=True)

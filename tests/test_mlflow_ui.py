@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from urllib.parse import quote
 import pytest
 from PIL import Image
 
-from helpers import UI_WINDOW, make_project, render_dom, tiny_params, train, visible_lines
+from helpers import UI_WINDOW, free_port, make_project, render_dom, tiny_params, train, visible_lines
 from sagan import paths, tracking
 from sagan.cli import build_parser
 from sagan.commands import evaluate as evaluate_command, fid_bounds, fid_ref
@@ -44,12 +43,6 @@ class Ui:
     mlflow_params: MlflowParams
     runs: dict[str, dict]  # run name -> {"run_id", "fid" (metrics.json's), "data_fingerprint", "reference_sha256"}
     experiment_id: str
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _log_tail(log: Path, lines: int = 40) -> str:
@@ -102,7 +95,7 @@ def mlflow_ui(chromium, tmp_path, monkeypatch, mlflow_uri) -> Ui:  # chromium fi
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)  # the session's store: creating one takes seconds
     params = _ui_params()
     tracking.client(params.mlflow)  # creates the store's tables (if new) before the server opens it
-    url, log = f"http://127.0.0.1:{_free_port()}", tmp_path / "mlflow-ui.log"
+    url, log = f"http://127.0.0.1:{free_port()}", tmp_path / "mlflow-ui.log"
     mlflow_cli = Path(sys.executable).with_name("mlflow")  # the venv's, as `make ui` runs it
     with open(log, "wb") as out:
         # Started now so that it imports while the runs train; the job runner (GenAI jobs) is left out.

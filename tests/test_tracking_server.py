@@ -11,7 +11,6 @@ import dataclasses
 import http.server
 import json
 import os
-import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -20,19 +19,14 @@ import pytest
 import requests
 import yaml
 
-from helpers import REPO_ROOT, make_project, read_losses, render_dom, tiny_params, tiny_raw_params, visible_lines
+from helpers import (REPO_ROOT, free_port, make_project, read_losses, render_dom, tiny_params, tiny_raw_params,
+                     visible_lines)
 from sagan import cli, paths, tracking
 from sagan.metrics import extractor
 
 SCRIPT = REPO_ROOT / "workflow/mlflow/server.sh"
 ALICE, BOB = ("alice", "alice-password-1"), ("bob", "bob-password-12")
 MODEL = "server-test-generator"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -67,7 +61,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Server:
-    port = _free_port()
+    port = free_port()
     srv = Server(f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("mlflow-server") / "state", port)
     started = srv.start()
     try:
@@ -297,7 +291,7 @@ def test_bad_servers_and_credentials_are_one_line_each(server, older_server, tmp
         assert rc == 1 and len(lines) == 1, err
         return lines[0]
 
-    nobody = f"http://127.0.0.1:{_free_port()}"
+    nobody = f"http://127.0.0.1:{free_port()}"
     assert train_error(nobody, ALICE) == (
         f"sagan train: error: MLFLOW_TRACKING_URI: no MLflow tracking server answers at {nobody} (ConnectionError) "
         f"(hint: start it: `workflow/mlflow/server.sh start` (`workflow/mlflow/server.sh status` tells whether it "
