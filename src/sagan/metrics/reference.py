@@ -48,12 +48,13 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(entry, np.asanyarray(value), allow_pickle=False)
 
 
-def read_reference(path: Path | None = None) -> dict:
-    """The reference statistics (default: paths.FID_REFERENCE) as plain values (0-d arrays become
-    scalars), and `sha256`: the digest of the bytes they were read from, which identifies the
-    reference (bounds.json records it). Hashed and loaded from one read, so that a reference
-    rewritten meanwhile can never lend its digest to the other's statistics."""
-    path = paths.require(paths.FID_REFERENCE if path is None else path)
+def read_reference() -> dict:
+    """The pipeline's reference statistics (paths.FID_REFERENCE, shared by every run and study
+    cell) as plain values (0-d arrays become scalars), and `sha256`: the digest of the bytes they
+    were read from, which identifies the reference (bounds.json records it). Hashed and loaded from
+    one read, so that a reference rewritten meanwhile can never lend its digest to the other's
+    statistics."""
+    path = paths.require(paths.FID_REFERENCE)
     try:
         content = path.read_bytes()
         with np.load(io.BytesIO(content), allow_pickle=False) as data:
