@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Callable
 
 import yaml
 
-from sagan import paths, stages
 from helpers import free_port
+from sagan import paths, stages
 from smoke import dvc_repro, make_scratch_project, orchestrator_env, run, snakemake_run
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from sagan.errors import SaganError
 from sagan.metrics.results import PROTOCOL_FIELDS, Evaluation
 from sagan.params import Params
 
-# One 400-step smoke run is one draw of a wide distribution: float rounding (the CPU kind) and the
-# seed move its FID from 8 to 19 (docs/benchmarks.md, "How far one smoke FID moves").
+# Wide on purpose: one 400-step smoke run is one draw of a wide distribution, moved by the CPU's
+# float rounding and the seed (measured in docs/benchmarks.md, "How far one smoke FID moves").
 DEFAULT_TOLERANCE = 1.5
 GAP_CLOSED_MIN = 0.5  # "most of the gap"
 # What the baseline records of how its FID was measured; a run measured otherwise is not comparable.
